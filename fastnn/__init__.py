@@ -1,0 +1,14 @@
+"""fastnn: fully-connected neural networks on the CPU, with compiled Cython/OpenMP kernels."""
+__version__ = "0.1.0"
+
+from ._config import (config, get_engine, get_kernel_variant, get_num_threads, set_engine,
+                      set_kernel_variant, set_num_threads, show_config,
+                      supported_kernel_variants)
+from .ops import (activation_backward, activation_forward, gemm, linear_backward,
+                  linear_forward)
+
+__all__ = [
+    "__version__", "config", "show_config", "get_engine", "set_engine", "get_num_threads",
+    "set_num_threads", "get_kernel_variant", "set_kernel_variant", "supported_kernel_variants",
+    "gemm", "linear_forward", "linear_backward", "activation_forward", "activation_backward",
+]

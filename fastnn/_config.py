@@ -1,0 +1,131 @@
+"""Engine, thread and kernel-variant settings of fastnn's compiled core."""
+import os
+import platform
+import sys
+
+from ._kernels import _core
+
+ENGINES = ("native", "blas")
+_ENGINE_CODES = {"native": 0, "blas": 1}
+
+
+def get_engine():
+    """The GEMM engine in use: "native" (fastnn's packed GEMM) or "blas" (SciPy's BLAS)."""
+    return ENGINES[_core.get_engine_code()]
+
+
+def set_engine(name):
+    """Select the GEMM engine for every later kernel call: "native" or "blas".
+
+    "native" is fastnn's own packed GEMM with the bias and activation fused into the
+    writeback, bitwise reproducible for any thread count.  "blas" calls the BLAS that SciPy
+    ships (OpenBLAS) and applies bias and activation in a separate single-threaded pass; its
+    threads follow OpenBLAS's own setting (OPENBLAS_NUM_THREADS, threadpoolctl).
+    """
+    if not isinstance(name, str) or name.lower() not in _ENGINE_CODES:
+        raise ValueError(f"fastnn.set_engine: expected one of {ENGINES}, got {name!r}")
+    _core.set_engine_code(_ENGINE_CODES[name.lower()])
+
+
+def get_num_threads():
+    """Threads the native kernels use: the value given to set_num_threads(), else OpenMP's
+    omp_get_max_threads() (which follows OMP_NUM_THREADS and threadpoolctl)."""
+    return _core.get_num_threads()
+
+
+def set_num_threads(n):
+    """Use n threads in the native kernels; None (or 0) returns to following OpenMP's
+    default (OMP_NUM_THREADS, threadpoolctl).  Results do not depend on n."""
+    if n is None:
+        n = 0
+    if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
+        raise TypeError(f"fastnn.set_num_threads: expected an int or None, got {type(n).__name__}")
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"fastnn.set_num_threads: expected n >= 1 (or None), got {n}")
+    _core.set_num_threads_raw(n)
+
+
+def get_kernel_variant():
+    """The microkernel variant in use: "avx512", "avx2" or "generic"."""
+    return _core.get_variant()
+
+
+def set_kernel_variant(name):
+    """Force a microkernel variant ("avx512", "avx2", "generic"); the CPU must support it.
+    The default is the fastest supported one (or the FASTNN_KERNEL environment variable)."""
+    _core.set_variant(name)
+
+
+def supported_kernel_variants():
+    return _core.supported_variants()
+
+
+def _default_engine():
+    forced = os.environ.get("FASTNN_ENGINE", "").strip().lower()
+    if forced:
+        return forced
+    # the native engine needs vector FMA to beat BLAS
+    return "native" if _core.get_variant() in ("avx2", "avx512") else "blas"
+
+
+def config():
+    """The configuration as a dict (what show_config prints)."""
+    from . import __version__
+    info = {
+        "fastnn": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "engine": get_engine(),
+        "kernel_variant": get_kernel_variant(),
+        "supported_variants": list(supported_kernel_variants()),
+        "openmp": _core.openmp_enabled(),
+        "num_threads": get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "blocking_float32": _core.kernel_blocking("float32"),
+        "blocking_float64": _core.kernel_blocking("float64"),
+        "blas": [],
+    }
+    try:
+        import numpy
+        import scipy
+        info["numpy"] = numpy.__version__
+        info["scipy"] = scipy.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from threadpoolctl import threadpool_info
+        info["blas"] = [
+            {k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads",
+                                   "threading_layer", "filepath")}
+            for d in threadpool_info() if d.get("user_api") in ("blas", "openmp")
+        ]
+    except Exception:  # pragma: no cover - threadpoolctl is a dependency, but be robust
+        pass
+    return info
+
+
+def show_config(file=None):
+    """Print version, engine, CPU features in use, OpenMP, threads and BLAS libraries."""
+    info = config()
+    out = file or sys.stdout
+    p = lambda *a: print(*a, file=out)  # noqa: E731
+    p(f"fastnn {info['fastnn']}  (Python {info['python']}, numpy {info.get('numpy')}, "
+      f"scipy {info.get('scipy')})")
+    p(f"  platform        : {info['platform']}")
+    p(f"  engine          : {info['engine']}")
+    p(f"  kernel variant  : {info['kernel_variant']}  (CPU supports: "
+      f"{', '.join(info['supported_variants'])})")
+    mr, nr, kc, mc, nc = info["blocking_float32"]
+    p(f"  float32 blocking: MR={mr} NR={nr} KC={kc} MC={mc} NC={nc}")
+    mr, nr, kc, mc, nc = info["blocking_float64"]
+    p(f"  float64 blocking: MR={mr} NR={nr} KC={kc} MC={mc} NC={nc}")
+    p(f"  OpenMP          : {'on' if info['openmp'] else 'off (serial build)'}")
+    p(f"  threads         : {info['num_threads']} (of {info['cpu_count']} CPUs)")
+    for lib in info["blas"]:
+        p(f"  {lib['internal_api']:<16}: {lib.get('version')} "
+          f"{lib.get('architecture') or ''} threads={lib.get('num_threads')} "
+          f"({os.path.basename(lib.get('filepath') or '')})")
+
+
+set_engine(_default_engine())

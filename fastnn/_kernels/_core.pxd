@@ -1,0 +1,63 @@
+# Shared state and elementwise kernels of fastnn's compiled core.
+from cython cimport floating
+
+cdef extern from "fnn_simd.h" nogil:
+    int FNN_ACT_IDENTITY
+    int FNN_ACT_RELU
+    int FNN_ACT_LEAKY_RELU
+    int FNN_ACT_SIGMOID
+    int FNN_ACT_TANH
+    int FNN_N_VARIANTS
+    int FNN_VARIANT_GENERIC
+    int FNN_VARIANT_AVX2
+    int FNN_VARIANT_AVX512
+
+    ctypedef void (*fnn_ukr_s_t)(long, const float *, const float *, float *, long, int, int,
+                                 float, float, const float *, int, float) noexcept nogil
+    ctypedef void (*fnn_ukr_d_t)(long, const double *, const double *, double *, long, int, int,
+                                 double, double, const double *, int, double) noexcept nogil
+    ctypedef void (*fnn_actf_s_t)(long, const float *, float *, int, float) noexcept nogil
+    ctypedef void (*fnn_actf_d_t)(long, const double *, double *, int, double) noexcept nogil
+    ctypedef void (*fnn_actb_s_t)(long, const float *, const float *, float *, int, float) noexcept nogil
+    ctypedef void (*fnn_actb_d_t)(long, const double *, const double *, double *, int, double) noexcept nogil
+
+    ctypedef struct fnn_kern_s:
+        int mr, nr, kc, mc, nc
+        fnn_ukr_s_t ukr
+        fnn_actf_s_t act_fwd
+        fnn_actb_s_t act_bwd
+    ctypedef struct fnn_kern_d:
+        int mr, nr, kc, mc, nc
+        fnn_ukr_d_t ukr
+        fnn_actf_d_t act_fwd
+        fnn_actb_d_t act_bwd
+
+    const fnn_kern_s fnn_kerns_s[]
+    const fnn_kern_d fnn_kerns_d[]
+    const char *fnn_variant_names[]
+    int fnn_variant_supported(int v)
+    void *fnn_workspace(size_t nbytes)
+
+cdef enum:
+    ENGINE_NATIVE = 0
+    ENGINE_BLAS = 1
+
+# Work below this many elements runs on one thread (a parallel region costs a few us).
+cdef enum:
+    ELEMWISE_PARALLEL_MIN = 65536
+
+cdef int current_engine() noexcept nogil
+cdef int current_threads() noexcept nogil
+cdef const fnn_kern_s *kern_s() noexcept nogil
+cdef const fnn_kern_d *kern_d() noexcept nogil
+
+cdef void act_forward(Py_ssize_t m, Py_ssize_t n, const floating *x, Py_ssize_t rsx,
+                      floating *y, Py_ssize_t rsy, int act, floating slope,
+                      int n_threads) noexcept nogil
+cdef void act_backward(Py_ssize_t m, Py_ssize_t n, const floating *g, Py_ssize_t rsg,
+                       const floating *y, Py_ssize_t rsy, floating *dz, Py_ssize_t rsdz,
+                       int act, floating slope, int n_threads) noexcept nogil
+cdef void bias_act(Py_ssize_t m, Py_ssize_t n, floating *c, Py_ssize_t rsc,
+                   const floating *bias, int act, floating slope, int n_threads) noexcept nogil
+cdef void col_sums(Py_ssize_t m, Py_ssize_t n, const floating *x, Py_ssize_t rsx,
+                   floating *out, bint accumulate, int n_threads) noexcept nogil

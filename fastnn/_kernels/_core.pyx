@@ -1,0 +1,232 @@
+# cython: language_level=3
+"""Process-wide state of the compiled core (engine, threads, kernel variant) and the
+elementwise kernels shared by both GEMM engines: activation forward/backward, bias add and
+deterministic column sums."""
+import os
+
+from cython.parallel cimport prange
+from ._openmp cimport FNN_HAVE_OPENMP, omp_get_max_threads
+
+cdef int _engine = ENGINE_NATIVE
+cdef int _threads = 0          # 0: follow omp_get_max_threads() (OMP_NUM_THREADS, threadpoolctl)
+cdef int _variant = 0
+
+
+cdef int current_engine() noexcept nogil:
+    return _engine
+
+
+cdef int current_threads() noexcept nogil:
+    if _threads > 0:
+        return _threads
+    cdef int n = omp_get_max_threads()
+    return n if n > 0 else 1
+
+
+cdef const fnn_kern_s *kern_s() noexcept nogil:
+    return &fnn_kerns_s[_variant]
+
+
+cdef const fnn_kern_d *kern_d() noexcept nogil:
+    return &fnn_kerns_d[_variant]
+
+
+# ---------------------------------------------------------------- Python-visible state
+VARIANTS = tuple(fnn_variant_names[i].decode() for i in range(FNN_N_VARIANTS))
+
+
+def supported_variants():
+    """Kernel variants this CPU can run, slowest first."""
+    return tuple(VARIANTS[i] for i in range(FNN_N_VARIANTS) if fnn_variant_supported(i))
+
+
+def get_variant():
+    return VARIANTS[_variant]
+
+
+def set_variant(str name):
+    global _variant
+    if name not in VARIANTS:
+        raise ValueError(f"unknown kernel variant {name!r}; expected one of {VARIANTS}")
+    cdef int v = VARIANTS.index(name)
+    if not fnn_variant_supported(v):
+        raise ValueError(f"kernel variant {name!r} is not supported by this CPU "
+                         f"(supported: {supported_variants()})")
+    _variant = v
+
+
+def get_engine_code():
+    return _engine
+
+
+def set_engine_code(int code):
+    global _engine
+    if code not in (ENGINE_NATIVE, ENGINE_BLAS):
+        raise ValueError(f"bad engine code {code}")
+    _engine = code
+
+
+def get_num_threads():
+    return current_threads()
+
+
+def set_num_threads_raw(int n):
+    global _threads
+    _threads = n
+
+
+def openmp_enabled():
+    return bool(FNN_HAVE_OPENMP)
+
+
+def kernel_blocking(str dtype):
+    """(MR, NR, KC, MC, NC) of the current variant for 'float32' or 'float64'."""
+    if dtype == "float32":
+        return (kern_s().mr, kern_s().nr, kern_s().kc, kern_s().mc, kern_s().nc)
+    return (kern_d().mr, kern_d().nr, kern_d().kc, kern_d().mc, kern_d().nc)
+
+
+def _default_variant():
+    forced = os.environ.get("FASTNN_KERNEL", "").strip().lower()
+    if forced:
+        return forced
+    cdef tuple s = supported_variants()
+    return s[len(s) - 1]
+
+
+set_variant(_default_variant())
+
+
+# ---------------------------------------------------------------- elementwise kernels
+cdef inline int _elem_threads(Py_ssize_t m, Py_ssize_t n, int n_threads) noexcept nogil:
+    if n_threads <= 1 or m < 2 or m * n < ELEMWISE_PARALLEL_MIN:
+        return 1
+    cdef Py_ssize_t t = (m * n) // (ELEMWISE_PARALLEL_MIN // 2)
+    if t < n_threads:
+        return <int>t
+    return n_threads
+
+
+cdef inline void _act_row(Py_ssize_t n, const floating *x, floating *y, int act,
+                          floating slope) noexcept nogil:
+    if floating is float:
+        kern_s().act_fwd(n, x, y, act, slope)
+    else:
+        kern_d().act_fwd(n, x, y, act, slope)
+
+
+cdef void act_forward(Py_ssize_t m, Py_ssize_t n, const floating *x, Py_ssize_t rsx,
+                      floating *y, Py_ssize_t rsy, int act, floating slope,
+                      int n_threads) noexcept nogil:
+    """y[i, :] = act(x[i, :]) for m rows of n contiguous values (x == y allowed)."""
+    cdef Py_ssize_t i
+    cdef int nt = _elem_threads(m, n, n_threads)
+    if nt == 1:
+        for i in range(m):
+            _act_row(n, x + i * rsx, y + i * rsy, act, slope)
+    else:
+        for i in prange(m, nogil=True, num_threads=nt, schedule='static'):
+            _act_row(n, x + i * rsx, y + i * rsy, act, slope)
+
+
+cdef inline void _act_bwd_row(Py_ssize_t n, const floating *g, const floating *y, floating *dz,
+                              int act, floating slope) noexcept nogil:
+    if floating is float:
+        kern_s().act_bwd(n, g, y, dz, act, slope)
+    else:
+        kern_d().act_bwd(n, g, y, dz, act, slope)
+
+
+cdef void act_backward(Py_ssize_t m, Py_ssize_t n, const floating *g, Py_ssize_t rsg,
+                       const floating *y, Py_ssize_t rsy, floating *dz, Py_ssize_t rsdz,
+                       int act, floating slope, int n_threads) noexcept nogil:
+    """dz = g * act'(y) row by row (g == dz allowed)."""
+    cdef Py_ssize_t i
+    cdef int nt = _elem_threads(m, n, n_threads)
+    if nt == 1:
+        for i in range(m):
+            _act_bwd_row(n, g + i * rsg, y + i * rsy, dz + i * rsdz, act, slope)
+    else:
+        for i in prange(m, nogil=True, num_threads=nt, schedule='static'):
+            _act_bwd_row(n, g + i * rsg, y + i * rsy, dz + i * rsdz, act, slope)
+
+
+cdef inline void _bias_act_row(Py_ssize_t n, floating *c, const floating *bias, int act,
+                               floating slope) noexcept nogil:
+    cdef Py_ssize_t j
+    if bias != NULL:
+        for j in range(n):
+            c[j] = c[j] + bias[j]
+    if act != FNN_ACT_IDENTITY:
+        _act_row(n, c, c, act, slope)
+
+
+cdef void bias_act(Py_ssize_t m, Py_ssize_t n, floating *c, Py_ssize_t rsc,
+                   const floating *bias, int act, floating slope, int n_threads) noexcept nogil:
+    """c[i, :] = act(c[i, :] + bias) in place."""
+    cdef Py_ssize_t i
+    if bias == NULL and act == FNN_ACT_IDENTITY:
+        return
+    cdef int nt = _elem_threads(m, n, n_threads)
+    if nt == 1:
+        for i in range(m):
+            _bias_act_row(n, c + i * rsc, bias, act, slope)
+    else:
+        for i in prange(m, nogil=True, num_threads=nt, schedule='static'):
+            _bias_act_row(n, c + i * rsc, bias, act, slope)
+
+
+# Column sums: each thread owns whole blocks of COLBLOCK columns (so every output is summed
+# by one thread in one fixed order); rows are summed in chunks of ROWCHUNK whose partials are
+# added in chunk order (better accuracy than one long running sum).  Bitwise identical for
+# any thread count.
+cdef enum:
+    COLBLOCK = 64
+    ROWCHUNK = 128
+
+
+cdef void _col_sums_block(Py_ssize_t m, Py_ssize_t j0, Py_ssize_t j1, const floating *x,
+                          Py_ssize_t rsx, floating *out, bint accumulate) noexcept nogil:
+    cdef floating total[COLBLOCK]
+    cdef floating part[COLBLOCK]
+    cdef Py_ssize_t w = j1 - j0, i, j, r0, r1
+    cdef const floating *row
+    for j in range(w):
+        total[j] = 0
+    r0 = 0
+    while r0 < m:
+        r1 = r0 + ROWCHUNK
+        if r1 > m:
+            r1 = m
+        for j in range(w):
+            part[j] = 0
+        for i in range(r0, r1):
+            row = x + i * rsx + j0
+            for j in range(w):
+                part[j] = part[j] + row[j]
+        for j in range(w):
+            total[j] = total[j] + part[j]
+        r0 = r1
+    if accumulate:
+        for j in range(w):
+            out[j0 + j] = out[j0 + j] + total[j]
+    else:
+        for j in range(w):
+            out[j0 + j] = total[j]
+
+
+cdef void col_sums(Py_ssize_t m, Py_ssize_t n, const floating *x, Py_ssize_t rsx,
+                   floating *out, bint accumulate, int n_threads) noexcept nogil:
+    """out[j] (+)= sum_i x[i, j] over m rows of n contiguous values."""
+    cdef Py_ssize_t nb = (n + COLBLOCK - 1) // COLBLOCK, b, j1
+    cdef int nt = _elem_threads(m, n, n_threads)
+    if nt > nb:
+        nt = <int>nb
+    if nt <= 1:
+        for b in range(nb):
+            j1 = (b + 1) * COLBLOCK
+            _col_sums_block(m, b * COLBLOCK, j1 if j1 < n else n, x, rsx, out, accumulate)
+    else:
+        for b in prange(nb, nogil=True, num_threads=nt, schedule='static'):
+            _col_sums_block(m, b * COLBLOCK, n if (b + 1) * COLBLOCK > n else (b + 1) * COLBLOCK,
+                            x, rsx, out, accumulate)

@@ -1,0 +1,238 @@
+/* fastnn's C layer: vector microkernels for several instruction sets, chosen at run time.
+ *
+ * The module is compiled with baseline flags; the AVX2+FMA and AVX-512 variants are compiled
+ * for their ISA through a target pragma and only called when the CPU reports it
+ * (__builtin_cpu_supports), so one build runs everywhere.  The "generic" variant is the same
+ * code with the compiler's baseline vectors (SSE2 on x86-64, NEON on arm64).
+ */
+#ifndef FASTNN_SIMD_H
+#define FASTNN_SIMD_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+
+#define FNN_ACT_IDENTITY 0
+#define FNN_ACT_RELU 1
+#define FNN_ACT_LEAKY_RELU 2
+#define FNN_ACT_SIGMOID 3
+#define FNN_ACT_TANH 4
+
+#define FNN_NOINLINE __attribute__((noinline))
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define FNN_X86 1
+#else
+#define FNN_X86 0
+#endif
+
+#if defined(__clang__)
+#define FNN_TARGET_PUSH_AVX2 _Pragma("clang attribute push(__attribute__((target(\"avx2,fma\"))), apply_to = function)")
+#define FNN_TARGET_PUSH_AVX512 _Pragma("clang attribute push(__attribute__((target(\"avx512f,avx2,fma\"))), apply_to = function)")
+#define FNN_TARGET_POP _Pragma("clang attribute pop")
+#else
+#define FNN_TARGET_PUSH_AVX2 _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma\")")
+#define FNN_TARGET_PUSH_AVX512 _Pragma("GCC push_options") _Pragma("GCC target(\"avx512f,avx2,fma\")")
+#define FNN_TARGET_POP _Pragma("GCC pop_options")
+#endif
+
+/* ---- generic (baseline ISA): 16-byte vectors ---- */
+#define FNN_T float
+#define FNN_IS_DOUBLE 0
+#define FNN_VL 4
+#define FNN_MR 4
+#define FNN_NR 8
+#define FNN_SFX s_generic
+#include "fnn_simd_impl.h"
+#undef FNN_T
+#undef FNN_IS_DOUBLE
+#undef FNN_VL
+#undef FNN_MR
+#undef FNN_NR
+#undef FNN_SFX
+
+#define FNN_T double
+#define FNN_IS_DOUBLE 1
+#define FNN_VL 2
+#define FNN_MR 4
+#define FNN_NR 4
+#define FNN_SFX d_generic
+#include "fnn_simd_impl.h"
+#undef FNN_T
+#undef FNN_IS_DOUBLE
+#undef FNN_VL
+#undef FNN_MR
+#undef FNN_NR
+#undef FNN_SFX
+
+#if FNN_X86
+/* ---- AVX2 + FMA: 16 ymm registers, 12 accumulators ---- */
+FNN_TARGET_PUSH_AVX2
+#define FNN_T float
+#define FNN_IS_DOUBLE 0
+#define FNN_VL 8
+#define FNN_MR 6
+#define FNN_NR 16
+#define FNN_SFX s_avx2
+#include "fnn_simd_impl.h"
+#undef FNN_T
+#undef FNN_IS_DOUBLE
+#undef FNN_VL
+#undef FNN_MR
+#undef FNN_NR
+#undef FNN_SFX
+
+#define FNN_T double
+#define FNN_IS_DOUBLE 1
+#define FNN_VL 4
+#define FNN_MR 6
+#define FNN_NR 8
+#define FNN_SFX d_avx2
+#include "fnn_simd_impl.h"
+#undef FNN_T
+#undef FNN_IS_DOUBLE
+#undef FNN_VL
+#undef FNN_MR
+#undef FNN_NR
+#undef FNN_SFX
+FNN_TARGET_POP
+
+/* ---- AVX-512F: 32 zmm registers, 24 accumulators ---- */
+FNN_TARGET_PUSH_AVX512
+#define FNN_T float
+#define FNN_IS_DOUBLE 0
+#define FNN_VL 16
+#define FNN_MR 12
+#define FNN_NR 32
+#define FNN_SFX s_avx512
+#include "fnn_simd_impl.h"
+#undef FNN_T
+#undef FNN_IS_DOUBLE
+#undef FNN_VL
+#undef FNN_MR
+#undef FNN_NR
+#undef FNN_SFX
+
+#define FNN_T double
+#define FNN_IS_DOUBLE 1
+#define FNN_VL 8
+#define FNN_MR 12
+#define FNN_NR 16
+#define FNN_SFX d_avx512
+#include "fnn_simd_impl.h"
+#undef FNN_T
+#undef FNN_IS_DOUBLE
+#undef FNN_VL
+#undef FNN_MR
+#undef FNN_NR
+#undef FNN_SFX
+FNN_TARGET_POP
+#endif
+
+/* ---- kernel tables ---- */
+typedef void (*fnn_ukr_s_t)(long, const float *, const float *, float *, long, int, int, float,
+                            float, const float *, int, float);
+typedef void (*fnn_ukr_d_t)(long, const double *, const double *, double *, long, int, int,
+                            double, double, const double *, int, double);
+typedef void (*fnn_actf_s_t)(long, const float *, float *, int, float);
+typedef void (*fnn_actf_d_t)(long, const double *, double *, int, double);
+typedef void (*fnn_actb_s_t)(long, const float *, const float *, float *, int, float);
+typedef void (*fnn_actb_d_t)(long, const double *, const double *, double *, int, double);
+
+typedef struct {
+    int mr, nr, kc, mc, nc;
+    fnn_ukr_s_t ukr;
+    fnn_actf_s_t act_fwd;
+    fnn_actb_s_t act_bwd;
+} fnn_kern_s;
+typedef struct {
+    int mr, nr, kc, mc, nc;
+    fnn_ukr_d_t ukr;
+    fnn_actf_d_t act_fwd;
+    fnn_actb_d_t act_bwd;
+} fnn_kern_d;
+
+#define FNN_VARIANT_GENERIC 0
+#define FNN_VARIANT_AVX2 1
+#define FNN_VARIANT_AVX512 2
+#define FNN_N_VARIANTS 3
+
+__attribute__((unused)) static const char *fnn_variant_names[FNN_N_VARIANTS] = {"generic", "avx2", "avx512"};
+
+/* blocking: kc*nr (B micro-panel) stays in L1, mc*kc (A block) in L2, kc*nc (B block) in L3 */
+static const fnn_kern_s fnn_kerns_s[FNN_N_VARIANTS] = {
+    {4, 8, 256, 128, 2048, ukr_s_generic, act_fwd_s_generic, act_bwd_s_generic},
+#if FNN_X86
+    {6, 16, 256, 144, 3072, ukr_s_avx2, act_fwd_s_avx2, act_bwd_s_avx2},
+    {12, 32, 256, 144, 3072, ukr_s_avx512, act_fwd_s_avx512, act_bwd_s_avx512},
+#else
+    {4, 8, 256, 128, 2048, ukr_s_generic, act_fwd_s_generic, act_bwd_s_generic},
+    {4, 8, 256, 128, 2048, ukr_s_generic, act_fwd_s_generic, act_bwd_s_generic},
+#endif
+};
+static const fnn_kern_d fnn_kerns_d[FNN_N_VARIANTS] = {
+    {4, 4, 256, 64, 2048, ukr_d_generic, act_fwd_d_generic, act_bwd_d_generic},
+#if FNN_X86
+    {6, 8, 256, 72, 3072, ukr_d_avx2, act_fwd_d_avx2, act_bwd_d_avx2},
+    {12, 16, 256, 72, 3072, ukr_d_avx512, act_fwd_d_avx512, act_bwd_d_avx512},
+#else
+    {4, 4, 256, 64, 2048, ukr_d_generic, act_fwd_d_generic, act_bwd_d_generic},
+    {4, 4, 256, 64, 2048, ukr_d_generic, act_fwd_d_generic, act_bwd_d_generic},
+#endif
+};
+
+/* Which variants this CPU can run. */
+static int fnn_variant_supported(int v) {
+    if (v == FNN_VARIANT_GENERIC) return 1;
+#if FNN_X86
+    __builtin_cpu_init();
+    if (v == FNN_VARIANT_AVX2)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (v == FNN_VARIANT_AVX512)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
+               __builtin_cpu_supports("fma");
+#endif
+    return 0;
+}
+
+/* ---- per-thread packing workspace ----
+ * Grow-only, 64-byte aligned, one per OS thread (OpenMP workers and every Python thread
+ * have their own), freed when the thread exits.  Never shared, so concurrent calls from
+ * several Python threads are safe. */
+typedef struct {
+    void *p;
+    size_t n;
+} fnn_ws;
+static pthread_key_t fnn_ws_key;
+static pthread_once_t fnn_ws_once = PTHREAD_ONCE_INIT;
+static int fnn_ws_key_ok = 0;
+static void fnn_ws_free(void *w) {
+    if (w) {
+        free(((fnn_ws *)w)->p);
+        free(w);
+    }
+}
+static void fnn_ws_init(void) { fnn_ws_key_ok = pthread_key_create(&fnn_ws_key, fnn_ws_free) == 0; }
+static void *fnn_workspace(size_t bytes) {
+    pthread_once(&fnn_ws_once, fnn_ws_init);
+    if (!fnn_ws_key_ok) return NULL;
+    fnn_ws *w = (fnn_ws *)pthread_getspecific(fnn_ws_key);
+    if (!w) {
+        w = (fnn_ws *)calloc(1, sizeof *w);
+        if (!w) return NULL;
+        if (pthread_setspecific(fnn_ws_key, w) != 0) {
+            free(w);
+            return NULL;
+        }
+    }
+    if (w->n < bytes) {
+        free(w->p);
+        size_t sz = (bytes + 63) & ~(size_t)63;
+        w->p = aligned_alloc(64, sz);
+        w->n = w->p ? sz : 0;
+    }
+    return w->p;
+}
+
+#endif

@@ -1,0 +1,204 @@
+/* One ISA variant of fastnn's vector kernels.  Included several times by fnn_simd.h with
+ * FNN_T (float|double), FNN_VL (lanes), FNN_MR, FNN_NR and FNN_SFX defined, inside a
+ * target pragma, so every function here is compiled for that instruction set.
+ *
+ *   ukr      MR x NR register-tiled GEMM microkernel on packed panels, with the fused
+ *            writeback  C = act(alpha*acc + beta*C + bias)
+ *   act_fwd  the same activation, elementwise over an array (bitwise identical to the
+ *            epilogue, so fused and unfused paths agree exactly)
+ *   act_bwd  dz = g * act'(y) from the saved activation output y
+ */
+#define FNN_CAT2(a, b) a##_##b
+#define FNN_CAT(a, b) FNN_CAT2(a, b)
+#define N_(x) FNN_CAT(x, FNN_SFX)
+#define FNN_NV (FNN_NR / FNN_VL)
+
+#if FNN_IS_DOUBLE
+typedef int64_t N_(it);
+#else
+typedef int32_t N_(it);
+#endif
+typedef FNN_T N_(vt) __attribute__((vector_size(FNN_VL * sizeof(FNN_T))));
+typedef N_(it) N_(vi) __attribute__((vector_size(FNN_VL * sizeof(FNN_T))));
+
+static inline N_(vt) N_(ld)(const FNN_T *p) { N_(vt) v; memcpy(&v, p, sizeof v); return v; }
+static inline void N_(st)(FNN_T *p, N_(vt) v) { memcpy(p, &v, sizeof v); }
+static inline N_(vt) N_(splat)(FNN_T s) {
+    N_(vt) v;
+    for (int i = 0; i < FNN_VL; i++) v[i] = s;
+    return v;
+}
+/* the sign bit of every lane (negating +0.0 gives -0.0) */
+static inline N_(vi) N_(signbit)(void) { return (N_(vi))(-N_(splat)(0)); }
+/* mask ? a : b, mask lanes all-ones or zero (the result of a vector comparison) */
+static inline N_(vt) N_(sel)(N_(vi) m, N_(vt) a, N_(vt) b) {
+    return (N_(vt))((m & (N_(vi))a) | (~m & (N_(vi))b));
+}
+
+/* exp(x) for x <= 0 (the only range sigmoid/tanh need): Cephes' reduction and polynomial,
+ * ~1 ulp; 0 below the normal range; NaN propagates. */
+static inline N_(vt) N_(exp_neg)(N_(vt) x) {
+#if FNN_IS_DOUBLE
+    const double lo = -708.0, magic = 6755399441055744.0; /* 1.5 * 2^52 */
+    N_(vt) n = (x * 1.4426950408889634073599 + magic) - magic; /* round to nearest */
+    N_(vt) r = x - n * 6.93145751953125E-1;
+    r = r - n * 1.42860682030941723212E-6;
+    N_(vt) rr = r * r;
+    N_(vt) px = r * ((1.26177193074810590878E-4 * rr + 3.02994407707441961300E-2) * rr
+                     + 9.99999999999999999910E-1);
+    N_(vt) qx = ((3.00198505138664455042E-6 * rr + 2.52448340349684104192E-3) * rr
+                 + 2.27265548208155028766E-1) * rr + 2.00000000000000000009E0;
+    N_(vt) y = 1.0 + 2.0 * (px / (qx - px));
+    N_(vi) e = (__builtin_convertvector(n, N_(vi)) + 1023) << 52;
+#else
+    const float lo = -87.6f, magic = 12582912.0f; /* 1.5 * 2^23 */
+    N_(vt) n = (x * 1.44269504088896341f + magic) - magic;
+    N_(vt) r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    N_(vt) rr = r * r;
+    N_(vt) y = (((((1.9875691500E-4f * r + 1.3981999507E-3f) * r + 8.3334519073E-3f) * r
+                  + 4.1665795894E-2f) * r + 1.6666665459E-1f) * r + 5.0000001201E-1f) * rr
+               + r + 1.0f;
+    N_(vi) e = (__builtin_convertvector(n, N_(vi)) + 127) << 23;
+#endif
+    y = y * (N_(vt))e;
+    return N_(sel)(x < N_(splat)(lo), N_(splat)(0), y);
+}
+
+static inline N_(vt) N_(sigmoid)(N_(vt) x) {
+    N_(vi) sign = N_(signbit)();
+    N_(vt) ax = (N_(vt))((N_(vi))x & ~sign);
+    N_(vt) e = N_(exp_neg)(-ax);       /* exp(-|x|) in (0, 1]: never overflows */
+    N_(vt) s = 1 / (1 + e);
+    return N_(sel)(x < N_(splat)(0), e * s, s);  /* x >= 0: 1/(1+e);  x < 0: e/(1+e) */
+}
+
+static inline N_(vt) N_(tanh)(N_(vt) x) {
+    N_(vi) sign = N_(signbit)();
+    N_(vt) ax = (N_(vt))((N_(vi))x & ~sign);
+    N_(vt) e = N_(exp_neg)(-2 * ax);
+    N_(vt) big = (1 - e) / (1 + e);    /* |x| >= 0.625: no cancellation */
+    N_(vt) s = x * x;
+#if FNN_IS_DOUBLE
+    N_(vt) p = (-9.64399179425052238628E-1 * s - 9.92877231001918586564E1) * s
+               - 1.61468768441708447952E3;
+    N_(vt) q = ((s + 1.12811678491632931402E2) * s + 2.23548839060100448583E3) * s
+               + 4.84406305325125486048E3;
+    N_(vt) small = x + x * s * (p / q);
+#else
+    N_(vt) small = ((((-5.70498872745E-3f * s + 2.06390887954E-2f) * s - 5.37397155531E-2f) * s
+                     + 1.33314422036E-1f) * s - 3.33332819422E-1f) * s * x + x;
+#endif
+    big = (N_(vt))((N_(vi))big | ((N_(vi))x & sign)); /* copysign */
+    return N_(sel)(ax < N_(splat)(0.625), small, big);
+}
+
+static inline N_(vt) N_(act)(N_(vt) v, int act, FNN_T slope) {
+    switch (act) {
+    case FNN_ACT_RELU: return N_(sel)(v < N_(splat)(0), N_(splat)(0), v);   /* NaN stays NaN */
+    case FNN_ACT_LEAKY_RELU: return N_(sel)(v < N_(splat)(0), v * slope, v);
+    case FNN_ACT_SIGMOID: return N_(sigmoid)(v);
+    case FNN_ACT_TANH: return N_(tanh)(v);
+    default: return v;
+    }
+}
+
+/* acc[MR x NR] = sum_k a[k*MR + i] * b[k*NR + j];  then, on the valid m x n corner of C
+ * (row stride rsc, unit column stride):  C = act(alpha*acc + beta*C + bias).
+ * beta == 0 never reads C.  Edge tiles go through a padded buffer so every element takes
+ * exactly the same arithmetic as in a full tile (thread-count independent results). */
+static FNN_NOINLINE void N_(ukr)(long kc, const FNN_T *restrict a, const FNN_T *restrict b,
+                                 FNN_T *restrict c, long rsc, int m, int n, FNN_T alpha,
+                                 FNN_T beta, const FNN_T *restrict bias, int act, FNN_T slope) {
+    N_(vt) acc[FNN_MR][FNN_NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < FNN_MR; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < FNN_NV; j++) acc[i][j] = N_(splat)(0);
+
+    for (long k = 0; k < kc; k++) {
+        N_(vt) bv[FNN_NV];
+#pragma GCC unroll 8
+        for (int j = 0; j < FNN_NV; j++) bv[j] = N_(ld)(b + j * FNN_VL);
+#pragma GCC unroll 16
+        for (int i = 0; i < FNN_MR; i++) {
+            N_(vt) ai = N_(splat)(a[i]);
+#pragma GCC unroll 8
+            for (int j = 0; j < FNN_NV; j++) acc[i][j] += ai * bv[j];
+        }
+        a += FNN_MR;
+        b += FNN_NR;
+    }
+
+    FNN_T tmp[FNN_MR * FNN_NR] __attribute__((aligned(64)));
+    FNN_T btmp[FNN_NR] __attribute__((aligned(64)));
+    int full = (m == FNN_MR && n == FNN_NR);
+    FNN_T *cp = c;
+    long ldc = rsc;
+    if (!full) {
+        cp = tmp;
+        ldc = FNN_NR;
+        if (beta != 0) {
+            memset(tmp, 0, sizeof tmp);
+            for (int i = 0; i < m; i++) memcpy(tmp + i * FNN_NR, c + i * rsc, n * sizeof(FNN_T));
+        }
+    }
+    const FNN_T *bp = bias;
+    if (bias && n != FNN_NR) {
+        memset(btmp, 0, sizeof btmp);
+        memcpy(btmp, bias, n * sizeof(FNN_T));
+        bp = btmp;
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < FNN_MR; i++) {
+#pragma GCC unroll 8
+        for (int j = 0; j < FNN_NV; j++) {
+            N_(vt) v = acc[i][j];
+            if (alpha != 1) v = v * alpha;
+            if (beta == 1) v = v + N_(ld)(cp + i * ldc + j * FNN_VL);
+            else if (beta != 0) v = v + beta * N_(ld)(cp + i * ldc + j * FNN_VL);
+            if (bp) v = v + N_(ld)(bp + j * FNN_VL);
+            N_(st)(cp + i * ldc + j * FNN_VL, N_(act)(v, act, slope));
+        }
+    }
+    if (!full)
+        for (int i = 0; i < m; i++) memcpy(c + i * rsc, tmp + i * FNN_NR, n * sizeof(FNN_T));
+}
+
+/* y = act(x), elementwise over n contiguous values (x == y allowed). */
+static FNN_NOINLINE void N_(act_fwd)(long n, const FNN_T *x, FNN_T *y, int act, FNN_T slope) {
+    long i = 0;
+    for (; i + FNN_VL <= n; i += FNN_VL) N_(st)(y + i, N_(act)(N_(ld)(x + i), act, slope));
+    if (i < n) {
+        FNN_T t[FNN_VL] __attribute__((aligned(64))) = {0};
+        memcpy(t, x + i, (n - i) * sizeof(FNN_T));
+        N_(st)(t, N_(act)(N_(ld)(t), act, slope));
+        memcpy(y + i, t, (n - i) * sizeof(FNN_T));
+    }
+}
+
+/* dz = g * act'(y) from the saved output y (g == dz allowed).  relu/leaky_relu use the
+ * mask y > 0 (derivative at 0 is the negative branch, as in PyTorch). */
+static FNN_NOINLINE void N_(act_bwd)(long n, const FNN_T *g, const FNN_T *y, FNN_T *dz, int act,
+                                     FNN_T slope) {
+    long i;
+    switch (act) {
+    case FNN_ACT_RELU:
+        for (i = 0; i < n; i++) dz[i] = y[i] > 0 ? g[i] : (FNN_T)0;
+        break;
+    case FNN_ACT_LEAKY_RELU:
+        for (i = 0; i < n; i++) dz[i] = y[i] > 0 ? g[i] : g[i] * slope;
+        break;
+    case FNN_ACT_SIGMOID:
+        for (i = 0; i < n; i++) dz[i] = g[i] * (y[i] * (1 - y[i]));
+        break;
+    case FNN_ACT_TANH:
+        for (i = 0; i < n; i++) dz[i] = g[i] * (1 - y[i] * y[i]);
+        break;
+    default:
+        if (dz != g) memmove(dz, g, n * sizeof(FNN_T));
+    }
+}
+
+#undef N_
+#undef FNN_NV

@@ -1,0 +1,241 @@
+# cython: language_level=3
+"""fastnn's own packed GEMM engine.
+
+    C = act(alpha * op(A) @ op(B) + beta * C + bias)
+
+BLIS-style: B is packed into KC x NR micro-panels, A into MR x KC micro-panels (any strides,
+so a transposed or sliced view costs no copy), and a register-tiled C microkernel
+(fnn_simd_impl.h; AVX-512, AVX2+FMA or baseline vectors, chosen at run time) computes each
+MR x NR tile and writes it back with the bias and activation fused in.
+
+Threads own whole output cells (a 2-D grid of row x column blocks aligned to MR/NR); K is
+never split, so each output element is summed by one thread in one fixed order and the
+result is bitwise identical for any thread count.  Packing buffers are per thread.
+"""
+from cython.parallel cimport prange
+
+from ._core cimport (fnn_kern_s, fnn_kern_d, kern_s, kern_d, fnn_workspace, bias_act,
+                     FNN_ACT_IDENTITY)
+
+# Below this many flops (2*M*N*K) a GEMM runs on one thread: measured on a 2-core Xeon
+# (bench/threshold.py) -- a parallel region plus the duplicated packing costs more than it
+# saves below ~2 MFLOP.
+cdef enum:
+    PARALLEL_MIN_FLOPS = 2000000
+    # each extra thread must get at least this much work
+    FLOPS_PER_THREAD = 1000000
+
+
+cdef inline Py_ssize_t _cdiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return (a + b - 1) // b
+
+
+cdef void _pack_a(int mc, int kc, const floating *A, Py_ssize_t rsa, Py_ssize_t csa,
+                  floating *dst, int mr) noexcept nogil:
+    """dst[p][k*mr + i] = A[p*mr + i, k], rows past mc zero-filled."""
+    cdef int p = 0, i, k, rows
+    cdef const floating *src
+    cdef floating *d
+    while p < mc:
+        rows = mc - p
+        if rows > mr:
+            rows = mr
+        d = dst + p * kc
+        if csa == 1:
+            for i in range(rows):
+                src = A + (p + i) * rsa
+                for k in range(kc):
+                    d[k * mr + i] = src[k]
+        else:
+            for k in range(kc):
+                src = A + k * csa + p * rsa
+                for i in range(rows):
+                    d[k * mr + i] = src[i * rsa]
+        if rows < mr:
+            for k in range(kc):
+                for i in range(rows, mr):
+                    d[k * mr + i] = 0
+        p += mr
+
+
+cdef void _pack_b(int kc, int nc, const floating *B, Py_ssize_t rsb, Py_ssize_t csb,
+                  floating *dst, int nr) noexcept nogil:
+    """dst[q][k*nr + j] = B[k, q*nr + j], columns past nc zero-filled."""
+    cdef int q = 0, j, k, cols
+    cdef const floating *src
+    cdef floating *d
+    while q < nc:
+        cols = nc - q
+        if cols > nr:
+            cols = nr
+        d = dst + q * kc
+        if csb == 1:
+            for k in range(kc):
+                src = B + k * rsb + q
+                for j in range(cols):
+                    d[k * nr + j] = src[j]
+        else:
+            for j in range(cols):
+                src = B + (q + j) * csb
+                for k in range(kc):
+                    d[k * nr + j] = src[k * rsb]
+        if cols < nr:
+            for k in range(kc):
+                for j in range(cols, nr):
+                    d[k * nr + j] = 0
+        q += nr
+
+
+cdef int _gemm_cell(int m0, int m1, int n0, int n1, int K, floating alpha,
+                    const floating *A, Py_ssize_t rsa, Py_ssize_t csa,
+                    const floating *B, Py_ssize_t rsb, Py_ssize_t csb,
+                    floating beta, floating *C, Py_ssize_t rsc,
+                    const floating *bias, int act, floating slope) noexcept nogil:
+    """Serial BLIS loops over the output block C[m0:m1, n0:n1]. Returns 0, or -1 when the
+    packing workspace cannot be allocated."""
+    cdef int mr, nr, kc, mc, nc
+    if floating is float:
+        mr = kern_s().mr; nr = kern_s().nr; kc = kern_s().kc; mc = kern_s().mc; nc = kern_s().nc
+    else:
+        mr = kern_d().mr; nr = kern_d().nr; kc = kern_d().kc; mc = kern_d().mc; nc = kern_d().nc
+    cdef int kcap = K if K < kc else kc
+    cdef int mcap = <int>(_cdiv(min(mc, m1 - m0), mr) * mr)
+    cdef int ncap = <int>(_cdiv(min(nc, n1 - n0), nr) * nr)
+    cdef Py_ssize_t abytes = _cdiv(<Py_ssize_t>mcap * kcap * sizeof(floating), 64) * 64
+    cdef char *ws = <char *>fnn_workspace(abytes + <Py_ssize_t>ncap * kcap * sizeof(floating))
+    if ws == NULL:
+        return -1
+    cdef floating *abuf = <floating *>ws
+    cdef floating *bbuf = <floating *>(ws + abytes)
+
+    cdef int jc, pc, ic, jr, ir, ncur, kcur, mcur, mt, nt, last_act
+    cdef floating beta_k
+    cdef const floating *bias_k
+    jc = n0
+    while jc < n1:
+        ncur = n1 - jc if n1 - jc < nc else nc
+        pc = 0
+        while pc < K:
+            kcur = K - pc if K - pc < kc else kc
+            _pack_b(kcur, ncur, B + pc * rsb + jc * csb, rsb, csb, bbuf, nr)
+            beta_k = beta if pc == 0 else 1
+            if pc + kcur >= K:            # last K block: fused bias + activation
+                last_act = act
+                bias_k = bias + jc if bias != NULL else NULL
+            else:
+                last_act = FNN_ACT_IDENTITY
+                bias_k = NULL
+            ic = m0
+            while ic < m1:
+                mcur = m1 - ic if m1 - ic < mc else mc
+                _pack_a(mcur, kcur, A + ic * rsa + pc * csa, rsa, csa, abuf, mr)
+                jr = 0
+                while jr < ncur:
+                    nt = ncur - jr if ncur - jr < nr else nr
+                    ir = 0
+                    while ir < mcur:
+                        mt = mcur - ir if mcur - ir < mr else mr
+                        if floating is float:
+                            kern_s().ukr(kcur, abuf + ir * kcur, bbuf + jr * kcur,
+                                         C + (ic + ir) * rsc + jc + jr, rsc, mt, nt, alpha,
+                                         beta_k, bias_k + jr if bias_k != NULL else NULL,
+                                         last_act, slope)
+                        else:
+                            kern_d().ukr(kcur, abuf + ir * kcur, bbuf + jr * kcur,
+                                         C + (ic + ir) * rsc + jc + jr, rsc, mt, nt, alpha,
+                                         beta_k, bias_k + jr if bias_k != NULL else NULL,
+                                         last_act, slope)
+                        ir += mr
+                    jr += nr
+                ic += mc
+            pc += kcur
+        jc += nc
+    return 0
+
+
+cdef int gemm_threads(int M, int N, int K, int n_threads) noexcept nogil:
+    """How many threads a GEMM of this size uses (small problems run on one)."""
+    cdef double flops = 2.0 * M * N * K
+    if n_threads <= 1 or flops < PARALLEL_MIN_FLOPS:
+        return 1
+    cdef double cap = flops / FLOPS_PER_THREAD
+    if cap < n_threads:
+        return <int>cap
+    return n_threads
+
+
+cdef void _choose_grid(int mu, int nu, int mr, int nr, int K, int nt,
+                       int *gm, int *gn) noexcept nogil:
+    """Split mu x nu units (MR x NR tiles) into gm x gn cells, gm*gn <= nt, minimising the
+    largest cell's compute plus its packing traffic."""
+    cdef int t, g, h
+    cdef double rows, cols, cost, best = -1
+    gm[0] = 1
+    gn[0] = 1
+    t = nt
+    while t >= 1:
+        for g in range(1, t + 1):
+            if t % g != 0:
+                continue
+            h = t // g
+            if g > mu or h > nu:
+                continue
+            rows = <double>_cdiv(mu, g) * mr
+            cols = <double>_cdiv(nu, h) * nr
+            cost = rows * cols + 4.0 * (rows + cols)
+            if best < 0 or cost < best:
+                best = cost
+                gm[0] = g
+                gn[0] = h
+        if best >= 0:
+            return
+        t -= 1
+
+
+cdef int gemm_native(int M, int N, int K, floating alpha,
+                     const floating *A, Py_ssize_t rsa, Py_ssize_t csa,
+                     const floating *B, Py_ssize_t rsb, Py_ssize_t csb,
+                     floating beta, floating *C, Py_ssize_t rsc,
+                     const floating *bias, int act, floating slope,
+                     int n_threads) noexcept nogil:
+    """C[M,N] = act(alpha * A[M,K] @ B[K,N] + beta * C + bias), element strides given.
+    C has unit column stride.  beta == 0 never reads C.  Returns 0 or -1 (out of memory)."""
+    cdef Py_ssize_t i, j
+    cdef floating *crow
+    if M <= 0 or N <= 0:
+        return 0
+    if K <= 0 or alpha == 0:
+        for i in range(M):
+            crow = C + i * rsc
+            for j in range(N):
+                crow[j] = 0 if beta == 0 else beta * crow[j]
+        bias_act(M, N, C, rsc, bias, act, slope, 1)
+        return 0
+
+    cdef int mr, nr
+    if floating is float:
+        mr = kern_s().mr; nr = kern_s().nr
+    else:
+        mr = kern_d().mr; nr = kern_d().nr
+    cdef int nt = gemm_threads(M, N, K, n_threads)
+    if nt == 1:
+        return _gemm_cell(0, M, 0, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, rsc,
+                          bias, act, slope)
+
+    cdef int mu = <int>_cdiv(M, mr), nu = <int>_cdiv(N, nr), gm, gn
+    _choose_grid(mu, nu, mr, nr, K, nt, &gm, &gn)
+    cdef int cells = gm * gn, cell, err = 0, m0, m1, n0, n1, gi, gj
+    if cells == 1:
+        return _gemm_cell(0, M, 0, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, rsc,
+                          bias, act, slope)
+    for cell in prange(cells, nogil=True, num_threads=cells, schedule='static', chunksize=1):
+        gi = cell // gn
+        gj = cell % gn
+        m0 = min(M, (gi * mu // gm) * mr)
+        m1 = min(M, ((gi + 1) * mu // gm) * mr)
+        n0 = min(N, (gj * nu // gn) * nr)
+        n1 = min(N, ((gj + 1) * nu // gn) * nr)
+        if m1 > m0 and n1 > n0:
+            err += _gemm_cell(m0, m1, n0, n1, K, alpha, A, rsa, csa, B, rsb, csb, beta,
+                              C, rsc, bias, act, slope)
+    return -1 if err != 0 else 0

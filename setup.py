@@ -1,0 +1,100 @@
+"""Build fastnn's compiled core.
+
+Environment switches:
+  FASTNN_OPENMP=0   build without OpenMP (serial kernels)
+  FASTNN_DEBUG=1    bounds checking, wraparound and initialization checks on, -O0 -g
+"""
+import os
+import sys
+import tempfile
+import textwrap
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+KERNELS = ["_core", "gemm", "blas", "dense"]
+DEBUG = os.environ.get("FASTNN_DEBUG", "0") == "1"
+
+
+def _flag_off(name):
+    return os.environ.get(name, "").strip().lower() in ("0", "false", "no", "off")
+
+
+def _openmp_flags(compiler):
+    """(compile_args, link_args) that enable OpenMP, or None when a test program won't build."""
+    if _flag_off("FASTNN_OPENMP"):
+        return None
+    candidates = [(["-fopenmp"], ["-fopenmp"])]
+    if sys.platform == "darwin":
+        candidates.append((["-Xpreprocessor", "-fopenmp"], ["-lomp"]))
+    src = textwrap.dedent("""
+        #include <omp.h>
+        int main(void) {
+            int n = 0;
+            #pragma omp parallel reduction(+:n)
+            n += 1;
+            return n > 0 ? 0 : 1;
+        }
+    """)
+    for cflags, lflags in candidates:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "omp_test.c")
+            with open(path, "w") as f:
+                f.write(src)
+            try:
+                objs = compiler.compile([path], output_dir=tmp, extra_postargs=cflags)
+                compiler.link_executable(objs, "omp_test", output_dir=tmp,
+                                         extra_postargs=lflags)
+            except Exception:
+                continue
+            return cflags, lflags
+    return None
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        omp = _openmp_flags(self.compiler)
+        if omp is None:
+            reason = ("FASTNN_OPENMP=0" if _flag_off("FASTNN_OPENMP")
+                      else "the compiler could not build an OpenMP test program")
+            print(f"WARNING: fastnn is built WITHOUT OpenMP ({reason}); "
+                  "its kernels will run on one thread.", file=sys.stderr)
+            cflags, lflags = [], []
+        else:
+            cflags, lflags = omp
+        opt = ["-O0", "-g"] if DEBUG else ["-O3"]
+        for ext in self.extensions:
+            # -ffp-contract=fast lets the microkernel use FMA; never -ffast-math (crtfastmath
+            # would set flush-to-zero process-wide), never -march=native.
+            ext.extra_compile_args = opt + ["-ffp-contract=fast", "-Wno-unused-function",
+                                            "-Wno-psabi"] + cflags
+            ext.extra_link_args = lflags
+        super().build_extensions()
+
+
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+    "embedsignature": True,
+}
+
+extensions = [
+    Extension(
+        f"fastnn._kernels.{name}",
+        [f"fastnn/_kernels/{name}.pyx"],
+        include_dirs=["fastnn/_kernels", numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+    for name in KERNELS
+]
+
+setup(
+    ext_modules=cythonize(extensions, compiler_directives=directives,
+                          force=DEBUG),
+    cmdclass={"build_ext": BuildExt},
+)
