@@ -32,8 +32,8 @@ cdef extern from "fnn_simd.h" nogil:
         fnn_actf_d_t act_fwd
         fnn_actb_d_t act_bwd
 
-    const fnn_kern_s fnn_kerns_s[]
-    const fnn_kern_d fnn_kerns_d[]
+    fnn_kern_s fnn_kerns_s[]
+    fnn_kern_d fnn_kerns_d[]
     const char *fnn_variant_names[]
     int fnn_variant_supported(int v)
     void *fnn_workspace(size_t nbytes)

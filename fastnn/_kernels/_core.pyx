@@ -230,3 +230,22 @@ cdef void col_sums(Py_ssize_t m, Py_ssize_t n, const floating *x, Py_ssize_t rsx
         for b in prange(nb, nogil=True, num_threads=nt, schedule='static'):
             _col_sums_block(m, b * COLBLOCK, n if (b + 1) * COLBLOCK > n else (b + 1) * COLBLOCK,
                             x, rsx, out, accumulate)
+
+
+def _set_blocking(str dtype, int kc, int mc, int nc):
+    """Tuning hook (bench/tune.py): change KC, MC, NC of the current variant.  MC and NC
+    are rounded up to multiples of MR and NR."""
+    cdef fnn_kern_s *k
+    cdef fnn_kern_d *kd
+    if kc < 1 or mc < 1 or nc < 1:
+        raise ValueError("blocking sizes must be positive")
+    if dtype == "float32":
+        k = &fnn_kerns_s[_variant]
+        k.kc = kc
+        k.mc = (mc + k.mr - 1) // k.mr * k.mr
+        k.nc = (nc + k.nr - 1) // k.nr * k.nr
+    else:
+        kd = &fnn_kerns_d[_variant]
+        kd.kc = kc
+        kd.mc = (mc + kd.mr - 1) // kd.mr * kd.mr
+        kd.nc = (nc + kd.nr - 1) // kd.nr * kd.nr

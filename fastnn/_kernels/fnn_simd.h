@@ -161,7 +161,7 @@ typedef struct {
 __attribute__((unused)) static const char *fnn_variant_names[FNN_N_VARIANTS] = {"generic", "avx2", "avx512"};
 
 /* blocking: kc*nr (B micro-panel) stays in L1, mc*kc (A block) in L2, kc*nc (B block) in L3 */
-static const fnn_kern_s fnn_kerns_s[FNN_N_VARIANTS] = {
+static fnn_kern_s fnn_kerns_s[FNN_N_VARIANTS] = {
     {4, 8, 256, 128, 2048, ukr_s_generic, act_fwd_s_generic, act_bwd_s_generic},
 #if FNN_X86
     {6, 16, 256, 144, 3072, ukr_s_avx2, act_fwd_s_avx2, act_bwd_s_avx2},
@@ -171,7 +171,7 @@ static const fnn_kern_s fnn_kerns_s[FNN_N_VARIANTS] = {
     {4, 8, 256, 128, 2048, ukr_s_generic, act_fwd_s_generic, act_bwd_s_generic},
 #endif
 };
-static const fnn_kern_d fnn_kerns_d[FNN_N_VARIANTS] = {
+static fnn_kern_d fnn_kerns_d[FNN_N_VARIANTS] = {
     {4, 4, 256, 64, 2048, ukr_d_generic, act_fwd_d_generic, act_bwd_d_generic},
 #if FNN_X86
     {6, 8, 256, 72, 3072, ukr_d_avx2, act_fwd_d_avx2, act_bwd_d_avx2},

@@ -23,10 +23,12 @@ typedef N_(it) N_(vi) __attribute__((vector_size(FNN_VL * sizeof(FNN_T))));
 
 static inline N_(vt) N_(ld)(const FNN_T *p) { N_(vt) v; memcpy(&v, p, sizeof v); return v; }
 static inline void N_(st)(FNN_T *p, N_(vt) v) { memcpy(p, &v, sizeof v); }
+/* broadcast, bit-exact (also for -0.0): integer vector + scalar broadcasts the bits */
 static inline N_(vt) N_(splat)(FNN_T s) {
-    N_(vt) v;
-    for (int i = 0; i < FNN_VL; i++) v[i] = s;
-    return v;
+    N_(it) bits;
+    memcpy(&bits, &s, sizeof bits);
+    N_(vi) v = {0};
+    return (N_(vt))(v + bits);
 }
 /* the sign bit of every lane (negating +0.0 gives -0.0) */
 static inline N_(vi) N_(signbit)(void) { return (N_(vi))(-N_(splat)(0)); }
@@ -122,7 +124,7 @@ static FNN_NOINLINE void N_(ukr)(long kc, const FNN_T *restrict a, const FNN_T *
         for (int j = 0; j < FNN_NV; j++) bv[j] = N_(ld)(b + j * FNN_VL);
 #pragma GCC unroll 16
         for (int i = 0; i < FNN_MR; i++) {
-            N_(vt) ai = N_(splat)(a[i]);
+            FNN_T ai = a[i];
 #pragma GCC unroll 8
             for (int j = 0; j < FNN_NV; j++) acc[i][j] += ai * bv[j];
         }

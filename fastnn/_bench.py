@@ -1,0 +1,166 @@
+"""GEMM benchmark: fastnn's native engine, its BLAS engine and numpy.matmul in one run.
+
+Method: the same operands for every contender; a warm-up call; then `blocks` interleaved
+blocks (native, blas, numpy, native+bias+sigmoid, ...) each timing enough repetitions to
+last ~`block_s` seconds; we report the median block (and min/max) as GFLOP/s and the ratio
+to numpy.matmul measured in the same run.  Threads: fastnn via set_num_threads, NumPy and
+the BLAS engine via threadpoolctl.  The machine's load average is recorded, and a block
+whose CPU time shows other processes competing is flagged.
+"""
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+SHAPES = [(64, 1000, 100), (128, 784, 512), (1024, 1024, 1024), (512, 4096, 4096)]
+QUICK_SHAPES = [(64, 1000, 100), (128, 784, 512), (512, 512, 512)]
+
+
+def _time_block(fn, reps):
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    for _ in range(reps):
+        fn()
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - c0
+    return wall / reps, cpu / max(wall, 1e-12)
+
+
+def bench_gemm(shapes=SHAPES, dtypes=("float32", "float64"), threads=(1, 2), blocks=7,
+               block_s=0.15, epilogue=True, log=print):
+    """Return a list of result rows (dicts); prints a table through `log`."""
+    import fastnn
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    rows = []
+    saved_threads = fastnn.get_num_threads()
+    try:
+        for dt in dtypes:
+            for (M, K, N) in shapes:
+                a = rng.standard_normal((M, K)).astype(dt)
+                b = rng.standard_normal((K, N)).astype(dt)
+                bias = rng.standard_normal(N).astype(dt)
+                c = np.empty((M, N), dt)
+                flop = 2.0 * M * N * K
+                contenders = {
+                    "numpy": lambda: np.matmul(a, b, out=c),
+                    "native": lambda: fastnn.gemm(a, b, c, engine="native"),
+                    "blas": lambda: fastnn.gemm(a, b, c, engine="blas"),
+                }
+                if epilogue:
+                    contenders["native+bias+sigmoid"] = lambda: fastnn.gemm(
+                        a, b, c, bias=bias, activation="sigmoid", engine="native")
+                # correctness cross-check before timing
+                ref = a.astype(np.float64) @ b.astype(np.float64)
+                tol = 1e-3 if dt == "float32" else 1e-10
+                for name in ("native", "blas"):
+                    contenders[name]()
+                    err = np.max(np.abs(c - ref)) / max(1.0, np.max(np.abs(ref)))
+                    if err > tol:
+                        raise RuntimeError(f"{name} gemm disagrees with float64 matmul: {err}")
+                for nt in threads:
+                    fastnn.set_num_threads(nt)
+                    with threadpool_limits(nt):
+                        reps = {}
+                        for name, fn in contenders.items():
+                            fn()  # warm-up (workspaces, thread pools)
+                            t, _ = _time_block(fn, 1)
+                            reps[name] = max(1, int(block_s / max(t, 1e-7)))
+                        times = {name: [] for name in contenders}
+                        loaded = 0
+                        for _ in range(blocks):
+                            for name, fn in contenders.items():
+                                t, util = _time_block(fn, reps[name])
+                                times[name].append(t)
+                                # a 1-thread block using < 0.9 CPU means it was descheduled
+                                if nt == 1 and util < 0.9:
+                                    loaded += 1
+                    med = {k: statistics.median(v) for k, v in times.items()}
+                    row = {
+                        "dtype": dt, "M": M, "K": K, "N": N, "threads": nt,
+                        "gflops": {k: flop / v / 1e9 for k, v in med.items()},
+                        "gflops_min": {k: flop / max(v) / 1e9 for k, v in times.items()},
+                        "gflops_max": {k: flop / min(v) / 1e9 for k, v in times.items()},
+                        "ratio_vs_numpy": {k: med["numpy"] / v for k, v in med.items()},
+                        "disturbed_blocks": loaded,
+                    }
+                    if epilogue:
+                        row["epilogue_overhead"] = med["native+bias+sigmoid"] / med["native"] - 1
+                    rows.append(row)
+                    _print_row(row, log)
+    finally:
+        fastnn.set_num_threads(saved_threads)
+    return rows
+
+
+def _print_header(log):
+    log(f"{'dtype':<8}{'MxKxN':>16}{'thr':>4}{'numpy':>9}{'native':>9}{'blas':>9}"
+        f"{'nat/np':>8}{'blas/np':>8}{'epilogue':>10}")
+
+
+def _print_row(r, log):
+    g, q = r["gflops"], r["ratio_vs_numpy"]
+    ep = f"{100 * r['epilogue_overhead']:+.1f}%" if "epilogue_overhead" in r else ""
+    warn = "  (CPU contended)" if r["disturbed_blocks"] else ""
+    log(f"{r['dtype']:<8}{r['M']:>6}x{r['K']}x{r['N']:<6}{r['threads']:>3}"
+        f"{g['numpy']:>9.1f}{g['native']:>9.1f}{g['blas']:>9.1f}"
+        f"{q['native']:>8.2f}{q['blas']:>8.2f}{ep:>10}{warn}")
+
+
+def machine_info():
+    import fastnn
+    info = fastnn.config()
+    try:
+        info["loadavg"] = os.getloadavg()
+    except OSError:
+        info["loadavg"] = None
+    info["cpu"] = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return info
+
+
+def main(argv=None):
+    import argparse
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small shapes, few blocks (~20 s)")
+    p.add_argument("--threads", default=None, help="comma list, default '1,N' (N = all)")
+    p.add_argument("--dtype", default="float32,float64")
+    p.add_argument("--blocks", type=int, default=None)
+    p.add_argument("--json", default=None, help="write results to this JSON file")
+    args = p.parse_args(argv)
+
+    import fastnn
+    ncpu = os.cpu_count() or 1
+    threads = ([int(t) for t in args.threads.split(",")] if args.threads
+               else sorted({1, fastnn.get_num_threads() or ncpu}))
+    info = machine_info()
+    print(f"fastnn {info['fastnn']} | {info['cpu']} | kernel {info['kernel_variant']} | "
+          f"OpenMP {'on' if info['openmp'] else 'off'} | load avg {info['loadavg']}")
+    print("GFLOP/s, median of interleaved blocks; ratios against numpy.matmul in the same run;"
+          " epilogue = extra time of bias+sigmoid fused into the native GEMM")
+    _print_header(print)
+    rows = bench_gemm(shapes=QUICK_SHAPES if args.quick else SHAPES,
+                      dtypes=tuple(args.dtype.split(",")), threads=threads,
+                      blocks=args.blocks or (3 if args.quick else 7),
+                      block_s=0.05 if args.quick else 0.15)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "results": rows}, f, indent=1, default=str)
+        print(f"wrote {args.json}")
+    return rows
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
