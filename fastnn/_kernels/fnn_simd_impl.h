@@ -105,28 +105,31 @@ static inline N_(vt) N_(act)(N_(vt) v, int act, FNN_T slope) {
     }
 }
 
-/* acc[MR x NR] = sum_k a[k*MR + i] * b[k*NR + j];  then, on the valid m x n corner of C
- * (row stride rsc, unit column stride):  C = act(alpha*acc + beta*C + bias).
- * beta == 0 never reads C.  Edge tiles go through a padded buffer so every element takes
- * exactly the same arithmetic as in a full tile (thread-count independent results). */
-static FNN_NOINLINE void N_(ukr)(long kc, const FNN_T *restrict a, const FNN_T *restrict b,
-                                 FNN_T *restrict c, long rsc, int m, int n, FNN_T alpha,
-                                 FNN_T beta, const FNN_T *restrict bias, int act, FNN_T slope) {
+/* The microkernel body for an mr_e x (nv_e vectors) sub-tile of the packed MR x NR panels:
+ * acc = sum_k a[k*MR + i] * b[k*NR + j];  then, on the valid m x n corner of C (row stride
+ * rsc, unit column stride):  C = act(alpha*acc + beta*C + bias).  beta == 0 never reads C.
+ * Always inlined with constant mr_e/nv_e, so the accumulators live in registers.  Every
+ * element takes the same arithmetic whichever sub-tile computes it (edge tiles go through
+ * a padded buffer): results do not depend on how the output is split between threads. */
+static inline __attribute__((always_inline)) void
+N_(ukr_body)(const int mr_e, const int nv_e, long kc, const FNN_T *restrict a,
+             const FNN_T *restrict b, FNN_T *restrict c, long rsc, int m, int n, FNN_T alpha,
+             FNN_T beta, const FNN_T *restrict bias, int act, FNN_T slope) {
     N_(vt) acc[FNN_MR][FNN_NV];
 #pragma GCC unroll 16
-    for (int i = 0; i < FNN_MR; i++)
+    for (int i = 0; i < mr_e; i++)
 #pragma GCC unroll 8
-        for (int j = 0; j < FNN_NV; j++) acc[i][j] = N_(splat)(0);
+        for (int j = 0; j < nv_e; j++) acc[i][j] = N_(splat)(0);
 
     for (long k = 0; k < kc; k++) {
         N_(vt) bv[FNN_NV];
 #pragma GCC unroll 8
-        for (int j = 0; j < FNN_NV; j++) bv[j] = N_(ld)(b + j * FNN_VL);
+        for (int j = 0; j < nv_e; j++) bv[j] = N_(ld)(b + j * FNN_VL);
 #pragma GCC unroll 16
-        for (int i = 0; i < FNN_MR; i++) {
+        for (int i = 0; i < mr_e; i++) {
             FNN_T ai = a[i];
 #pragma GCC unroll 8
-            for (int j = 0; j < FNN_NV; j++) acc[i][j] += ai * bv[j];
+            for (int j = 0; j < nv_e; j++) acc[i][j] += ai * bv[j];
         }
         a += FNN_MR;
         b += FNN_NR;
@@ -134,7 +137,8 @@ static FNN_NOINLINE void N_(ukr)(long kc, const FNN_T *restrict a, const FNN_T *
 
     FNN_T tmp[FNN_MR * FNN_NR] __attribute__((aligned(64)));
     FNN_T btmp[FNN_NR] __attribute__((aligned(64)));
-    int full = (m == FNN_MR && n == FNN_NR);
+    const int ncols = nv_e * FNN_VL;
+    int full = (m == mr_e && n == ncols);
     FNN_T *cp = c;
     long ldc = rsc;
     if (!full) {
@@ -146,15 +150,15 @@ static FNN_NOINLINE void N_(ukr)(long kc, const FNN_T *restrict a, const FNN_T *
         }
     }
     const FNN_T *bp = bias;
-    if (bias && n != FNN_NR) {
+    if (bias && n != ncols) {
         memset(btmp, 0, sizeof btmp);
         memcpy(btmp, bias, n * sizeof(FNN_T));
         bp = btmp;
     }
 #pragma GCC unroll 16
-    for (int i = 0; i < FNN_MR; i++) {
+    for (int i = 0; i < mr_e; i++) {
 #pragma GCC unroll 8
-        for (int j = 0; j < FNN_NV; j++) {
+        for (int j = 0; j < nv_e; j++) {
             N_(vt) v = acc[i][j];
             if (alpha != 1) v = v * alpha;
             if (beta == 1) v = v + N_(ld)(cp + i * ldc + j * FNN_VL);
@@ -165,6 +169,24 @@ static FNN_NOINLINE void N_(ukr)(long kc, const FNN_T *restrict a, const FNN_T *
     }
     if (!full)
         for (int i = 0; i < m; i++) memcpy(c + i * rsc, tmp + i * FNN_NR, n * sizeof(FNN_T));
+}
+
+/* MR x NR microkernel; an edge tile that fits in half the rows and/or half the columns
+ * runs a smaller register tile instead of computing zero padding. */
+static FNN_NOINLINE void N_(ukr)(long kc, const FNN_T *restrict a, const FNN_T *restrict b,
+                                 FNN_T *restrict c, long rsc, int m, int n, FNN_T alpha,
+                                 FNN_T beta, const FNN_T *restrict bias, int act, FNN_T slope) {
+    const int half_m = (FNN_MR % 2 == 0) && m <= FNN_MR / 2;
+    const int half_n = (FNN_NV % 2 == 0) && n <= FNN_NR / 2;
+    if (!half_m && !half_n)
+        N_(ukr_body)(FNN_MR, FNN_NV, kc, a, b, c, rsc, m, n, alpha, beta, bias, act, slope);
+    else if (half_m && !half_n)
+        N_(ukr_body)(FNN_MR / 2, FNN_NV, kc, a, b, c, rsc, m, n, alpha, beta, bias, act, slope);
+    else if (!half_m)
+        N_(ukr_body)(FNN_MR, FNN_NV / 2, kc, a, b, c, rsc, m, n, alpha, beta, bias, act, slope);
+    else
+        N_(ukr_body)(FNN_MR / 2, FNN_NV / 2, kc, a, b, c, rsc, m, n, alpha, beta, bias, act,
+                     slope);
 }
 
 /* y = act(x), elementwise over n contiguous values (x == y allowed). */

@@ -1,0 +1,51 @@
+"""Helpers shared by the test modules (imported as `_util`; pytest puts tests/ on sys.path)."""
+import math
+
+import numpy as np
+
+import fastnn
+
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+ENGINES = ("native", "blas")
+VARIANTS = tuple(fastnn.supported_kernel_variants())
+ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh")
+# every epilogue, leaky_relu with two slopes
+ACT_SLOPES = (("identity", 0.01), ("relu", 0.01), ("leaky_relu", 0.01), ("leaky_relu", 0.2),
+              ("sigmoid", 0.01), ("tanh", 0.01))
+ACT_IDS = [f"{a}-{s}" if a == "leaky_relu" else a for a, s in ACT_SLOPES]
+
+
+def tolerances(dtype, k=1):
+    """(rtol, atol) for a result built from length-k dot products vs the float64 reference."""
+    s = math.sqrt(max(int(k), 1))
+    if np.dtype(dtype) == np.float32:
+        return 1e-4, 1e-5 * s
+    return 1e-10, 1e-12 * s
+
+
+def assert_close(actual, expected, dtype, k=1, err_msg="", scale=1.0):
+    """Compare with the reference; `scale` multiplies atol for results of larger magnitude."""
+    rtol, atol = tolerances(dtype, k)
+    assert isinstance(actual, np.ndarray), type(actual)
+    assert actual.dtype == np.dtype(dtype), (actual.dtype, dtype)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol * scale,
+                               err_msg=err_msg)
+
+
+def uniform(rng, shape, dtype, low=-1.0, high=1.0):
+    return rng.uniform(low, high, size=shape).astype(dtype)
+
+
+def assert_bitwise_equal(actual, expected, err_msg=""):
+    """Same shape, dtype and bits (stricter than np.array_equal: NaNs and the sign of
+    zeros included)."""
+    assert actual.shape == expected.shape, (actual.shape, expected.shape, err_msg)
+    assert actual.dtype == expected.dtype, (actual.dtype, expected.dtype, err_msg)
+    if actual.tobytes() == expected.tobytes():
+        return
+    diff = actual != expected  # (0 here if only NaN payloads or signs of zeros differ)
+    with np.errstate(invalid="ignore"):
+        worst = np.nanmax(np.abs(actual.astype(np.float64) - expected))
+    raise AssertionError(f"not bitwise equal {err_msg}: {int(diff.sum())} of {diff.size} "
+                         f"elements differ, max abs difference {worst:.3g}")
