@@ -89,7 +89,7 @@ extensions = [
         [f"fastnn/_kernels/{name}.pyx"],
         include_dirs=["fastnn/_kernels", numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        depends=[f"fastnn/_kernels/{h}" for h in ("fnn_simd.h", "fnn_simd_impl.h")],
+        depends=[f"fastnn/_kernels/{h}" for h in ("fnn_types.h", "fnn_simd.h", "fnn_simd_impl.h")],
     )
     for name in KERNELS
 ]

@@ -1,7 +1,7 @@
 # Shared state and elementwise kernels of fastnn's compiled core.
 from cython cimport floating
 
-cdef extern from "fnn_simd.h" nogil:
+cdef extern from "fnn_types.h" nogil:
     int FNN_ACT_IDENTITY
     int FNN_ACT_RELU
     int FNN_ACT_LEAKY_RELU
@@ -32,11 +32,6 @@ cdef extern from "fnn_simd.h" nogil:
         fnn_actf_d_t act_fwd
         fnn_actb_d_t act_bwd
 
-    fnn_kern_s fnn_kerns_s[]
-    fnn_kern_d fnn_kerns_d[]
-    const char *fnn_variant_names[]
-    int fnn_variant_supported(int v)
-    void *fnn_workspace(size_t nbytes)
 
 cdef enum:
     ENGINE_NATIVE = 0
@@ -50,6 +45,9 @@ cdef int current_engine() noexcept nogil
 cdef int current_threads() noexcept nogil
 cdef const fnn_kern_s *kern_s() noexcept nogil
 cdef const fnn_kern_d *kern_d() noexcept nogil
+# 64-byte aligned scratch of at least nbytes owned by the calling OS thread (grow-only,
+# freed at thread exit); NULL when out of memory.
+cdef void *workspace(size_t nbytes) noexcept nogil
 
 cdef void act_forward(Py_ssize_t m, Py_ssize_t n, const floating *x, Py_ssize_t rsx,
                       floating *y, Py_ssize_t rsy, int act, floating slope,

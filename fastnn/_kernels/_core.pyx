@@ -7,6 +7,13 @@ import os
 from cython.parallel cimport prange
 from ._openmp cimport FNN_HAVE_OPENMP, omp_get_max_threads
 
+cdef extern from "fnn_simd.h" nogil:
+    fnn_kern_s fnn_kerns_s[]
+    fnn_kern_d fnn_kerns_d[]
+    const char *fnn_variant_names[]
+    int fnn_variant_supported(int v)
+    void *fnn_workspace(size_t nbytes)
+
 cdef int _engine = ENGINE_NATIVE
 cdef int _threads = 0          # 0: follow omp_get_max_threads() (OMP_NUM_THREADS, threadpoolctl)
 cdef int _variant = 0
@@ -29,6 +36,10 @@ cdef const fnn_kern_s *kern_s() noexcept nogil:
 
 cdef const fnn_kern_d *kern_d() noexcept nogil:
     return &fnn_kerns_d[_variant]
+
+
+cdef void *workspace(size_t nbytes) noexcept nogil:
+    return fnn_workspace(nbytes)
 
 
 # ---------------------------------------------------------------- Python-visible state

@@ -13,11 +13,7 @@
 #include <string.h>
 #include <pthread.h>
 
-#define FNN_ACT_IDENTITY 0
-#define FNN_ACT_RELU 1
-#define FNN_ACT_LEAKY_RELU 2
-#define FNN_ACT_SIGMOID 3
-#define FNN_ACT_TANH 4
+#include "fnn_types.h"
 
 #define FNN_NOINLINE __attribute__((noinline))
 
@@ -129,34 +125,6 @@ FNN_TARGET_PUSH_AVX512
 #undef FNN_SFX
 FNN_TARGET_POP
 #endif
-
-/* ---- kernel tables ---- */
-typedef void (*fnn_ukr_s_t)(long, const float *, const float *, float *, long, int, int, float,
-                            float, const float *, int, float);
-typedef void (*fnn_ukr_d_t)(long, const double *, const double *, double *, long, int, int,
-                            double, double, const double *, int, double);
-typedef void (*fnn_actf_s_t)(long, const float *, float *, int, float);
-typedef void (*fnn_actf_d_t)(long, const double *, double *, int, double);
-typedef void (*fnn_actb_s_t)(long, const float *, const float *, float *, int, float);
-typedef void (*fnn_actb_d_t)(long, const double *, const double *, double *, int, double);
-
-typedef struct {
-    int mr, nr, kc, mc, nc;
-    fnn_ukr_s_t ukr;
-    fnn_actf_s_t act_fwd;
-    fnn_actb_s_t act_bwd;
-} fnn_kern_s;
-typedef struct {
-    int mr, nr, kc, mc, nc;
-    fnn_ukr_d_t ukr;
-    fnn_actf_d_t act_fwd;
-    fnn_actb_d_t act_bwd;
-} fnn_kern_d;
-
-#define FNN_VARIANT_GENERIC 0
-#define FNN_VARIANT_AVX2 1
-#define FNN_VARIANT_AVX512 2
-#define FNN_N_VARIANTS 3
 
 __attribute__((unused)) static const char *fnn_variant_names[FNN_N_VARIANTS] = {"generic", "avx2", "avx512"};
 

@@ -14,16 +14,25 @@ result is bitwise identical for any thread count.  Packing buffers are per threa
 """
 from cython.parallel cimport prange
 
-from ._core cimport (fnn_kern_s, fnn_kern_d, kern_s, kern_d, fnn_workspace, bias_act,
+from ._core cimport (fnn_kern_s, fnn_kern_d, kern_s, kern_d, workspace, bias_act,
                      FNN_ACT_IDENTITY)
 
-# Below this many flops (2*M*N*K) a GEMM runs on one thread: measured on a 2-core Xeon
-# (bench/threshold.py) -- a parallel region plus the duplicated packing costs more than it
-# saves below ~2 MFLOP.
-cdef enum:
-    PARALLEL_MIN_FLOPS = 2000000
-    # each extra thread must get at least this much work
-    FLOPS_PER_THREAD = 1000000
+# Below PARALLEL_MIN_FLOPS flops (2*M*N*K) a GEMM runs on one thread, and each extra thread
+# must get at least FLOPS_PER_THREAD: a parallel region plus the duplicated packing costs more
+# than it saves on small problems.  Measured with bench/threshold.py (see the README).
+cdef double PARALLEL_MIN_FLOPS = 2e6
+cdef double FLOPS_PER_THREAD = 1e6
+
+
+def _set_parallel_threshold(double min_flops, double flops_per_thread):
+    """Tuning hook for bench/threshold.py."""
+    global PARALLEL_MIN_FLOPS, FLOPS_PER_THREAD
+    PARALLEL_MIN_FLOPS = min_flops
+    FLOPS_PER_THREAD = flops_per_thread
+
+
+def _get_parallel_threshold():
+    return PARALLEL_MIN_FLOPS, FLOPS_PER_THREAD
 
 
 cdef inline Py_ssize_t _cdiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -102,7 +111,7 @@ cdef int _gemm_cell(int m0, int m1, int n0, int n1, int K, floating alpha,
     cdef int mcap = <int>(_cdiv(min(mc, m1 - m0), mr) * mr)
     cdef int ncap = <int>(_cdiv(min(nc, n1 - n0), nr) * nr)
     cdef Py_ssize_t abytes = _cdiv(<Py_ssize_t>mcap * kcap * sizeof(floating), 64) * 64
-    cdef char *ws = <char *>fnn_workspace(abytes + <Py_ssize_t>ncap * kcap * sizeof(floating))
+    cdef char *ws = <char *>workspace(abytes + <Py_ssize_t>ncap * kcap * sizeof(floating))
     if ws == NULL:
         return -1
     cdef floating *abuf = <floating *>ws
@@ -158,7 +167,7 @@ cdef int gemm_threads(int M, int N, int K, int n_threads) noexcept nogil:
     cdef double flops = 2.0 * M * N * K
     if n_threads <= 1 or flops < PARALLEL_MIN_FLOPS:
         return 1
-    cdef double cap = flops / FLOPS_PER_THREAD
+    cdef double cap = flops / (FLOPS_PER_THREAD if FLOPS_PER_THREAD > 1 else 1)
     if cap < n_threads:
         return <int>cap
     return n_threads

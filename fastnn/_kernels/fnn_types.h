@@ -1,0 +1,41 @@
+/* fastnn's C types: activation codes, kernel-table entries, variant ids.  Light: any module
+ * may include it.  The kernels themselves are compiled once, in _core (fnn_simd.h). */
+#ifndef FASTNN_TYPES_H
+#define FASTNN_TYPES_H
+#include <stddef.h>
+
+#define FNN_ACT_IDENTITY 0
+#define FNN_ACT_RELU 1
+#define FNN_ACT_LEAKY_RELU 2
+#define FNN_ACT_SIGMOID 3
+#define FNN_ACT_TANH 4
+
+/* ---- kernel tables ---- */
+typedef void (*fnn_ukr_s_t)(long, const float *, const float *, float *, long, int, int, float,
+                            float, const float *, int, float);
+typedef void (*fnn_ukr_d_t)(long, const double *, const double *, double *, long, int, int,
+                            double, double, const double *, int, double);
+typedef void (*fnn_actf_s_t)(long, const float *, float *, int, float);
+typedef void (*fnn_actf_d_t)(long, const double *, double *, int, double);
+typedef void (*fnn_actb_s_t)(long, const float *, const float *, float *, int, float);
+typedef void (*fnn_actb_d_t)(long, const double *, const double *, double *, int, double);
+
+typedef struct {
+    int mr, nr, kc, mc, nc;
+    fnn_ukr_s_t ukr;
+    fnn_actf_s_t act_fwd;
+    fnn_actb_s_t act_bwd;
+} fnn_kern_s;
+typedef struct {
+    int mr, nr, kc, mc, nc;
+    fnn_ukr_d_t ukr;
+    fnn_actf_d_t act_fwd;
+    fnn_actb_d_t act_bwd;
+} fnn_kern_d;
+
+#define FNN_VARIANT_GENERIC 0
+#define FNN_VARIANT_AVX2 1
+#define FNN_VARIANT_AVX512 2
+#define FNN_N_VARIANTS 3
+
+#endif
