@@ -29,17 +29,19 @@ def _array(fn, name, a, ndim, dtype=None):
     """Check that `a` is a float32/float64 ndarray of `ndim` dims (and `dtype`)."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{fn}: {name} must be a numpy.ndarray, got {type(a).__name__}")
-    if a.dtype not in DTYPES:
-        raise TypeError(f"{fn}: {name} must have dtype float32 or float64, got {a.dtype}")
-    if dtype is not None and a.dtype != dtype:
-        raise TypeError(f"{fn}: {name} has dtype {a.dtype} but the other operands are "
+    adt = a.dtype
+    if adt not in DTYPES:
+        raise TypeError(f"{fn}: {name} must have dtype float32 or float64, got {adt}")
+    if dtype is not None and adt != dtype:
+        raise TypeError(f"{fn}: {name} has dtype {adt} but the other operands are "
                         f"{dtype}; convert explicitly (e.g. {name}.astype(np.{dtype}))")
     if a.ndim != ndim:
         raise ValueError(f"{fn}: {name} must be {ndim}-D, got {a.ndim}-D ({_fmt(a)})")
-    if any(s > _INT_MAX for s in a.shape):
+    if max(a.shape) > _INT_MAX:
         raise ValueError(f"{fn}: {name} dimension exceeds 2**31-1 ({_fmt(a)})")
     # the kernels index in whole elements of aligned memory
-    if not a.flags.aligned or any(s % a.itemsize for s in a.strides):
+    st, isz = a.strides, adt.itemsize
+    if st[0] % isz or (ndim == 2 and st[1] % isz) or not a.flags.aligned:
         a = a.copy()
     return a
 
@@ -57,9 +59,10 @@ def _output(fn, name, a, shape, dtype, inputs):
         raise TypeError(f"{fn}: {name} must have dtype {dtype}, got {a.dtype}")
     if a.shape != tuple(shape):
         raise ValueError(f"{fn}: {name} must have shape {tuple(shape)}, got {tuple(a.shape)}")
-    if not a.flags.writeable:
+    flags = a.flags
+    if not flags.writeable:
         raise ValueError(f"{fn}: {name} is read-only")
-    if not a.flags.aligned:
+    if not flags.aligned:
         raise ValueError(f"{fn}: {name} is not aligned to its dtype")
     if a.ndim == 2:
         m, n = a.shape
@@ -81,9 +84,10 @@ def _output(fn, name, a, shape, dtype, inputs):
 
 
 def _activation(fn, activation, negative_slope, backward=False):
-    if isinstance(activation, str) and activation.lower() in ACTIVATIONS:
-        code = ACTIVATIONS[activation.lower()]
-    else:
+    code = ACTIVATIONS.get(activation) if isinstance(activation, str) else None
+    if code is None and isinstance(activation, str):
+        code = ACTIVATIONS.get(activation.lower())
+    if code is None:
         raise ValueError(f"{fn}: unknown activation {activation!r}; expected one of "
                          f"{tuple(ACTIVATIONS)}")
     slope = float(negative_slope)

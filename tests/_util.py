@@ -49,3 +49,49 @@ def assert_bitwise_equal(actual, expected, err_msg=""):
         worst = np.nanmax(np.abs(actual.astype(np.float64) - expected))
     raise AssertionError(f"not bitwise equal {err_msg}: {int(diff.sum())} of {diff.size} "
                          f"elements differ, max abs difference {worst:.3g}")
+
+
+def run_python(args, env=None, timeout=300):
+    """Run a fresh interpreter (python ARGS...) that imports the same fastnn as this one
+    (installed or in-place build), from a neutral working directory."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
+    full_env = dict(os.environ if env is None else env)
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        [pkg_parent] + [p for p in full_env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    with tempfile.TemporaryDirectory() as cwd:
+        return subprocess.run([sys.executable, *args], env=full_env, cwd=cwd,
+                              capture_output=True, text=True, timeout=timeout)
+
+
+def layouts():
+    """A hypothesis strategy for the memory layout of a 2-D operand (see laid_out)."""
+    from hypothesis import strategies as st
+    return st.fixed_dictionaries(dict(
+        order=st.sampled_from("CF"), step_r=st.integers(1, 3), step_c=st.integers(1, 3),
+        flip_r=st.booleans(), flip_c=st.booleans(), offset=st.integers(0, 2),
+        broadcast=st.sampled_from([None, None, None, None, "rows", "cols"])))
+
+
+def laid_out(rng, shape, dtype, lay):
+    """A random array of `shape` viewed through the layout `lay`: C/F order, sliced with
+    steps, reversed, offset, or broadcast (zero stride, read-only)."""
+    rows, cols = shape
+    if lay["broadcast"] == "rows":
+        return np.broadcast_to(uniform(rng, (1, cols), dtype), shape)
+    if lay["broadcast"] == "cols":
+        return np.broadcast_to(uniform(rng, (rows, 1), dtype), shape)
+    base = uniform(rng, (rows * lay["step_r"] + lay["offset"],
+                         cols * lay["step_c"] + lay["offset"]), dtype)
+    base = np.asarray(base, order=lay["order"])
+    v = base[lay["offset"]::lay["step_r"], lay["offset"]::lay["step_c"]][:rows, :cols]
+    if lay["flip_r"]:
+        v = v[::-1]
+    if lay["flip_c"]:
+        v = v[:, ::-1]
+    assert v.shape == (rows, cols)
+    return v

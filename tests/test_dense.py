@@ -2,10 +2,13 @@
 activation_backward against the reference, fused vs unfused, finite differences and PyTorch."""
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import fastnn
 from fastnn import _reference as ref
-from _util import (ACT_IDS, ACT_SLOPES, assert_bitwise_equal, assert_close, uniform)
+from _util import (ACT_IDS, ACT_SLOPES, DTYPES, ENGINES, VARIANTS, assert_bitwise_equal,
+                   assert_close, laid_out, layouts, uniform)
 
 # (batch, in_features, out_features)
 SHAPES = [(5, 4, 3), (1, 1, 1), (13, 37, 33), (12, 16, 32), (7, 300, 20), (40, 9, 70)]
@@ -363,3 +366,44 @@ def test_torch_parity(shape, act, slope, bias, dtype, engine, rng):
         assert_close(gb, tb.grad.numpy(), dtype, M, err_msg="grad_b")
     else:
         assert gb is None
+
+
+# ---------------------------------------------------------------- property test
+@pytest.mark.parametrize("variant_name", VARIANTS)
+@pytest.mark.parametrize("engine_name", ENGINES)
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(M=st.integers(0, 30), K=st.integers(0, 40), N=st.integers(0, 40),
+       dt=st.sampled_from(DTYPES), act_slope=st.sampled_from(ACT_SLOPES),
+       use_bias=st.booleans(), grad_x=st.booleans(), grad_b=st.booleans(),
+       accumulate=st.booleans(), give_outputs=st.booleans(), lay_x=layouts(),
+       lay_W=layouts(), lay_g=layouts(), seed=st.integers(0, 2**32 - 1))
+def test_linear_property(engine_name, variant_name, M, K, N, dt, act_slope, use_bias, grad_x,
+                         grad_b, accumulate, give_outputs, lay_x, lay_W, lay_g, seed):
+    fastnn.set_kernel_variant(variant_name)
+    act, slope = act_slope
+    rng = np.random.default_rng(seed)
+    x = laid_out(rng, (M, K), dt, lay_x)
+    W = laid_out(rng, (N, K), dt, lay_W)
+    b = uniform(rng, N, dt) if use_bias else None
+    y = fastnn.linear_forward(x, W, b, act, negative_slope=slope, engine=engine_name)
+    assert_close(y, ref.linear_forward(x, W, b, act, slope), dt, K)
+    g = laid_out(rng, (M, N), dt, lay_g)
+    gW0 = uniform(rng, (N, K), dt)
+    gb0 = uniform(rng, N, dt)
+    outs = {}
+    if accumulate or give_outputs:
+        outs = dict(grad_W=gW0.copy(), grad_b=gb0.copy() if grad_b else None,
+                    grad_x=np.full((M, K), np.nan, dt) if grad_x and give_outputs else None)
+    got = fastnn.linear_backward(g, x, W, y, act, accumulate=accumulate, compute_grad_x=grad_x,
+                                 compute_grad_b=grad_b, negative_slope=slope,
+                                 engine=engine_name, **outs)
+    ex, eW, eb = ref.linear_backward(g, x, W, y, act, slope)
+    if accumulate:
+        eW = (gW0.astype(np.float64) + eW).astype(dt)
+        eb = (gb0.astype(np.float64) + eb).astype(dt)
+    _check_backward(got, (ex, eW, eb), dt, M, K, N, grad_x=grad_x, grad_b=grad_b)
+    if outs:
+        assert got[1] is outs["grad_W"]
+        if grad_b:
+            assert got[2] is outs["grad_b"]

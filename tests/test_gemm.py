@@ -2,6 +2,9 @@
 
 out = act(alpha * op(a) @ op(b) + beta * out + bias)
 """
+import os
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -10,7 +13,7 @@ from hypothesis import strategies as st
 import fastnn
 from fastnn import _reference as ref
 from _util import (ACT_IDS, ACT_SLOPES, ACTIVATIONS, DTYPES, ENGINES, VARIANTS,
-                   assert_close, uniform)
+                   assert_close, laid_out, layouts, run_python, uniform)
 
 TRANS = [(False, False), (False, True), (True, False), (True, True)]
 TRANS_IDS = ["NN", "NT", "TN", "TT"]
@@ -400,33 +403,13 @@ def test_gemm_activation_names_case_insensitive(dtype, rng):
 
 
 # ---------------------------------------------------------------- property test
-@st.composite
-def _operand_layout(draw):
-    return dict(order=draw(st.sampled_from("CF")), step_r=draw(st.integers(1, 3)),
-                step_c=draw(st.integers(1, 3)), flip_r=draw(st.booleans()),
-                flip_c=draw(st.booleans()), offset=draw(st.integers(0, 2)))
-
-
-def _laid_out(rng, rows, cols, dtype, lay):
-    base = rng.uniform(-1, 1, size=(rows * lay["step_r"] + lay["offset"],
-                                    cols * lay["step_c"] + lay["offset"]))
-    base = np.asarray(base.astype(dtype), order=lay["order"])
-    v = base[lay["offset"]::lay["step_r"], lay["offset"]::lay["step_c"]][:rows, :cols]
-    if lay["flip_r"]:
-        v = v[::-1]
-    if lay["flip_c"]:
-        v = v[:, ::-1]
-    assert v.shape == (rows, cols)
-    return v
-
-
 @pytest.mark.parametrize("variant_name", VARIANTS)
 @pytest.mark.parametrize("engine_name", ENGINES)
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(M=st.integers(0, 40), N=st.integers(0, 40), K=st.integers(0, 300),
        trans_a=st.booleans(), trans_b=st.booleans(), dt=st.sampled_from(DTYPES),
-       lay_a=_operand_layout(), lay_b=_operand_layout(),
+       lay_a=layouts(), lay_b=layouts(),
        alpha=st.sampled_from([1.0, -0.5, 2.0]), beta=st.sampled_from([0.0, 1.0, 0.5]),
        use_bias=st.booleans(), act=st.sampled_from(ACTIVATIONS),
        out_pad=st.integers(0, 3), seed=st.integers(0, 2**32 - 1))
@@ -434,8 +417,8 @@ def test_gemm_property(engine_name, variant_name, M, N, K, trans_a, trans_b, dt,
                        lay_b, alpha, beta, use_bias, act, out_pad, seed):
     fastnn.set_kernel_variant(variant_name)
     rng = np.random.default_rng(seed)
-    a = _laid_out(rng, *((K, M) if trans_a else (M, K)), dt, lay_a)
-    b = _laid_out(rng, *((N, K) if trans_b else (K, N)), dt, lay_b)
+    a = laid_out(rng, (K, M) if trans_a else (M, K), dt, lay_a)
+    b = laid_out(rng, (N, K) if trans_b else (K, N), dt, lay_b)
     bias = rng.uniform(-1, 1, N).astype(dt) if use_bias else None
     wide = rng.uniform(-1, 1, size=(M, N + out_pad)).astype(dt)
     sentinel = wide[:, N:].copy()
@@ -448,3 +431,16 @@ def test_gemm_property(engine_name, variant_name, M, N, K, trans_a, trans_b, dt,
     assert got is out
     assert_close(got, expected, dt, K, scale=2.0)
     np.testing.assert_array_equal(wide[:, N:], sentinel)
+
+
+# ---------------------------------------------------------------- memory bounds
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs mmap + mprotect")
+def test_no_out_of_bounds_memory_access():
+    """Every operand and output flush against an inaccessible page (tests/_guard_pages.py),
+    for gemm / linear_* / activation_*, both engines, every variant and dtype: one element
+    read or written out of bounds kills the child with SIGSEGV."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_guard_pages.py")
+    res = run_python([script])
+    assert res.returncode == 0, (f"exit status {res.returncode} (-11: segfault)\n"
+                                 f"{res.stdout[-2000:]}\n{res.stderr[-4000:]}")
+    assert res.stdout.split()[0] == "ok", res.stdout

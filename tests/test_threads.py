@@ -1,8 +1,6 @@
 """Threading: results of the native engine do not depend on the thread count (bitwise), the
 thread-count setting, and concurrent calls from several Python threads."""
 import os
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -10,10 +8,11 @@ import pytest
 
 import fastnn
 from fastnn import _reference as ref
-from _util import assert_bitwise_equal, assert_close, uniform
+from _util import assert_bitwise_equal, assert_close, run_python, uniform
 
-# (M, K, N): large enough to go parallel (the native engine runs one thread below ~2 MFLOP)
-BIG = [(256, 512, 384), (512, 300, 700), (301, 517, 263)]
+# (M, K, N): large enough to go parallel (the native engine runs one thread below ~2 MFLOP);
+# the last two force the thread grid to split only columns / only rows
+BIG = [(256, 512, 384), (512, 300, 700), (301, 517, 263), (6, 300, 3000), (3000, 300, 8)]
 BIG_IDS = ["x".join(map(str, s)) for s in BIG]
 THREADS = (1, 2, 3, 4)
 OPENMP = fastnn.config()["openmp"]
@@ -173,9 +172,7 @@ def test_default_threads_follow_omp_num_threads_env():
     env = dict(os.environ, OMP_NUM_THREADS="3")
     code = ("import fastnn; print(fastnn.get_num_threads()); fastnn.set_num_threads(1); "
             "fastnn.set_num_threads(None); print(fastnn.get_num_threads())")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
-    res = subprocess.run([sys.executable, "-c", code], env=env, cwd=root,
-                         capture_output=True, text=True, timeout=120)
+    res = run_python(["-c", code], env=env)
     assert res.returncode == 0, res.stderr
     expected = "3" if OPENMP else "1"
     assert res.stdout.split() == [expected, expected]

@@ -173,7 +173,7 @@ cdef int gemm_threads(int M, int N, int K, int n_threads) noexcept nogil:
     return n_threads
 
 
-cdef void _choose_grid(int mu, int nu, int mr, int nr, int K, int nt,
+cdef void _choose_grid(int M, int N, int mu, int nu, int mr, int nr, int nt,
                        int *gm, int *gn) noexcept nogil:
     """Split mu x nu units (MR x NR tiles) into gm x gn cells, gm*gn <= nt, minimising the
     largest cell's compute plus its packing traffic."""
@@ -189,8 +189,8 @@ cdef void _choose_grid(int mu, int nu, int mr, int nr, int K, int nt,
             h = t // g
             if g > mu or h > nu:
                 continue
-            rows = <double>_cdiv(mu, g) * mr
-            cols = <double>_cdiv(nu, h) * nr
+            rows = <double>min(M, _cdiv(mu, g) * mr)
+            cols = <double>min(N, _cdiv(nu, h) * nr)
             cost = rows * cols + 4.0 * (rows + cols)
             if best < 0 or cost < best:
                 best = cost
@@ -232,7 +232,7 @@ cdef int gemm_native(int M, int N, int K, floating alpha,
                           bias, act, slope)
 
     cdef int mu = <int>_cdiv(M, mr), nu = <int>_cdiv(N, nr), gm, gn
-    _choose_grid(mu, nu, mr, nr, K, nt, &gm, &gn)
+    _choose_grid(M, N, mu, nu, mr, nr, nt, &gm, &gn)
     cdef int cells = gm * gn, cell, err = 0, m0, m1, n0, n1, gi, gj
     if cells == 1:
         return _gemm_cell(0, M, 0, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, rsc,
