@@ -86,10 +86,10 @@ directives = {
 extensions = [
     Extension(
         f"fastnn._kernels.{name}",
-        [f"fastnn/_kernels/{name}.pyx"],
-        include_dirs=["fastnn/_kernels", numpy.get_include()],
+        [f"src/fastnn/_kernels/{name}.pyx"],
+        include_dirs=["src/fastnn/_kernels", numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        depends=[f"fastnn/_kernels/{h}" for h in ("fnn_types.h", "fnn_simd.h", "fnn_simd_impl.h")],
+        depends=[f"src/fastnn/_kernels/{h}" for h in ("fnn_types.h", "fnn_simd.h", "fnn_simd_impl.h")],
     )
     for name in KERNELS
 ]

@@ -2,7 +2,7 @@
 
 For square-ish problems from ~0.1 to ~30 MFLOP, times the native engine on 1 thread and on
 N threads with the serial cut-off disabled, interleaved, and prints the ratio.  The
-cut-off in fastnn/_kernels/gemm.pyx (PARALLEL_MIN_FLOPS) should sit where the ratio
+cut-off in src/fastnn/_kernels/gemm.pyx (PARALLEL_MIN_FLOPS) should sit where the ratio
 crosses 1.
 """
 import argparse

@@ -3,7 +3,7 @@
 e.g.  python bench/tune.py float64 96,128,192 48,96,144 1024,3072
 Each (KC, MC, NC) and numpy.matmul are timed on the benchmark shapes, single-threaded,
 interleaved over `rounds` rounds; the best time of each is reported as GFLOP/s.  Put the
-winner in the kernel table of fastnn/_kernels/fnn_simd.h.
+winner in the kernel table of src/fastnn/_kernels/fnn_simd.h.
 """
 import itertools
 import sys

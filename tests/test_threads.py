@@ -153,8 +153,9 @@ def test_set_num_threads_none_follows_openmp(threads):
     fastnn.set_num_threads(None)
     assert fastnn.get_num_threads() == default
     fastnn.set_num_threads(default + 1)
-    fastnn.set_num_threads(0)                  # documented alias of None
-    assert fastnn.get_num_threads() == default
+    with pytest.raises(ValueError, match="fastnn.set_num_threads: n must be >= 1 or None"):
+        fastnn.set_num_threads(0)              # None, not 0, means "follow OpenMP"
+    assert fastnn.get_num_threads() == default + 1
 
 
 @pytest.mark.skipif(not OPENMP, reason="serial build: always one thread")

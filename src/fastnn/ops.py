@@ -108,13 +108,24 @@ def _engine(fn, engine):
     return _ENGINE_CODES[engine.lower()]
 
 
-def _threads(fn, n_threads):
-    if n_threads is None:
-        return -1
-    n = int(n_threads)
+MAX_THREADS = 4096
+
+
+def check_num_threads(fn, n, name="n_threads"):
+    """An int thread count in [1, MAX_THREADS], else a clear TypeError/ValueError."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"{fn}: {name} must be an int >= 1 or None, got "
+                        f"{type(n).__name__} {n!r}")
+    n = int(n)
     if n < 1:
-        raise ValueError(f"{fn}: n_threads must be >= 1 or None, got {n_threads}")
+        raise ValueError(f"{fn}: {name} must be >= 1 or None, got {n}")
+    if n > MAX_THREADS:
+        raise ValueError(f"{fn}: {name} must be at most {MAX_THREADS}, got {n}")
     return n
+
+
+def _threads(fn, n_threads):
+    return -1 if n_threads is None else check_num_threads(fn, n_threads)
 
 
 def _bias(fn, name, b, n, dtype):
@@ -232,7 +243,8 @@ def linear_backward(grad_out, x, W, y_saved=None, activation="identity", grad_x=
         if workspace is None:
             workspace = np.empty((M, N), dt)
         else:
-            _output(fn, "workspace", workspace, (M, N), dt, [("x", x), ("W", W)])
+            _output(fn, "workspace", workspace, (M, N), dt,
+                    [("grad_out", grad_out), ("x", x), ("W", W), ("y_saved", y_saved)])
     else:
         y_saved = empty2
         workspace = empty2
@@ -275,8 +287,8 @@ def activation_forward(x, activation, out=None, *, negative_slope=0.01, n_thread
     code, slope = _activation(fn, activation, negative_slope)
     if out is None:
         out = np.empty(x.shape, x.dtype)
-    elif out is not x:
-        _output(fn, "out", out, x.shape, x.dtype, [("x", x)])
+    else:  # out may be x itself (in place), but no other overlap
+        _output(fn, "out", out, x.shape, x.dtype, [] if out is x else [("x", x)])
     _dense._activation_forward(x, out, code, slope, _threads(fn, n_threads))
     return out
 
@@ -294,8 +306,8 @@ def activation_backward(grad_out, y_saved, activation, out=None, *, negative_slo
     code, slope = _activation(fn, activation, negative_slope, backward=True)
     if out is None:
         out = np.empty(grad_out.shape, grad_out.dtype)
-    elif out is not grad_out:
+    else:  # out may be grad_out itself (in place), but must not overlap y_saved
         _output(fn, "out", out, grad_out.shape, grad_out.dtype,
-                [("grad_out", grad_out), ("y_saved", y_saved)])
+                ([] if out is grad_out else [("grad_out", grad_out)]) + [("y_saved", y_saved)])
     _dense._activation_backward(grad_out, y_saved, out, code, slope, _threads(fn, n_threads))
     return out

@@ -34,16 +34,11 @@ def get_num_threads():
 
 
 def set_num_threads(n):
-    """Use n threads in the native kernels; None (or 0) returns to following OpenMP's
+    """Use n threads (an int >= 1) in the native kernels; None returns to following OpenMP's
     default (OMP_NUM_THREADS, threadpoolctl).  Results do not depend on n."""
-    if n is None:
-        n = 0
-    if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
-        raise TypeError(f"fastnn.set_num_threads: expected an int or None, got {type(n).__name__}")
-    n = int(n)
-    if n < 0:
-        raise ValueError(f"fastnn.set_num_threads: expected n >= 1 (or None), got {n}")
-    _core.set_num_threads_raw(n)
+    from .ops import check_num_threads
+    _core.set_num_threads_raw(0 if n is None else
+                              check_num_threads("fastnn.set_num_threads", n, name="n"))
 
 
 def get_kernel_variant():
