@@ -68,7 +68,9 @@ class BuildExt(build_ext):
         for ext in self.extensions:
             # -ffp-contract=fast lets the microkernel use FMA; never -ffast-math (crtfastmath
             # would set flush-to-zero process-wide), never -march=native.
-            ext.extra_compile_args = opt + ["-ffp-contract=fast", "-Wno-unused-function",
+            # -fno-wrapv undoes the -fwrapv in Python's CFLAGS, which blocks vectorizing our
+            # int-indexed loops (packing); the kernels never rely on signed overflow.
+            ext.extra_compile_args = opt + ["-ffp-contract=fast", "-fno-wrapv", "-Wno-unused-function",
                                             "-Wno-psabi"] + cflags
             ext.extra_link_args = lflags
         super().build_extensions()

@@ -112,14 +112,20 @@ static inline N_(vt) N_(act)(N_(vt) v, int act, FNN_T slope) {
  * element takes the same arithmetic whichever sub-tile computes it (edge tiles go through
  * a padded buffer): results do not depend on how the output is split between threads. */
 static inline __attribute__((always_inline)) void
-N_(ukr_body)(const int mr_e, const int nv_e, long kc, const FNN_T *restrict a,
-             const FNN_T *restrict b, FNN_T *restrict c, long rsc, int m, int n, FNN_T alpha,
-             FNN_T beta, const FNN_T *restrict bias, int act, FNN_T slope) {
+N_(ukr_body)(const int mr_e, const int nv_e, long kc, const FNN_T *restrict a, const long ars,
+             const long acs, const FNN_T *restrict b, FNN_T *restrict c, long rsc, int m, int n,
+             FNN_T alpha, FNN_T beta, const FNN_T *restrict bias, int act, FNN_T slope) {
     N_(vt) acc[FNN_MR][FNN_NV];
 #pragma GCC unroll 16
     for (int i = 0; i < mr_e; i++)
 #pragma GCC unroll 8
         for (int j = 0; j < nv_e; j++) acc[i][j] = N_(splat)(0);
+    /* fetch the C tile while the k loop runs: when C is large it comes from L3 or memory,
+     * and the writeback would otherwise stall on every row */
+    for (int i = 0; i < m; i++) {
+        __builtin_prefetch(c + i * rsc, 1, 3);
+        __builtin_prefetch(c + i * rsc + n - 1, 1, 3);
+    }
 
     for (long k = 0; k < kc; k++) {
         N_(vt) bv[FNN_NV];
@@ -127,11 +133,11 @@ N_(ukr_body)(const int mr_e, const int nv_e, long kc, const FNN_T *restrict a,
         for (int j = 0; j < nv_e; j++) bv[j] = N_(ld)(b + j * FNN_VL);
 #pragma GCC unroll 16
         for (int i = 0; i < mr_e; i++) {
-            FNN_T ai = a[i];
+            FNN_T ai = a[i * ars];
 #pragma GCC unroll 8
             for (int j = 0; j < nv_e; j++) acc[i][j] += ai * bv[j];
         }
-        a += FNN_MR;
+        a += acs;
         b += FNN_NR;
     }
 
@@ -172,22 +178,41 @@ N_(ukr_body)(const int mr_e, const int nv_e, long kc, const FNN_T *restrict a,
 }
 
 /* MR x NR microkernel; an edge tile that fits in half the rows and/or half the columns
- * runs a smaller register tile instead of computing zero padding. */
+ * runs a smaller register tile instead of computing zero padding.
+ *   ukr:        A packed, a[k*MR + i]
+ *   ukr_direct: A read in place from a row-major matrix, a[i*lda + k], no packing; for
+ *               full row panels only (m == MR: all MR rows are read).  Same arithmetic as
+ *               ukr, so results are bitwise identical either way. */
+#define FNN_UKR_DISPATCH(ARS, ACS)                                                            \
+    const int half_m = (FNN_MR % 2 == 0) && m <= FNN_MR / 2;                                  \
+    const int half_n = (FNN_NV % 2 == 0) && n <= FNN_NR / 2;                                  \
+    if (!half_m && !half_n)                                                                   \
+        N_(ukr_body)(FNN_MR, FNN_NV, kc, a, ARS, ACS, b, c, rsc, m, n, alpha, beta, bias, act, \
+                     slope);                                                                  \
+    else if (half_m && !half_n)                                                               \
+        N_(ukr_body)(FNN_MR / 2, FNN_NV, kc, a, ARS, ACS, b, c, rsc, m, n, alpha, beta, bias,  \
+                     act, slope);                                                             \
+    else if (!half_m)                                                                         \
+        N_(ukr_body)(FNN_MR, FNN_NV / 2, kc, a, ARS, ACS, b, c, rsc, m, n, alpha, beta, bias,  \
+                     act, slope);                                                             \
+    else                                                                                      \
+        N_(ukr_body)(FNN_MR / 2, FNN_NV / 2, kc, a, ARS, ACS, b, c, rsc, m, n, alpha, beta,    \
+                     bias, act, slope);
+
 static FNN_NOINLINE void N_(ukr)(long kc, const FNN_T *restrict a, const FNN_T *restrict b,
                                  FNN_T *restrict c, long rsc, int m, int n, FNN_T alpha,
                                  FNN_T beta, const FNN_T *restrict bias, int act, FNN_T slope) {
-    const int half_m = (FNN_MR % 2 == 0) && m <= FNN_MR / 2;
-    const int half_n = (FNN_NV % 2 == 0) && n <= FNN_NR / 2;
-    if (!half_m && !half_n)
-        N_(ukr_body)(FNN_MR, FNN_NV, kc, a, b, c, rsc, m, n, alpha, beta, bias, act, slope);
-    else if (half_m && !half_n)
-        N_(ukr_body)(FNN_MR / 2, FNN_NV, kc, a, b, c, rsc, m, n, alpha, beta, bias, act, slope);
-    else if (!half_m)
-        N_(ukr_body)(FNN_MR, FNN_NV / 2, kc, a, b, c, rsc, m, n, alpha, beta, bias, act, slope);
-    else
-        N_(ukr_body)(FNN_MR / 2, FNN_NV / 2, kc, a, b, c, rsc, m, n, alpha, beta, bias, act,
-                     slope);
+    FNN_UKR_DISPATCH(1, FNN_MR)
 }
+
+static FNN_NOINLINE void N_(ukr_direct)(long kc, const FNN_T *restrict a, long lda,
+                                        const FNN_T *restrict b, FNN_T *restrict c, long rsc,
+                                        int m, int n, FNN_T alpha, FNN_T beta,
+                                        const FNN_T *restrict bias, int act, FNN_T slope) {
+    /* callers pass full row panels only (m == MR): every row read exists */
+    FNN_UKR_DISPATCH(lda, 1)
+}
+#undef FNN_UKR_DISPATCH
 
 /* y = act(x), elementwise over n contiguous values (x == y allowed). */
 static FNN_NOINLINE void N_(act_fwd)(long n, const FNN_T *x, FNN_T *y, int act, FNN_T slope) {

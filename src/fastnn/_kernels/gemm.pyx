@@ -24,6 +24,17 @@ cdef double PARALLEL_MIN_FLOPS = 2e6
 cdef double FLOPS_PER_THREAD = 1e6
 
 
+# Read a row-major A in place (no packing) -- see ukr_direct in fnn_simd_impl.h.  Not when
+# the row stride is a multiple of 4 KiB: then all MR rows fall into one L1 cache set.
+cdef bint DIRECT_A = True
+
+
+def _set_direct_a(bint on):
+    """Tuning hook: read row-major A in place (True) or always pack it (False)."""
+    global DIRECT_A
+    DIRECT_A = on
+
+
 def _set_parallel_threshold(double min_flops, double flops_per_thread):
     """Tuning hook for bench/threshold.py."""
     global PARALLEL_MIN_FLOPS, FLOPS_PER_THREAD
@@ -117,9 +128,11 @@ cdef int _gemm_cell(int m0, int m1, int n0, int n1, int K, floating alpha,
     cdef floating *abuf = <floating *>ws
     cdef floating *bbuf = <floating *>(ws + abytes)
 
-    cdef int jc, pc, ic, jr, ir, ncur, kcur, mcur, mt, nt, last_act
+    cdef int jc, pc, ic, jr, ir, ncur, kcur, mcur, mt, nt, last_act, full_rows
     cdef floating beta_k
     cdef const floating *bias_k
+    cdef const floating *apanel
+    cdef bint direct = DIRECT_A and csa == 1 and (rsa * <Py_ssize_t>sizeof(floating)) % 4096 != 0
     jc = n0
     while jc < n1:
         ncur = n1 - jc if n1 - jc < nc else nc
@@ -137,23 +150,46 @@ cdef int _gemm_cell(int m0, int m1, int n0, int n1, int K, floating alpha,
             ic = m0
             while ic < m1:
                 mcur = m1 - ic if m1 - ic < mc else mc
-                _pack_a(mcur, kcur, A + ic * rsa + pc * csa, rsa, csa, abuf, mr)
+                if direct:
+                    # full row panels are read in place; only a partial last one is packed
+                    full_rows = (mcur // mr) * mr
+                    if full_rows < mcur:
+                        _pack_a(mcur - full_rows, kcur, A + (ic + full_rows) * rsa + pc, rsa, 1,
+                                abuf, mr)
+                else:
+                    _pack_a(mcur, kcur, A + ic * rsa + pc * csa, rsa, csa, abuf, mr)
                 jr = 0
                 while jr < ncur:
                     nt = ncur - jr if ncur - jr < nr else nr
                     ir = 0
                     while ir < mcur:
                         mt = mcur - ir if mcur - ir < mr else mr
-                        if floating is float:
-                            kern_s().ukr(kcur, abuf + ir * kcur, bbuf + jr * kcur,
-                                         C + (ic + ir) * rsc + jc + jr, rsc, mt, nt, alpha,
-                                         beta_k, bias_k + jr if bias_k != NULL else NULL,
-                                         last_act, slope)
+                        if direct and mt == mr:
+                            apanel = A + (ic + ir) * rsa + pc
+                            if floating is float:
+                                kern_s().ukr_direct(kcur, apanel, rsa, bbuf + jr * kcur,
+                                                    C + (ic + ir) * rsc + jc + jr, rsc, mt, nt,
+                                                    alpha, beta_k,
+                                                    bias_k + jr if bias_k != NULL else NULL,
+                                                    last_act, slope)
+                            else:
+                                kern_d().ukr_direct(kcur, apanel, rsa, bbuf + jr * kcur,
+                                                    C + (ic + ir) * rsc + jc + jr, rsc, mt, nt,
+                                                    alpha, beta_k,
+                                                    bias_k + jr if bias_k != NULL else NULL,
+                                                    last_act, slope)
                         else:
-                            kern_d().ukr(kcur, abuf + ir * kcur, bbuf + jr * kcur,
-                                         C + (ic + ir) * rsc + jc + jr, rsc, mt, nt, alpha,
-                                         beta_k, bias_k + jr if bias_k != NULL else NULL,
-                                         last_act, slope)
+                            apanel = abuf if direct else abuf + ir * kcur
+                            if floating is float:
+                                kern_s().ukr(kcur, apanel, bbuf + jr * kcur,
+                                             C + (ic + ir) * rsc + jc + jr, rsc, mt, nt, alpha,
+                                             beta_k, bias_k + jr if bias_k != NULL else NULL,
+                                             last_act, slope)
+                            else:
+                                kern_d().ukr(kcur, apanel, bbuf + jr * kcur,
+                                             C + (ic + ir) * rsc + jc + jr, rsc, mt, nt, alpha,
+                                             beta_k, bias_k + jr if bias_k != NULL else NULL,
+                                             last_act, slope)
                         ir += mr
                     jr += nr
                 ic += mc
