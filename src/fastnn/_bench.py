@@ -2,7 +2,8 @@
 
 Method: the same operands for every contender; a warm-up call; then `blocks` interleaved
 blocks (native, blas, numpy, native+bias+sigmoid, ...) each timing enough repetitions to
-last ~`block_s` seconds; we report the median block (and min/max) as GFLOP/s and the ratio
+last ~`block_s` seconds (multi-threaded blocks start after a `settle_s` pause, so that the
+previous contender's spinning thread pool is idle); we report the median block (and min/max) as GFLOP/s and the ratio
 to numpy.matmul measured in the same run.  Threads: fastnn via set_num_threads, NumPy and
 the BLAS engine via threadpoolctl.  The machine's load average is recorded, and a block
 whose CPU time shows other processes competing is flagged.
@@ -31,7 +32,7 @@ def _time_block(fn, reps):
 
 
 def bench_gemm(shapes=SHAPES, dtypes=("float32", "float64"), threads=(1, 2), blocks=7,
-               block_s=0.15, epilogue=True, log=print):
+               block_s=0.15, epilogue=True, settle_s=0.2, log=print):
     """Return a list of result rows (dicts); prints a table through `log`."""
     import fastnn
     from threadpoolctl import threadpool_limits
@@ -75,6 +76,11 @@ def bench_gemm(shapes=SHAPES, dtypes=("float32", "float64"), threads=(1, 2), blo
                         loaded = 0
                         for _ in range(blocks):
                             for name, fn in contenders.items():
+                                if nt > 1:
+                                    # let the previous contender's pool go idle: OpenBLAS
+                                    # workers spin ~0.1 s after a call and would steal the
+                                    # cores of the next multi-threaded contender
+                                    time.sleep(settle_s)
                                 t, util = _time_block(fn, reps[name])
                                 times[name].append(t)
                                 # a 1-thread block using < 0.9 CPU means it was descheduled
@@ -154,7 +160,8 @@ def main(argv=None):
     rows = bench_gemm(shapes=QUICK_SHAPES if args.quick else SHAPES,
                       dtypes=tuple(args.dtype.split(",")), threads=threads,
                       blocks=args.blocks or (3 if args.quick else 7),
-                      block_s=0.05 if args.quick else 0.15)
+                      block_s=0.05 if args.quick else 0.15,
+                      settle_s=0.12 if args.quick else 0.2)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "results": rows}, f, indent=1, default=str)
