@@ -64,5 +64,8 @@ cdef void act_backward(Py_ssize_t m, Py_ssize_t n, const floating *g, Py_ssize_t
                        int act, floating slope, int n_threads) noexcept nogil
 cdef void bias_act(Py_ssize_t m, Py_ssize_t n, floating *c, Py_ssize_t rsc,
                    const floating *bias, int act, floating slope, int n_threads) noexcept nogil
+cdef void scale_bias_act(Py_ssize_t m, Py_ssize_t n, floating *c, Py_ssize_t rsc,
+                         floating beta, const floating *bias, int act,
+                         floating slope) noexcept nogil
 cdef void col_sums(Py_ssize_t m, Py_ssize_t n, const floating *x, Py_ssize_t rsx,
                    floating *out, bint accumulate, int n_threads) noexcept nogil

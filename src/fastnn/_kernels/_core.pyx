@@ -187,6 +187,20 @@ cdef void bias_act(Py_ssize_t m, Py_ssize_t n, floating *c, Py_ssize_t rsc,
             _bias_act_row(n, c + i * rsc, bias, act, slope)
 
 
+cdef void scale_bias_act(Py_ssize_t m, Py_ssize_t n, floating *c, Py_ssize_t rsc,
+                         floating beta, const floating *bias, int act,
+                         floating slope) noexcept nogil:
+    """c = act(beta * c + bias) in place, single-threaded; beta == 0 never reads c.  The
+    whole GEMM when there is no product to add (K == 0 or alpha == 0)."""
+    cdef Py_ssize_t i, j
+    cdef floating *crow
+    for i in range(m):
+        crow = c + i * rsc
+        for j in range(n):
+            crow[j] = 0 if beta == 0 else beta * crow[j]
+    bias_act(m, n, c, rsc, bias, act, slope, 1)
+
+
 # Column sums: each thread owns whole blocks of COLBLOCK columns (so every output is summed
 # by one thread in one fixed order); rows are summed in chunks of ROWCHUNK whose partials are
 # added in chunk order (better accuracy than one long running sum).  Bitwise identical for

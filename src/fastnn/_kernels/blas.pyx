@@ -11,7 +11,7 @@ OpenMP pool never run at the same time.
 from libc.stdlib cimport malloc, free
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
-from ._core cimport bias_act
+from ._core cimport bias_act, scale_bias_act
 
 
 cdef bint _blas_layout(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t rs, Py_ssize_t cs,
@@ -53,16 +53,10 @@ cdef int gemm_blas(int M, int N, int K, floating alpha,
                    const floating *bias, int act, floating slope) noexcept nogil:
     """Same contract as gemm_native (C unit column stride, beta == 0 never reads C).
     Returns 0, or -1 when a temporary copy cannot be allocated."""
-    cdef Py_ssize_t i, j
-    cdef floating *crow
     if M <= 0 or N <= 0:
         return 0
     if K <= 0 or alpha == 0:
-        for i in range(M):
-            crow = C + i * rsc
-            for j in range(N):
-                crow[j] = 0 if beta == 0 else beta * crow[j]
-        bias_act(M, N, C, rsc, bias, act, slope, 1)
+        scale_bias_act(M, N, C, rsc, beta, bias, act, slope)
         return 0
 
     cdef char ta, tb

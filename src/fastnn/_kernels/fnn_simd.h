@@ -41,12 +41,6 @@
 #define FNN_NR 8
 #define FNN_SFX s_generic
 #include "fnn_simd_impl.h"
-#undef FNN_T
-#undef FNN_IS_DOUBLE
-#undef FNN_VL
-#undef FNN_MR
-#undef FNN_NR
-#undef FNN_SFX
 
 #define FNN_T double
 #define FNN_IS_DOUBLE 1
@@ -55,12 +49,6 @@
 #define FNN_NR 4
 #define FNN_SFX d_generic
 #include "fnn_simd_impl.h"
-#undef FNN_T
-#undef FNN_IS_DOUBLE
-#undef FNN_VL
-#undef FNN_MR
-#undef FNN_NR
-#undef FNN_SFX
 
 #if FNN_X86
 /* ---- AVX2 + FMA: 16 ymm registers, 12 accumulators ---- */
@@ -72,12 +60,6 @@ FNN_TARGET_PUSH_AVX2
 #define FNN_NR 16
 #define FNN_SFX s_avx2
 #include "fnn_simd_impl.h"
-#undef FNN_T
-#undef FNN_IS_DOUBLE
-#undef FNN_VL
-#undef FNN_MR
-#undef FNN_NR
-#undef FNN_SFX
 
 #define FNN_T double
 #define FNN_IS_DOUBLE 1
@@ -86,12 +68,6 @@ FNN_TARGET_PUSH_AVX2
 #define FNN_NR 8
 #define FNN_SFX d_avx2
 #include "fnn_simd_impl.h"
-#undef FNN_T
-#undef FNN_IS_DOUBLE
-#undef FNN_VL
-#undef FNN_MR
-#undef FNN_NR
-#undef FNN_SFX
 FNN_TARGET_POP
 
 /* ---- AVX-512F: 32 zmm registers, 24 accumulators ---- */
@@ -103,12 +79,6 @@ FNN_TARGET_PUSH_AVX512
 #define FNN_NR 32
 #define FNN_SFX s_avx512
 #include "fnn_simd_impl.h"
-#undef FNN_T
-#undef FNN_IS_DOUBLE
-#undef FNN_VL
-#undef FNN_MR
-#undef FNN_NR
-#undef FNN_SFX
 
 #define FNN_T double
 #define FNN_IS_DOUBLE 1
@@ -117,12 +87,6 @@ FNN_TARGET_PUSH_AVX512
 #define FNN_NR 16
 #define FNN_SFX d_avx512
 #include "fnn_simd_impl.h"
-#undef FNN_T
-#undef FNN_IS_DOUBLE
-#undef FNN_VL
-#undef FNN_MR
-#undef FNN_NR
-#undef FNN_SFX
 FNN_TARGET_POP
 #endif
 

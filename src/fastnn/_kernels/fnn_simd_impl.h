@@ -1,6 +1,7 @@
 /* One ISA variant of fastnn's vector kernels.  Included several times by fnn_simd.h with
- * FNN_T (float|double), FNN_VL (lanes), FNN_MR, FNN_NR and FNN_SFX defined, inside a
- * target pragma, so every function here is compiled for that instruction set.
+ * FNN_T (float|double), FNN_IS_DOUBLE, FNN_VL (lanes), FNN_MR, FNN_NR and FNN_SFX defined
+ * (and undefined again at the end), inside a target pragma, so every function here is
+ * compiled for that instruction set.
  *
  *   ukr      MR x NR register-tiled GEMM microkernel on packed panels, with the fused
  *            writeback  C = act(alpha*acc + beta*C + bias)
@@ -251,3 +252,10 @@ static FNN_NOINLINE void N_(act_bwd)(long n, const FNN_T *g, const FNN_T *y, FNN
 
 #undef N_
 #undef FNN_NV
+/* the including file defines these per variant */
+#undef FNN_T
+#undef FNN_IS_DOUBLE
+#undef FNN_VL
+#undef FNN_MR
+#undef FNN_NR
+#undef FNN_SFX

@@ -14,7 +14,7 @@ result is bitwise identical for any thread count.  Packing buffers are per threa
 """
 from cython.parallel cimport prange
 
-from ._core cimport (fnn_kern_s, fnn_kern_d, kern_s, kern_d, workspace, bias_act,
+from ._core cimport (fnn_kern_s, fnn_kern_d, kern_s, kern_d, workspace, scale_bias_act,
                      FNN_ACT_IDENTITY)
 
 # Below PARALLEL_MIN_FLOPS flops (2*M*N*K) a GEMM runs on one thread, and each extra thread
@@ -52,7 +52,8 @@ cdef inline Py_ssize_t _cdiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
 
 cdef void _pack_a(int mc, int kc, const floating *A, Py_ssize_t rsa, Py_ssize_t csa,
                   floating *dst, int mr) noexcept nogil:
-    """dst[p][k*mr + i] = A[p*mr + i, k], rows past mc zero-filled."""
+    """dst[p][k*mr + i] = A[p*mr + i, k], rows past mc zero-filled: the MR-row micro-panels
+    of A, and (called on B^T, i.e. with B's strides swapped) the NR-column ones of B."""
     cdef int p = 0, i, k, rows
     cdef const floating *src
     cdef floating *d
@@ -66,6 +67,11 @@ cdef void _pack_a(int mc, int kc, const floating *A, Py_ssize_t rsa, Py_ssize_t 
                 src = A + (p + i) * rsa
                 for k in range(kc):
                     d[k * mr + i] = src[k]
+        elif rsa == 1:   # column-contiguous (e.g. a row-major B): unit-stride copies
+            for k in range(kc):
+                src = A + k * csa + p
+                for i in range(rows):
+                    d[k * mr + i] = src[i]
         else:
             for k in range(kc):
                 src = A + k * csa + p * rsa
@@ -76,34 +82,6 @@ cdef void _pack_a(int mc, int kc, const floating *A, Py_ssize_t rsa, Py_ssize_t 
                 for i in range(rows, mr):
                     d[k * mr + i] = 0
         p += mr
-
-
-cdef void _pack_b(int kc, int nc, const floating *B, Py_ssize_t rsb, Py_ssize_t csb,
-                  floating *dst, int nr) noexcept nogil:
-    """dst[q][k*nr + j] = B[k, q*nr + j], columns past nc zero-filled."""
-    cdef int q = 0, j, k, cols
-    cdef const floating *src
-    cdef floating *d
-    while q < nc:
-        cols = nc - q
-        if cols > nr:
-            cols = nr
-        d = dst + q * kc
-        if csb == 1:
-            for k in range(kc):
-                src = B + k * rsb + q
-                for j in range(cols):
-                    d[k * nr + j] = src[j]
-        else:
-            for j in range(cols):
-                src = B + (q + j) * csb
-                for k in range(kc):
-                    d[k * nr + j] = src[k * rsb]
-        if cols < nr:
-            for k in range(kc):
-                for j in range(cols, nr):
-                    d[k * nr + j] = 0
-        q += nr
 
 
 cdef int _gemm_cell(int m0, int m1, int n0, int n1, int K, floating alpha,
@@ -139,7 +117,8 @@ cdef int _gemm_cell(int m0, int m1, int n0, int n1, int K, floating alpha,
         pc = 0
         while pc < K:
             kcur = K - pc if K - pc < kc else kc
-            _pack_b(kcur, ncur, B + pc * rsb + jc * csb, rsb, csb, bbuf, nr)
+            # B's kc x nc block is packed like A's, as the rows of B^T (strides swapped)
+            _pack_a(ncur, kcur, B + pc * rsb + jc * csb, csb, rsb, bbuf, nr)
             beta_k = beta if pc == 0 else 1
             if pc + kcur >= K:            # last K block: fused bias + activation
                 last_act = act
@@ -245,16 +224,10 @@ cdef int gemm_native(int M, int N, int K, floating alpha,
                      int n_threads) noexcept nogil:
     """C[M,N] = act(alpha * A[M,K] @ B[K,N] + beta * C + bias), element strides given.
     C has unit column stride.  beta == 0 never reads C.  Returns 0 or -1 (out of memory)."""
-    cdef Py_ssize_t i, j
-    cdef floating *crow
     if M <= 0 or N <= 0:
         return 0
     if K <= 0 or alpha == 0:
-        for i in range(M):
-            crow = C + i * rsc
-            for j in range(N):
-                crow[j] = 0 if beta == 0 else beta * crow[j]
-        bias_act(M, N, C, rsc, bias, act, slope, 1)
+        scale_bias_act(M, N, C, rsc, beta, bias, act, slope)
         return 0
 
     cdef int mr, nr
