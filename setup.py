@@ -64,6 +64,20 @@ class BuildExt(build_ext):
             cflags, lflags = [], []
         else:
             cflags, lflags = omp
+        # objects in build/ are reused when up to date: recompile everything when the
+        # configuration (OpenMP, debug) differs from the one they were built with
+        config = f"openmp={cflags} {lflags} debug={DEBUG}"
+        stamp = os.path.join(self.build_temp, "fastnn-build-config.txt")
+        try:
+            with open(stamp) as f:
+                previous = f.read()
+        except OSError:
+            previous = None
+        if previous != config:
+            self.force = True
+            os.makedirs(self.build_temp, exist_ok=True)
+            with open(stamp, "w") as f:
+                f.write(config)
         opt = ["-O0", "-g"] if DEBUG else ["-O3"]
         for ext in self.extensions:
             # -ffp-contract=fast lets the microkernel use FMA; never -ffast-math (crtfastmath
