@@ -16,10 +16,11 @@ cdef extern from "fnn_types.h" nogil:
                                  float, float, const float *, int, float) noexcept nogil
     ctypedef void (*fnn_ukr_d_t)(long, const double *, const double *, double *, long, int, int,
                                  double, double, const double *, int, double) noexcept nogil
-    ctypedef void (*fnn_ukrd_s_t)(long, const float *, long, const float *, float *, long, int,
-                                  int, float, float, const float *, int, float) noexcept nogil
-    ctypedef void (*fnn_ukrd_d_t)(long, const double *, long, const double *, double *, long,
-                                  int, int, double, double, const double *, int,
+    ctypedef void (*fnn_ukrd_s_t)(long, const float *, long, long, const float *, long, float *,
+                                  long, int, int, float, float, const float *, int,
+                                  float) noexcept nogil
+    ctypedef void (*fnn_ukrd_d_t)(long, const double *, long, long, const double *, long,
+                                  double *, long, int, int, double, double, const double *, int,
                                   double) noexcept nogil
     ctypedef void (*fnn_actf_s_t)(long, const float *, float *, int, float) noexcept nogil
     ctypedef void (*fnn_actf_d_t)(long, const double *, double *, int, double) noexcept nogil
@@ -29,13 +30,13 @@ cdef extern from "fnn_types.h" nogil:
     ctypedef struct fnn_kern_s:
         int mr, nr, kc, mc, nc
         fnn_ukr_s_t ukr
-        fnn_ukrd_s_t ukr_direct
+        fnn_ukrd_s_t ukr_strided
         fnn_actf_s_t act_fwd
         fnn_actb_s_t act_bwd
     ctypedef struct fnn_kern_d:
         int mr, nr, kc, mc, nc
         fnn_ukr_d_t ukr
-        fnn_ukrd_d_t ukr_direct
+        fnn_ukrd_d_t ukr_strided
         fnn_actf_d_t act_fwd
         fnn_actb_d_t act_bwd
 

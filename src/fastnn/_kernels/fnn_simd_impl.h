@@ -114,8 +114,9 @@ static inline N_(vt) N_(act)(N_(vt) v, int act, FNN_T slope) {
  * a padded buffer): results do not depend on how the output is split between threads. */
 static inline __attribute__((always_inline)) void
 N_(ukr_body)(const int mr_e, const int nv_e, long kc, const FNN_T *restrict a, const long ars,
-             const long acs, const FNN_T *restrict b, FNN_T *restrict c, long rsc, int m, int n,
-             FNN_T alpha, FNN_T beta, const FNN_T *restrict bias, int act, FNN_T slope) {
+             const long acs, const FNN_T *restrict b, const long bks, FNN_T *restrict c,
+             long rsc, int m, int n, FNN_T alpha, FNN_T beta, const FNN_T *restrict bias,
+             int act, FNN_T slope) {
     N_(vt) acc[FNN_MR][FNN_NV];
 #pragma GCC unroll 16
     for (int i = 0; i < mr_e; i++)
@@ -139,7 +140,7 @@ N_(ukr_body)(const int mr_e, const int nv_e, long kc, const FNN_T *restrict a, c
             for (int j = 0; j < nv_e; j++) acc[i][j] += ai * bv[j];
         }
         a += acs;
-        b += FNN_NR;
+        b += bks;
     }
 
     FNN_T tmp[FNN_MR * FNN_NR] __attribute__((aligned(64)));
@@ -180,38 +181,38 @@ N_(ukr_body)(const int mr_e, const int nv_e, long kc, const FNN_T *restrict a, c
 
 /* MR x NR microkernel; an edge tile that fits in half the rows and/or half the columns
  * runs a smaller register tile instead of computing zero padding.
- *   ukr:        A packed, a[k*MR + i]
- *   ukr_direct: A read in place from a row-major matrix, a[i*lda + k], no packing; for
- *               full row panels only (m == MR: all MR rows are read).  Same arithmetic as
- *               ukr, so results are bitwise identical either way. */
-#define FNN_UKR_DISPATCH(ARS, ACS)                                                            \
+ *   ukr:         A and B packed: a[k*MR + i], b[k*NR + j]
+ *   ukr_strided: A element (i, k) at a[i*ars + k*acs], B row k at b + k*bks -- operands
+ *                read in place (no packing) or packed (ars=1, acs=MR / bks=NR).  In-place
+ *                operands must supply every row/column of the register tile that runs.
+ * Same arithmetic either way, so results are bitwise identical. */
+#define FNN_UKR_DISPATCH(ARS, ACS, BKS)                                                       \
     const int half_m = (FNN_MR % 2 == 0) && m <= FNN_MR / 2;                                  \
     const int half_n = (FNN_NV % 2 == 0) && n <= FNN_NR / 2;                                  \
     if (!half_m && !half_n)                                                                   \
-        N_(ukr_body)(FNN_MR, FNN_NV, kc, a, ARS, ACS, b, c, rsc, m, n, alpha, beta, bias, act, \
-                     slope);                                                                  \
+        N_(ukr_body)(FNN_MR, FNN_NV, kc, a, ARS, ACS, b, BKS, c, rsc, m, n, alpha, beta, bias, \
+                     act, slope);                                                             \
     else if (half_m && !half_n)                                                               \
-        N_(ukr_body)(FNN_MR / 2, FNN_NV, kc, a, ARS, ACS, b, c, rsc, m, n, alpha, beta, bias,  \
-                     act, slope);                                                             \
+        N_(ukr_body)(FNN_MR / 2, FNN_NV, kc, a, ARS, ACS, b, BKS, c, rsc, m, n, alpha, beta,   \
+                     bias, act, slope);                                                       \
     else if (!half_m)                                                                         \
-        N_(ukr_body)(FNN_MR, FNN_NV / 2, kc, a, ARS, ACS, b, c, rsc, m, n, alpha, beta, bias,  \
-                     act, slope);                                                             \
+        N_(ukr_body)(FNN_MR, FNN_NV / 2, kc, a, ARS, ACS, b, BKS, c, rsc, m, n, alpha, beta,   \
+                     bias, act, slope);                                                       \
     else                                                                                      \
-        N_(ukr_body)(FNN_MR / 2, FNN_NV / 2, kc, a, ARS, ACS, b, c, rsc, m, n, alpha, beta,    \
-                     bias, act, slope);
+        N_(ukr_body)(FNN_MR / 2, FNN_NV / 2, kc, a, ARS, ACS, b, BKS, c, rsc, m, n, alpha,     \
+                     beta, bias, act, slope);
 
 static FNN_NOINLINE void N_(ukr)(long kc, const FNN_T *restrict a, const FNN_T *restrict b,
                                  FNN_T *restrict c, long rsc, int m, int n, FNN_T alpha,
                                  FNN_T beta, const FNN_T *restrict bias, int act, FNN_T slope) {
-    FNN_UKR_DISPATCH(1, FNN_MR)
+    FNN_UKR_DISPATCH(1, FNN_MR, FNN_NR)
 }
 
-static FNN_NOINLINE void N_(ukr_direct)(long kc, const FNN_T *restrict a, long lda,
-                                        const FNN_T *restrict b, FNN_T *restrict c, long rsc,
-                                        int m, int n, FNN_T alpha, FNN_T beta,
-                                        const FNN_T *restrict bias, int act, FNN_T slope) {
-    /* callers pass full row panels only (m == MR): every row read exists */
-    FNN_UKR_DISPATCH(lda, 1)
+static FNN_NOINLINE void N_(ukr_strided)(long kc, const FNN_T *restrict a, long ars, long acs,
+                                         const FNN_T *restrict b, long bks, FNN_T *restrict c,
+                                         long rsc, int m, int n, FNN_T alpha, FNN_T beta,
+                                         const FNN_T *restrict bias, int act, FNN_T slope) {
+    FNN_UKR_DISPATCH(ars, acs, bks)
 }
 #undef FNN_UKR_DISPATCH
 

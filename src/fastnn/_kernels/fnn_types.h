@@ -15,10 +15,10 @@ typedef void (*fnn_ukr_s_t)(long, const float *, const float *, float *, long, i
                             float, const float *, int, float);
 typedef void (*fnn_ukr_d_t)(long, const double *, const double *, double *, long, int, int,
                             double, double, const double *, int, double);
-typedef void (*fnn_ukrd_s_t)(long, const float *, long, const float *, float *, long, int, int,
-                             float, float, const float *, int, float);
-typedef void (*fnn_ukrd_d_t)(long, const double *, long, const double *, double *, long, int,
-                             int, double, double, const double *, int, double);
+typedef void (*fnn_ukrd_s_t)(long, const float *, long, long, const float *, long, float *, long,
+                             int, int, float, float, const float *, int, float);
+typedef void (*fnn_ukrd_d_t)(long, const double *, long, long, const double *, long, double *,
+                             long, int, int, double, double, const double *, int, double);
 typedef void (*fnn_actf_s_t)(long, const float *, float *, int, float);
 typedef void (*fnn_actf_d_t)(long, const double *, double *, int, double);
 typedef void (*fnn_actb_s_t)(long, const float *, const float *, float *, int, float);
@@ -27,14 +27,14 @@ typedef void (*fnn_actb_d_t)(long, const double *, const double *, double *, int
 typedef struct {
     int mr, nr, kc, mc, nc;
     fnn_ukr_s_t ukr;
-    fnn_ukrd_s_t ukr_direct;
+    fnn_ukrd_s_t ukr_strided;
     fnn_actf_s_t act_fwd;
     fnn_actb_s_t act_bwd;
 } fnn_kern_s;
 typedef struct {
     int mr, nr, kc, mc, nc;
     fnn_ukr_d_t ukr;
-    fnn_ukrd_d_t ukr_direct;
+    fnn_ukrd_d_t ukr_strided;
     fnn_actf_d_t act_fwd;
     fnn_actb_d_t act_bwd;
 } fnn_kern_d;

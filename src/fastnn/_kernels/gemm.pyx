@@ -24,15 +24,23 @@ cdef double PARALLEL_MIN_FLOPS = 2e6
 cdef double FLOPS_PER_THREAD = 1e6
 
 
-# Read a row-major A in place (no packing) -- see ukr_direct in fnn_simd_impl.h.  Not when
-# the row stride is a multiple of 4 KiB: then all MR rows fall into one L1 cache set.
+# Read a row-major A, and a row-major B, in place instead of packing them (ukr_strided in
+# fnn_simd_impl.h): measured faster on every benchmark shape.  Not when the row stride is a
+# multiple of 4 KiB: then the rows fall into one L1 cache set.
 cdef bint DIRECT_A = True
+cdef bint DIRECT_B = True
 
 
-def _set_direct_a(bint on):
-    """Tuning hook: read row-major A in place (True) or always pack it (False)."""
-    global DIRECT_A
-    DIRECT_A = on
+def _set_direct(bint a, bint b):
+    """Tuning hook: read row-major A / B in place (True) or always pack them (False)."""
+    global DIRECT_A, DIRECT_B
+    DIRECT_A = a
+    DIRECT_B = b
+
+
+cdef inline bint _in_place(Py_ssize_t unit_stride, Py_ssize_t row_stride,
+                           Py_ssize_t itemsize) noexcept nogil:
+    return unit_stride == 1 and (row_stride * itemsize) % 4096 != 0
 
 
 def _set_parallel_threshold(double min_flops, double flops_per_thread):
@@ -96,6 +104,11 @@ cdef int _gemm_cell(int m0, int m1, int n0, int n1, int K, floating alpha,
         mr = kern_s().mr; nr = kern_s().nr; kc = kern_s().kc; mc = kern_s().mc; nc = kern_s().nc
     else:
         mr = kern_d().mr; nr = kern_d().nr; kc = kern_d().kc; mc = kern_d().mc; nc = kern_d().nc
+    # balanced K blocks, up to 1/8 deeper than KC: K=784 runs as 3 x 262 rather than
+    # 3 x 256 + 16 (a sliver that costs a whole pass over C).  Depends on K only, so every
+    # thread count sums in the same order.
+    cdef int nkb = <int>_cdiv(<Py_ssize_t>K * 8, <Py_ssize_t>kc * 9)
+    kc = <int>_cdiv(K, nkb if nkb > 0 else 1)
     cdef int kcap = K if K < kc else kc
     cdef int mcap = <int>(_cdiv(min(mc, m1 - m0), mr) * mr)
     cdef int ncap = <int>(_cdiv(min(nc, n1 - n0), nr) * nr)
@@ -106,19 +119,29 @@ cdef int _gemm_cell(int m0, int m1, int n0, int n1, int K, floating alpha,
     cdef floating *abuf = <floating *>ws
     cdef floating *bbuf = <floating *>(ws + abytes)
 
-    cdef int jc, pc, ic, jr, ir, ncur, kcur, mcur, mt, nt, last_act, full_rows
+    cdef int jc, pc, ic, jr, ir, ncur, kcur, mcur, mt, nt, last_act, full_rows, full_cols
     cdef floating beta_k
     cdef const floating *bias_k
     cdef const floating *apanel
-    cdef bint direct = DIRECT_A and csa == 1 and (rsa * <Py_ssize_t>sizeof(floating)) % 4096 != 0
+    cdef const floating *bpanel
+    cdef Py_ssize_t ars, acs, bks
+    cdef bint direct = DIRECT_A and _in_place(csa, rsa, sizeof(floating))
+    cdef bint direct_b = DIRECT_B and _in_place(csb, rsb, sizeof(floating))
     jc = n0
     while jc < n1:
         ncur = n1 - jc if n1 - jc < nc else nc
         pc = 0
         while pc < K:
             kcur = K - pc if K - pc < kc else kc
-            # B's kc x nc block is packed like A's, as the rows of B^T (strides swapped)
-            _pack_a(ncur, kcur, B + pc * rsb + jc * csb, csb, rsb, bbuf, nr)
+            # B's kc x nc block is packed like A's, as the rows of B^T (strides swapped); read
+            # in place, only a partial last column panel is packed
+            if direct_b:
+                full_cols = (ncur // nr) * nr
+                if full_cols < ncur:
+                    _pack_a(ncur - full_cols, kcur, B + pc * rsb + jc + full_cols, 1, rsb, bbuf,
+                            nr)
+            else:
+                _pack_a(ncur, kcur, B + pc * rsb + jc * csb, csb, rsb, bbuf, nr)
             beta_k = beta if pc == 0 else 1
             if pc + kcur >= K:            # last K block: fused bias + activation
                 last_act = act
@@ -143,32 +166,43 @@ cdef int _gemm_cell(int m0, int m1, int n0, int n1, int K, floating alpha,
                     ir = 0
                     while ir < mcur:
                         mt = mcur - ir if mcur - ir < mr else mr
+                        if direct_b and nt == nr:
+                            bpanel = B + pc * rsb + jc + jr
+                            bks = rsb
+                        else:
+                            bpanel = bbuf if direct_b else bbuf + jr * kcur
+                            bks = nr
                         if direct and mt == mr:
                             apanel = A + (ic + ir) * rsa + pc
-                            if floating is float:
-                                kern_s().ukr_direct(kcur, apanel, rsa, bbuf + jr * kcur,
-                                                    C + (ic + ir) * rsc + jc + jr, rsc, mt, nt,
-                                                    alpha, beta_k,
-                                                    bias_k + jr if bias_k != NULL else NULL,
-                                                    last_act, slope)
-                            else:
-                                kern_d().ukr_direct(kcur, apanel, rsa, bbuf + jr * kcur,
-                                                    C + (ic + ir) * rsc + jc + jr, rsc, mt, nt,
-                                                    alpha, beta_k,
-                                                    bias_k + jr if bias_k != NULL else NULL,
-                                                    last_act, slope)
+                            ars = rsa
+                            acs = 1
                         else:
                             apanel = abuf if direct else abuf + ir * kcur
+                            ars = 1
+                            acs = mr
+                        if acs == mr and bks == nr:      # both packed: constant strides
                             if floating is float:
-                                kern_s().ukr(kcur, apanel, bbuf + jr * kcur,
+                                kern_s().ukr(kcur, apanel, bpanel,
                                              C + (ic + ir) * rsc + jc + jr, rsc, mt, nt, alpha,
                                              beta_k, bias_k + jr if bias_k != NULL else NULL,
                                              last_act, slope)
                             else:
-                                kern_d().ukr(kcur, apanel, bbuf + jr * kcur,
+                                kern_d().ukr(kcur, apanel, bpanel,
                                              C + (ic + ir) * rsc + jc + jr, rsc, mt, nt, alpha,
                                              beta_k, bias_k + jr if bias_k != NULL else NULL,
                                              last_act, slope)
+                        elif floating is float:
+                            kern_s().ukr_strided(kcur, apanel, ars, acs, bpanel, bks,
+                                                 C + (ic + ir) * rsc + jc + jr, rsc, mt, nt,
+                                                 alpha, beta_k,
+                                                 bias_k + jr if bias_k != NULL else NULL,
+                                                 last_act, slope)
+                        else:
+                            kern_d().ukr_strided(kcur, apanel, ars, acs, bpanel, bks,
+                                                 C + (ic + ir) * rsc + jc + jr, rsc, mt, nt,
+                                                 alpha, beta_k,
+                                                 bias_k + jr if bias_k != NULL else NULL,
+                                                 last_act, slope)
                         ir += mr
                     jr += nr
                 ic += mc
