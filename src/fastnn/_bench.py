@@ -1,10 +1,10 @@
 """GEMM benchmark: fastnn's native engine, its BLAS engine and numpy.matmul in one run.
 
-Method: the same operands for every contender; a warm-up call; then `blocks` interleaved
-blocks (native, blas, numpy, native+bias+sigmoid, ...) each timing enough repetitions to
-last ~`block_s` seconds (multi-threaded blocks start after a `settle_s` pause, so that the
-previous contender's spinning thread pool is idle); we report the median block (and min/max) as GFLOP/s and the ratio
-to numpy.matmul measured in the same run.  Threads: fastnn via set_num_threads, NumPy and
+Method: the same operands for every contender; a warm-up call; then `blocks` rounds in
+which the contenders alternate call by call (on one thread all four; with several threads
+each thread pool runs in its own block after a pause that lets the previous pool go idle,
+and only native / native+bias+sigmoid alternate) -- see _measure.  We report the median
+per-call time (and min/max) as GFLOP/s and the ratio to numpy.matmul from the same run.  Threads: fastnn via set_num_threads, NumPy and
 the BLAS engine via threadpoolctl.  The machine's load average is recorded, and a block
 whose CPU time shows other processes competing is flagged.
 """
@@ -31,8 +31,47 @@ def _time_block(fn, reps):
     return wall / reps, cpu / max(wall, 1e-12)
 
 
+def _groups(names, nt):
+    """Contenders that alternate call by call.  On one thread all of them; with several
+    threads each thread pool runs alone (OpenBLAS's and ours would fight for the cores), so
+    only fastnn's native variants alternate."""
+    if nt == 1:
+        return [list(names)]
+    native = [n for n in names if n.startswith("native")]
+    return [[n] for n in names if n not in native] + [native]
+
+
+def _measure(contenders, nt, blocks, block_s, settle_s):
+    """Per-call times of every contender: `blocks` rounds; in each, every group of
+    contenders runs for ~block_s with its members alternating call by call (slow drifts of
+    the machine then hit them alike).  Multi-threaded groups start after a settle_s pause so
+    that the previous pool is idle (OpenBLAS's workers spin 2**28 cycles, ~0.13 s, after a call).  Returns
+    ({name: [seconds per call]}, number of disturbed 1-thread groups)."""
+    for fn in contenders.values():  # warm-up (workspaces, thread pools)
+        fn()
+    one = {}
+    for name, fn in contenders.items():
+        one[name], _ = _time_block(fn, 1)
+    times = {name: [] for name in contenders}
+    loaded = 0
+    for _ in range(blocks):
+        for group in _groups(contenders, nt):
+            if nt > 1:
+                time.sleep(settle_s)
+            calls = max(1, int(block_s / sum(one[n] for n in group)))
+            c0, w0 = time.process_time(), time.perf_counter()
+            for _ in range(calls):
+                for name in group:
+                    t, _ = _time_block(contenders[name], 1)
+                    times[name].append(t)
+            util = (time.process_time() - c0) / max(time.perf_counter() - w0, 1e-12)
+            if nt == 1 and util < 0.9:   # descheduled: another process had our core
+                loaded += 1
+    return times, loaded
+
+
 def bench_gemm(shapes=SHAPES, dtypes=("float32", "float64"), threads=(1, 2), blocks=7,
-               block_s=0.15, epilogue=True, settle_s=0.2, log=print):
+               block_s=0.15, epilogue=True, settle_s=0.25, log=print):
     """Return a list of result rows (dicts); prints a table through `log`."""
     import fastnn
     from threadpoolctl import threadpool_limits
@@ -67,25 +106,7 @@ def bench_gemm(shapes=SHAPES, dtypes=("float32", "float64"), threads=(1, 2), blo
                 for nt in threads:
                     fastnn.set_num_threads(nt)
                     with threadpool_limits(nt):
-                        reps = {}
-                        for name, fn in contenders.items():
-                            fn()  # warm-up (workspaces, thread pools)
-                            t, _ = _time_block(fn, 1)
-                            reps[name] = max(1, int(block_s / max(t, 1e-7)))
-                        times = {name: [] for name in contenders}
-                        loaded = 0
-                        for _ in range(blocks):
-                            for name, fn in contenders.items():
-                                if nt > 1:
-                                    # let the previous contender's pool go idle: OpenBLAS
-                                    # workers spin ~0.1 s after a call and would steal the
-                                    # cores of the next multi-threaded contender
-                                    time.sleep(settle_s)
-                                t, util = _time_block(fn, reps[name])
-                                times[name].append(t)
-                                # a 1-thread block using < 0.9 CPU means it was descheduled
-                                if nt == 1 and util < 0.9:
-                                    loaded += 1
+                        times, loaded = _measure(contenders, nt, blocks, block_s, settle_s)
                     med = {k: statistics.median(v) for k, v in times.items()}
                     row = {
                         "dtype": dt, "M": M, "K": K, "N": N, "threads": nt,
@@ -94,6 +115,7 @@ def bench_gemm(shapes=SHAPES, dtypes=("float32", "float64"), threads=(1, 2), blo
                         "gflops_max": {k: flop / min(v) / 1e9 for k, v in times.items()},
                         "ratio_vs_numpy": {k: med["numpy"] / v for k, v in med.items()},
                         "disturbed_blocks": loaded,
+                        "samples": {k: len(v) for k, v in times.items()},
                     }
                     if epilogue:
                         row["epilogue_overhead"] = med["native+bias+sigmoid"] / med["native"] - 1
@@ -161,7 +183,7 @@ def main(argv=None):
                       dtypes=tuple(args.dtype.split(",")), threads=threads,
                       blocks=args.blocks or (3 if args.quick else 7),
                       block_s=0.05 if args.quick else 0.15,
-                      settle_s=0.12 if args.quick else 0.2)
+                      settle_s=0.25)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "results": rows}, f, indent=1, default=str)

@@ -25,10 +25,15 @@ cdef double FLOPS_PER_THREAD = 1e6
 
 
 # Read a row-major A, and a row-major B, in place instead of packing them (ukr_strided in
-# fnn_simd_impl.h): measured faster on every benchmark shape.  Not when the row stride is a
-# multiple of 4 KiB: then the rows fall into one L1 cache set.
+# fnn_simd_impl.h) when they are reused little (64x1000x100 float32: 61 -> 75 GFLOP/s;
+# 500^3 lost 15 % in place, so larger operands are packed).  Only when the row stride
+# spreads successive rows over the L1 cache sets: with a stride of 2 KiB, say, a B
+# micro-panel's rows fall into 4 of 64 sets and thrash (512^3 float32 ran at 15 GFLOP/s
+# instead of 85).  A power-of-two-ish stride is packed instead.
 cdef bint DIRECT_A = True
 cdef bint DIRECT_B = True
+cdef enum:
+    IN_PLACE_MAX_PANELS = 8
 
 
 def _set_direct(bint a, bint b):
@@ -40,7 +45,18 @@ def _set_direct(bint a, bint b):
 
 cdef inline bint _in_place(Py_ssize_t unit_stride, Py_ssize_t row_stride,
                            Py_ssize_t itemsize) noexcept nogil:
-    return unit_stride == 1 and (row_stride * itemsize) % 4096 != 0
+    """Unit inner stride, and gcd(row stride in bytes, 4096) <= 128: successive rows then
+    start in at least 32 different 64-byte L1 sets (4 KiB = one way of the L1)."""
+    if unit_stride != 1:
+        return False
+    cdef Py_ssize_t a = row_stride * itemsize, b = 4096, t
+    if a < 0:
+        a = -a
+    while b != 0:
+        t = a % b
+        a = b
+        b = t
+    return a <= 128
 
 
 def _set_parallel_threshold(double min_flops, double flops_per_thread):
@@ -125,8 +141,12 @@ cdef int _gemm_cell(int m0, int m1, int n0, int n1, int K, floating alpha,
     cdef const floating *apanel
     cdef const floating *bpanel
     cdef Py_ssize_t ars, acs, bks
-    cdef bint direct = DIRECT_A and _in_place(csa, rsa, sizeof(floating))
-    cdef bint direct_b = DIRECT_B and _in_place(csb, rsb, sizeof(floating))
+    # packing pays when the packed panels are reused: A across the cell's column panels,
+    # B across its row panels.  With few of them (<= IN_PLACE_MAX_PANELS) read in place.
+    cdef bint direct = (DIRECT_A and _cdiv(n1 - n0, nr) <= IN_PLACE_MAX_PANELS
+                        and _in_place(csa, rsa, sizeof(floating)))
+    cdef bint direct_b = (DIRECT_B and _cdiv(m1 - m0, mr) <= IN_PLACE_MAX_PANELS
+                          and _in_place(csb, rsb, sizeof(floating)))
     jc = n0
     while jc < n1:
         ncur = n1 - jc if n1 - jc < nc else nc
