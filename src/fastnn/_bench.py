@@ -162,7 +162,7 @@ def machine_info():
 def main(argv=None):
     import argparse
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="small shapes, few blocks (~20 s)")
+    p.add_argument("--quick", action="store_true", help="small shapes, few blocks (~1 min)")
     p.add_argument("--threads", default=None, help="comma list, default '1,N' (N = all)")
     p.add_argument("--dtype", default="float32,float64")
     p.add_argument("--blocks", type=int, default=None)
@@ -176,8 +176,9 @@ def main(argv=None):
     info = machine_info()
     print(f"fastnn {info['fastnn']} | {info['cpu']} | kernel {info['kernel_variant']} | "
           f"OpenMP {'on' if info['openmp'] else 'off'} | load avg {info['loadavg']}")
-    print("GFLOP/s, median of interleaved blocks; ratios against numpy.matmul in the same run;"
-          " epilogue = extra time of bias+sigmoid fused into the native GEMM")
+    print("GFLOP/s from the median per-call time, contenders alternating call by call; "
+          "ratios against numpy.matmul in the same run; epilogue = extra time of "
+          "bias+sigmoid fused into the native GEMM")
     _print_header(print)
     rows = bench_gemm(shapes=QUICK_SHAPES if args.quick else SHAPES,
                       dtypes=tuple(args.dtype.split(",")), threads=threads,
