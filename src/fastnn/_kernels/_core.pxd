@@ -22,6 +22,9 @@ cdef extern from "fnn_types.h" nogil:
     ctypedef void (*fnn_ukrd_d_t)(long, const double *, long, long, const double *, long,
                                   double *, long, int, int, double, double, const double *, int,
                                   double) noexcept nogil
+    ctypedef void (*fnn_pack_s_t)(long, long, const float *, long, float *, long) noexcept nogil
+    ctypedef void (*fnn_pack_d_t)(long, long, const double *, long, double *,
+                                  long) noexcept nogil
     ctypedef void (*fnn_actf_s_t)(long, const float *, float *, int, float) noexcept nogil
     ctypedef void (*fnn_actf_d_t)(long, const double *, double *, int, double) noexcept nogil
     ctypedef void (*fnn_actb_s_t)(long, const float *, const float *, float *, int, float) noexcept nogil
@@ -31,12 +34,14 @@ cdef extern from "fnn_types.h" nogil:
         int mr, nr, kc, mc, nc
         fnn_ukr_s_t ukr
         fnn_ukrd_s_t ukr_strided
+        fnn_pack_s_t pack_t
         fnn_actf_s_t act_fwd
         fnn_actb_s_t act_bwd
     ctypedef struct fnn_kern_d:
         int mr, nr, kc, mc, nc
         fnn_ukr_d_t ukr
         fnn_ukrd_d_t ukr_strided
+        fnn_pack_d_t pack_t
         fnn_actf_d_t act_fwd
         fnn_actb_d_t act_bwd
 

@@ -216,6 +216,54 @@ static FNN_NOINLINE void N_(ukr_strided)(long kc, const FNN_T *restrict a, long 
 }
 #undef FNN_UKR_DISPATCH
 
+/* dst[k*R + i] = src[i*rs + k] for i < rows, k < kc, rows..R zero-filled: the packing of a
+ * row-major operand into R-row micro-panels (x into A panels, W into the panels of B = W^T),
+ * a transpose done in 4x4 (float) or 2x2 (double) register blocks. */
+#if FNN_IS_DOUBLE
+typedef double N_(qv) __attribute__((vector_size(16)));
+#define FNN_Q 2
+#else
+typedef float N_(qv) __attribute__((vector_size(16)));
+#define FNN_Q 4
+#endif
+static FNN_NOINLINE void N_(pack_t)(long rows, long kc, const FNN_T *restrict src, long rs,
+                                    FNN_T *restrict dst, long R) {
+    long i = 0, k, t;
+    for (; i + FNN_Q <= rows; i += FNN_Q) {
+        const FNN_T *s = src + i * rs;
+        for (k = 0; k + FNN_Q <= kc; k += FNN_Q) {
+            N_(qv) r0, r1;
+            memcpy(&r0, s + k, sizeof r0);
+            memcpy(&r1, s + rs + k, sizeof r1);
+#if FNN_IS_DOUBLE
+            N_(qv) c0 = FNN_SHUF2(r0, r1, 0, 2), c1 = FNN_SHUF2(r0, r1, 1, 3);
+            memcpy(dst + k * R + i, &c0, sizeof c0);
+            memcpy(dst + (k + 1) * R + i, &c1, sizeof c1);
+#else
+            N_(qv) r2, r3;
+            memcpy(&r2, s + 2 * rs + k, sizeof r2);
+            memcpy(&r3, s + 3 * rs + k, sizeof r3);
+            N_(qv) t0 = FNN_SHUF4(r0, r1, 0, 4, 1, 5), t1 = FNN_SHUF4(r0, r1, 2, 6, 3, 7);
+            N_(qv) t2 = FNN_SHUF4(r2, r3, 0, 4, 1, 5), t3 = FNN_SHUF4(r2, r3, 2, 6, 3, 7);
+            N_(qv) c0 = FNN_SHUF4(t0, t2, 0, 1, 4, 5), c1 = FNN_SHUF4(t0, t2, 2, 3, 6, 7);
+            N_(qv) c2 = FNN_SHUF4(t1, t3, 0, 1, 4, 5), c3 = FNN_SHUF4(t1, t3, 2, 3, 6, 7);
+            memcpy(dst + k * R + i, &c0, sizeof c0);
+            memcpy(dst + (k + 1) * R + i, &c1, sizeof c1);
+            memcpy(dst + (k + 2) * R + i, &c2, sizeof c2);
+            memcpy(dst + (k + 3) * R + i, &c3, sizeof c3);
+#endif
+        }
+        for (; k < kc; k++)
+            for (t = 0; t < FNN_Q; t++) dst[k * R + i + t] = s[t * rs + k];
+    }
+    for (; i < rows; i++)
+        for (k = 0; k < kc; k++) dst[k * R + i] = src[i * rs + k];
+    if (rows < R)
+        for (k = 0; k < kc; k++)
+            for (t = rows; t < R; t++) dst[k * R + t] = 0;
+}
+#undef FNN_Q
+
 /* y = act(x), elementwise over n contiguous values (x == y allowed). */
 static FNN_NOINLINE void N_(act_fwd)(long n, const FNN_T *x, FNN_T *y, int act, FNN_T slope) {
     long i = 0;

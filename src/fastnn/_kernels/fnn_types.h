@@ -19,6 +19,8 @@ typedef void (*fnn_ukrd_s_t)(long, const float *, long, long, const float *, lon
                              int, int, float, float, const float *, int, float);
 typedef void (*fnn_ukrd_d_t)(long, const double *, long, long, const double *, long, double *,
                              long, int, int, double, double, const double *, int, double);
+typedef void (*fnn_pack_s_t)(long, long, const float *, long, float *, long);
+typedef void (*fnn_pack_d_t)(long, long, const double *, long, double *, long);
 typedef void (*fnn_actf_s_t)(long, const float *, float *, int, float);
 typedef void (*fnn_actf_d_t)(long, const double *, double *, int, double);
 typedef void (*fnn_actb_s_t)(long, const float *, const float *, float *, int, float);
@@ -28,6 +30,7 @@ typedef struct {
     int mr, nr, kc, mc, nc;
     fnn_ukr_s_t ukr;
     fnn_ukrd_s_t ukr_strided;
+    fnn_pack_s_t pack_t;
     fnn_actf_s_t act_fwd;
     fnn_actb_s_t act_bwd;
 } fnn_kern_s;
@@ -35,6 +38,7 @@ typedef struct {
     int mr, nr, kc, mc, nc;
     fnn_ukr_d_t ukr;
     fnn_ukrd_d_t ukr_strided;
+    fnn_pack_d_t pack_t;
     fnn_actf_d_t act_fwd;
     fnn_actb_d_t act_bwd;
 } fnn_kern_d;

@@ -86,11 +86,13 @@ cdef void _pack_a(int mc, int kc, const floating *A, Py_ssize_t rsa, Py_ssize_t 
         if rows > mr:
             rows = mr
         d = dst + p * kc
-        if csa == 1:
-            for i in range(rows):
-                src = A + (p + i) * rsa
-                for k in range(kc):
-                    d[k * mr + i] = src[k]
+        if csa == 1:     # row-major: a transpose, in vector registers (pads itself)
+            if floating is float:
+                kern_s().pack_t(rows, kc, A + p * rsa, rsa, d, mr)
+            else:
+                kern_d().pack_t(rows, kc, A + p * rsa, rsa, d, mr)
+            p += mr
+            continue
         elif rsa == 1:   # column-contiguous (e.g. a row-major B): unit-stride copies
             for k in range(kc):
                 src = A + k * csa + p
