@@ -1,4 +1,5 @@
 """Engine / kernel-variant settings, show_config / config, and no flush-to-zero."""
+import os
 import io
 import re
 
@@ -187,3 +188,40 @@ def test_parallel_kernels_keep_denormals(dtype, native, variant):
     np.testing.assert_array_equal(fastnn.activation_forward(x, "leaky_relu",
                                                             negative_slope=1.0,
                                                             n_threads=2), x)
+
+
+# ---------------------------------------------------------------- environment overrides
+@pytest.mark.parametrize("var,value,expect", [
+    ("FASTNN_KERNEL", "generic", "generic blas"),      # no vector FMA: BLAS is the default
+    ("FASTNN_ENGINE", "blas", None),
+])
+def test_env_overrides(var, value, expect):
+    env = dict(os.environ, **{var: value})
+    res = run_python(["-c", "import fastnn; print(fastnn.get_kernel_variant(), "
+                            "fastnn.get_engine())"], env=env)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout.strip()
+    if expect is not None:
+        assert out == expect
+    else:
+        assert out.split()[1] == value
+
+
+@pytest.mark.parametrize("var,value", [("FASTNN_KERNEL", "bogus"), ("FASTNN_ENGINE", "gpu")])
+def test_bad_env_override_warns_and_falls_back(var, value):
+    """A typo in an environment variable must not make `import fastnn` fail: it warns,
+    naming the variable, and uses the default."""
+    env = dict(os.environ, **{var: value})
+    env.pop("FASTNN_KERNEL" if var == "FASTNN_ENGINE" else "FASTNN_ENGINE", None)
+    code = ("import warnings; warnings.simplefilter('always')\n"
+            "import fastnn; print(fastnn.get_kernel_variant(), fastnn.get_engine())")
+    res = run_python(["-c", code], env=env)
+    assert res.returncode == 0, res.stderr
+    assert f"{var}={value!r} ignored" in res.stderr
+    assert "RuntimeWarning" in res.stderr
+    clean = dict(os.environ)
+    clean.pop("FASTNN_KERNEL", None)
+    clean.pop("FASTNN_ENGINE", None)
+    default = run_python(["-c", "import fastnn; print(fastnn.get_kernel_variant(), "
+                                "fastnn.get_engine())"], env=clean)
+    assert res.stdout.strip() == default.stdout.strip()

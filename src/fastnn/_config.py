@@ -57,11 +57,16 @@ def supported_kernel_variants():
 
 
 def _default_engine():
+    """native where the kernels have vector FMA (else BLAS is faster), or FASTNN_ENGINE when
+    that names an engine (otherwise a warning, and the default)."""
+    best = "native" if _core.get_variant() in ("avx2", "avx512") else "blas"
     forced = os.environ.get("FASTNN_ENGINE", "").strip().lower()
-    if forced:
-        return forced
-    # the native engine needs vector FMA to beat BLAS
-    return "native" if _core.get_variant() in ("avx2", "avx512") else "blas"
+    if forced and forced not in ENGINES:
+        import warnings
+        warnings.warn(f"FASTNN_ENGINE={forced!r} ignored: expected one of {ENGINES}; using "
+                      f"{best!r}", RuntimeWarning, stacklevel=2)
+        return best
+    return forced or best
 
 
 def config():

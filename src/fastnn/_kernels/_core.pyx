@@ -98,11 +98,17 @@ def kernel_blocking(str dtype):
 
 
 def _default_variant():
-    forced = os.environ.get("FASTNN_KERNEL", "").strip().lower()
-    if forced:
-        return forced
+    """The fastest variant this CPU supports, or FASTNN_KERNEL when that names a supported
+    one (otherwise a warning, and the default)."""
     cdef tuple s = supported_variants()
-    return s[len(s) - 1]
+    best = s[len(s) - 1]
+    forced = os.environ.get("FASTNN_KERNEL", "").strip().lower()
+    if forced and forced not in s:
+        import warnings
+        warnings.warn(f"FASTNN_KERNEL={forced!r} ignored: this CPU supports {s}; using "
+                      f"{best!r}", RuntimeWarning, stacklevel=2)
+        return best
+    return forced or best
 
 
 set_variant(_default_variant())
