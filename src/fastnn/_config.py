@@ -56,17 +56,19 @@ def supported_kernel_variants():
     return _core.supported_variants()
 
 
-def _default_engine():
-    """native where the kernels have vector FMA (else BLAS is faster), or FASTNN_ENGINE when
-    that names an engine (otherwise a warning, and the default)."""
-    best = "native" if _core.get_variant() in ("avx2", "avx512") else "blas"
-    forced = os.environ.get("FASTNN_ENGINE", "").strip().lower()
-    if forced and forced not in ENGINES:
+def _env_choice(var, allowed, default):
+    """The value of environment variable `var` when it is one of `allowed`; otherwise
+    `default`, with a RuntimeWarning when the variable is set to something else (a typo
+    must never break `import fastnn`)."""
+    value = os.environ.get(var, "").strip().lower()
+    if not value:
+        return default
+    if value not in allowed:
         import warnings
-        warnings.warn(f"FASTNN_ENGINE={forced!r} ignored: expected one of {ENGINES}; using "
-                      f"{best!r}", RuntimeWarning, stacklevel=2)
-        return best
-    return forced or best
+        warnings.warn(f"{var}={value!r} ignored: expected one of {tuple(allowed)}; using "
+                      f"{default!r}", RuntimeWarning, stacklevel=3)
+        return default
+    return value
 
 
 def config():
@@ -128,4 +130,9 @@ def show_config(file=None):
           f"({os.path.basename(lib.get('filepath') or '')})")
 
 
-set_engine(_default_engine())
+_supported = supported_kernel_variants()
+set_kernel_variant(_env_choice("FASTNN_KERNEL", _supported, _supported[-1]))
+# the native engine needs vector FMA to beat BLAS
+set_engine(_env_choice("FASTNN_ENGINE", ENGINES,
+                       "native" if get_kernel_variant() in ("avx2", "avx512") else "blas"))
+del _supported

@@ -49,10 +49,6 @@ def _array(fn, name, a, ndim, dtype=None):
     return a
 
 
-def _input(fn, name, a, ndim, dtype=None):
-    return _array(fn, name, a, ndim, dtype)
-
-
 def _output(fn, name, a, shape, dtype, inputs):
     """Check an output buffer: shape, dtype, writable, unit column stride, rows that do not
     overlap each other, no memory shared with any input."""
@@ -136,7 +132,7 @@ def _threads(fn, n_threads):
 def _bias(fn, name, b, n, dtype):
     if b is None:
         return _EMPTY[dtype][1]
-    b = _input(fn, name, b, 1, dtype)
+    b = _array(fn, name, b, 1, dtype)
     if b.shape[0] != n:
         raise ValueError(f"{fn}: {name} must have shape ({n},), got {tuple(b.shape)}")
     return np.ascontiguousarray(b)
@@ -159,9 +155,9 @@ def gemm(a, b, out=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, b
     Returns out.
     """
     fn = "fastnn.gemm"
-    a = _input(fn, "a", a, 2)
+    a = _array(fn, "a", a, 2)
     dt = a.dtype
-    b = _input(fn, "b", b, 2, dt)
+    b = _array(fn, "b", b, 2, dt)
     opa = a.T if trans_a else a
     opb = b.T if trans_b else b
     M, K = opa.shape
@@ -190,9 +186,9 @@ def linear_forward(x, W, b=None, activation="identity", out=None, *, negative_sl
     Returns out, (batch, out_features).
     """
     fn = "fastnn.linear_forward"
-    x = _input(fn, "x", x, 2)
+    x = _array(fn, "x", x, 2)
     dt = x.dtype
-    W = _input(fn, "W", W, 2, dt)
+    W = _array(fn, "W", W, 2, dt)
     if x.shape[1] != W.shape[1]:
         raise ValueError(f"{fn}: x has {x.shape[1]} features ({_fmt(x)}) but W expects "
                          f"{W.shape[1]} ({_fmt(W)}: (out_features, in_features))")
@@ -224,14 +220,14 @@ def linear_backward(grad_out, x, W, y_saved=None, activation="identity", grad_x=
     Returns (grad_x or None, grad_W, grad_b or None).
     """
     fn = "fastnn.linear_backward"
-    x = _input(fn, "x", x, 2)
+    x = _array(fn, "x", x, 2)
     dt = x.dtype
-    W = _input(fn, "W", W, 2, dt)
+    W = _array(fn, "W", W, 2, dt)
     if x.shape[1] != W.shape[1]:
         raise ValueError(f"{fn}: x has {x.shape[1]} features ({_fmt(x)}) but W expects "
                          f"{W.shape[1]} ({_fmt(W)})")
     M, K, N = x.shape[0], x.shape[1], W.shape[0]
-    grad_out = _rowmajor(_input(fn, "grad_out", grad_out, 2, dt))
+    grad_out = _rowmajor(_array(fn, "grad_out", grad_out, 2, dt))
     if grad_out.shape != (M, N):
         raise ValueError(f"{fn}: grad_out must have shape {(M, N)} (batch, out_features), "
                          f"got {tuple(grad_out.shape)}")
@@ -241,7 +237,7 @@ def linear_backward(grad_out, x, W, y_saved=None, activation="identity", grad_x=
         if y_saved is None:
             raise ValueError(f"{fn}: activation {activation!r} needs y_saved, the forward "
                              "output")
-        y_saved = _rowmajor(_input(fn, "y_saved", y_saved, 2, dt))
+        y_saved = _rowmajor(_array(fn, "y_saved", y_saved, 2, dt))
         if y_saved.shape != (M, N):
             raise ValueError(f"{fn}: y_saved must have shape {(M, N)}, got "
                              f"{tuple(y_saved.shape)}")
@@ -288,7 +284,7 @@ def activation_forward(x, activation, out=None, *, negative_slope=0.01, n_thread
     """out = act(x) elementwise on a 2-D array, with exactly the arithmetic of the fused GEMM
     epilogue (so a fused Linear+activation equals Linear followed by this).  out may be x."""
     fn = "fastnn.activation_forward"
-    x = _rowmajor(_input(fn, "x", x, 2))
+    x = _rowmajor(_array(fn, "x", x, 2))
     code, slope = _activation(fn, activation, negative_slope)
     if out is None:
         out = np.empty(x.shape, x.dtype)
@@ -303,8 +299,8 @@ def activation_backward(grad_out, y_saved, activation, out=None, *, negative_slo
     """grad_in = grad_out * act'(y_saved), y_saved being the forward output.  out may be
     grad_out."""
     fn = "fastnn.activation_backward"
-    grad_out = _rowmajor(_input(fn, "grad_out", grad_out, 2))
-    y_saved = _rowmajor(_input(fn, "y_saved", y_saved, 2, grad_out.dtype))
+    grad_out = _rowmajor(_array(fn, "grad_out", grad_out, 2))
+    y_saved = _rowmajor(_array(fn, "y_saved", y_saved, 2, grad_out.dtype))
     if y_saved.shape != grad_out.shape:
         raise ValueError(f"{fn}: y_saved has shape {tuple(y_saved.shape)} but grad_out has "
                          f"{tuple(grad_out.shape)}")

@@ -2,8 +2,6 @@
 """Process-wide state of the compiled core (engine, threads, kernel variant) and the
 elementwise kernels shared by both GEMM engines: activation forward/backward, bias add and
 deterministic column sums."""
-import os
-
 from cython.parallel cimport prange
 from ._openmp cimport FNN_HAVE_OPENMP, omp_get_max_threads
 
@@ -97,21 +95,8 @@ def kernel_blocking(str dtype):
     return (kern_d().mr, kern_d().nr, kern_d().kc, kern_d().mc, kern_d().nc)
 
 
-def _default_variant():
-    """The fastest variant this CPU supports, or FASTNN_KERNEL when that names a supported
-    one (otherwise a warning, and the default)."""
-    cdef tuple s = supported_variants()
-    best = s[len(s) - 1]
-    forced = os.environ.get("FASTNN_KERNEL", "").strip().lower()
-    if forced and forced not in s:
-        import warnings
-        warnings.warn(f"FASTNN_KERNEL={forced!r} ignored: this CPU supports {s}; using "
-                      f"{best!r}", RuntimeWarning, stacklevel=2)
-        return best
-    return forced or best
-
-
-set_variant(_default_variant())
+# the fastest variant this CPU supports (fastnn._config applies FASTNN_KERNEL on import)
+set_variant(supported_variants()[len(supported_variants()) - 1])
 
 
 # ---------------------------------------------------------------- elementwise kernels

@@ -32,6 +32,7 @@ cdef inline floating *_w2(floating[:, :] X) noexcept nogil:
 
 
 cdef inline const floating *_p1(const floating[::1] X) noexcept nogil:
+    # NULL for a zero-length vector: an empty bias means "no bias"
     return &X[0] if X.shape[0] > 0 else NULL
 
 
@@ -50,11 +51,6 @@ cdef inline void _resolve(int *engine, int *n_threads) noexcept nogil:
         n_threads[0] = current_threads()
 
 
-cdef inline const floating *_bias_ptr(const floating[::1] b) noexcept nogil:
-    # a zero-length bias means "no bias"
-    return _p1(b)
-
-
 def _gemm(const floating[:, :] A, const floating[:, :] B, floating[:, :] C,
           double alpha, double beta, const floating[::1] bias, int act, double slope,
           int engine=-1, int n_threads=-1):
@@ -65,7 +61,7 @@ def _gemm(const floating[:, :] A, const floating[:, :] B, floating[:, :] C,
     with nogil:
         err = gemm_any(engine, n_threads, M, N, K, <floating>alpha, _p2(A), _rs(A), _cs(A),
                        _p2(B), _rs(B), _cs(B), <floating>beta, _w2(C), _rs(C),
-                       _bias_ptr(bias), act, <floating>slope)
+                       _p1(bias), act, <floating>slope)
     if err:
         raise MemoryError("fastnn gemm: could not allocate its packing workspace")
 
@@ -80,7 +76,7 @@ def _linear_forward(const floating[:, :] x, const floating[:, :] W, const floati
         # B = W^T: element (k, j) is W[j, k]  ->  row stride = W's column stride
         err = gemm_any(engine, n_threads, M, N, K, <floating>1, _p2(x), _rs(x), _cs(x),
                        _p2(W), _cs(W), _rs(W), <floating>0, _w2(out), _rs(out),
-                       _bias_ptr(b), act, <floating>slope)
+                       _p1(b), act, <floating>slope)
     if err:
         raise MemoryError("fastnn linear_forward: could not allocate its packing workspace")
 

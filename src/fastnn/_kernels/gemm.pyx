@@ -238,7 +238,7 @@ cdef int gemm_threads(int M, int N, int K, int n_threads) noexcept nogil:
     cdef double flops = 2.0 * M * N * K
     if n_threads <= 1 or flops < PARALLEL_MIN_FLOPS:
         return 1
-    cdef double cap = flops / (FLOPS_PER_THREAD if FLOPS_PER_THREAD > 1 else 1)
+    cdef double cap = flops / max(FLOPS_PER_THREAD, 1.0)
     if cap < n_threads:
         return <int>cap
     return n_threads
