@@ -6,9 +6,18 @@ from ._config import (config, get_engine, get_kernel_variant, get_num_threads, s
                       supported_kernel_variants)
 from .ops import (activation_backward, activation_forward, gemm, linear_backward,
                   linear_forward)
+from .modules import (Identity, LeakyReLU, Linear, Module, Parameter, ReLU, Sequential,
+                      Sigmoid, Tanh)
+from .losses import CrossEntropyLoss, Loss, MSELoss, SVMLoss
+from .optim import SGD
+from .gradcheck import GradcheckError, GradcheckReport, gradcheck, numerical_gradient
+from .io import load, save
 
 __all__ = [
     "__version__", "config", "show_config", "get_engine", "set_engine", "get_num_threads",
     "set_num_threads", "get_kernel_variant", "set_kernel_variant", "supported_kernel_variants",
     "gemm", "linear_forward", "linear_backward", "activation_forward", "activation_backward",
+    "Parameter", "Module", "Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU", "Identity",
+    "Sequential", "Loss", "MSELoss", "CrossEntropyLoss", "SVMLoss", "SGD", "gradcheck",
+    "numerical_gradient", "GradcheckError", "GradcheckReport", "save", "load",
 ]

@@ -54,6 +54,16 @@ cdef enum:
 cdef enum:
     ELEMWISE_PARALLEL_MIN = 65536
 
+# Threads for elementwise work on m rows x n values: one below ELEMWISE_PARALLEL_MIN values,
+# then at least ELEMWISE_PARALLEL_MIN / 2 values per thread.
+cdef inline int elem_threads(Py_ssize_t m, Py_ssize_t n, int n_threads) noexcept nogil:
+    if n_threads <= 1 or m < 2 or m * n < ELEMWISE_PARALLEL_MIN:
+        return 1
+    cdef Py_ssize_t t = (m * n) // (ELEMWISE_PARALLEL_MIN // 2)
+    if t < n_threads:
+        return <int>t
+    return n_threads
+
 cdef int current_engine() noexcept nogil
 cdef int current_threads() noexcept nogil
 cdef const fnn_kern_s *kern_s() noexcept nogil

@@ -100,15 +100,6 @@ set_variant(supported_variants()[len(supported_variants()) - 1])
 
 
 # ---------------------------------------------------------------- elementwise kernels
-cdef inline int _elem_threads(Py_ssize_t m, Py_ssize_t n, int n_threads) noexcept nogil:
-    if n_threads <= 1 or m < 2 or m * n < ELEMWISE_PARALLEL_MIN:
-        return 1
-    cdef Py_ssize_t t = (m * n) // (ELEMWISE_PARALLEL_MIN // 2)
-    if t < n_threads:
-        return <int>t
-    return n_threads
-
-
 cdef inline void _act_row(Py_ssize_t n, const floating *x, floating *y, int act,
                           floating slope) noexcept nogil:
     if floating is float:
@@ -122,7 +113,7 @@ cdef void act_forward(Py_ssize_t m, Py_ssize_t n, const floating *x, Py_ssize_t 
                       int n_threads) noexcept nogil:
     """y[i, :] = act(x[i, :]) for m rows of n contiguous values (x == y allowed)."""
     cdef Py_ssize_t i
-    cdef int nt = _elem_threads(m, n, n_threads)
+    cdef int nt = elem_threads(m, n, n_threads)
     if nt == 1:
         for i in range(m):
             _act_row(n, x + i * rsx, y + i * rsy, act, slope)
@@ -144,7 +135,7 @@ cdef void act_backward(Py_ssize_t m, Py_ssize_t n, const floating *g, Py_ssize_t
                        int act, floating slope, int n_threads) noexcept nogil:
     """dz = g * act'(y) row by row (g == dz allowed)."""
     cdef Py_ssize_t i
-    cdef int nt = _elem_threads(m, n, n_threads)
+    cdef int nt = elem_threads(m, n, n_threads)
     if nt == 1:
         for i in range(m):
             _act_bwd_row(n, g + i * rsg, y + i * rsy, dz + i * rsdz, act, slope)
@@ -169,7 +160,7 @@ cdef void bias_act(Py_ssize_t m, Py_ssize_t n, floating *c, Py_ssize_t rsc,
     cdef Py_ssize_t i
     if bias == NULL and act == FNN_ACT_IDENTITY:
         return
-    cdef int nt = _elem_threads(m, n, n_threads)
+    cdef int nt = elem_threads(m, n, n_threads)
     if nt == 1:
         for i in range(m):
             _bias_act_row(n, c + i * rsc, bias, act, slope)
@@ -235,7 +226,7 @@ cdef void col_sums(Py_ssize_t m, Py_ssize_t n, const floating *x, Py_ssize_t rsx
                    floating *out, bint accumulate, int n_threads) noexcept nogil:
     """out[j] (+)= sum_i x[i, j] over m rows of n contiguous values."""
     cdef Py_ssize_t nb = (n + COLBLOCK - 1) // COLBLOCK, b, j1
-    cdef int nt = _elem_threads(m, n, n_threads)
+    cdef int nt = elem_threads(m, n, n_threads)
     if nt > nb:
         nt = <int>nb
     if nt <= 1:

@@ -1,0 +1,102 @@
+"""fastnn.save / fastnn.load: one .npz file holding a model's parameters and architecture."""
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from .modules import Module, _ARCH_TYPES
+
+__all__ = ["save", "load"]
+
+FORMAT = "fastnn-model"
+VERSION = 1
+_META = "__fastnn__"
+_PREFIX = "param:"
+
+
+def save(model, path):
+    """Write ``model``'s architecture and parameters to ``path`` (an .npz file, written
+    exactly at the path given).  The write is atomic: a temporary file in the same
+    directory is renamed over ``path`` once complete, so a crash never leaves a partial
+    file.  Only fastnn's own modules (and containers of them) can be saved this way."""
+    if not isinstance(model, Module):
+        raise TypeError(f"fastnn.save: expected a fastnn Module, got {type(model).__name__}")
+    arch = model._arch()
+    named = list(model.named_parameters())
+    meta = {"format": FORMAT, "version": VERSION, "arch": arch,
+            "parameters": [n for n, _ in named]}
+    arrays = {_PREFIX + n: p.data for n, p in named}
+    arrays[_META] = np.array(json.dumps(meta))
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class _LoadError(ValueError):
+    pass
+
+
+def _build(rec, where="model"):
+    if not isinstance(rec, dict) or "type" not in rec:
+        raise _LoadError(f"bad architecture record at {where}")
+    name = rec["type"]
+    cls = _ARCH_TYPES.get(name)
+    if cls is None:
+        raise _LoadError(f"unknown module type {name!r} at {where}")
+    cfg = rec.get("config", {})
+    if not isinstance(cfg, dict):
+        raise _LoadError(f"bad config for {name} at {where}")
+    if "children" in rec:
+        kids = [_build(c, f"{where}[{i}]") for i, c in enumerate(rec["children"])]
+        return cls(*kids, **cfg)
+    return cls(**cfg)
+
+
+def load(path):
+    """Rebuild a model saved with fastnn.save (no user code needed).  A truncated, corrupt
+    or inconsistent file raises ValueError; no partially loaded model is ever returned."""
+    path = os.fspath(path)
+    who = f"fastnn.load({path!r})"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not hasattr(z, "files") or _META not in z.files:
+                raise _LoadError("no fastnn metadata (was it written by fastnn.save?)")
+            meta = json.loads(str(z[_META][()]))
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+                raise _LoadError("not a fastnn model file")
+            if meta.get("version") != VERSION:
+                raise _LoadError(f"format version {meta.get('version')!r} is not supported "
+                                 f"(this fastnn reads version {VERSION})")
+            names = meta["parameters"]
+            missing = [n for n in names if _PREFIX + n not in z.files]
+            if missing:
+                raise _LoadError(f"parameters {missing} are listed but missing")
+            state = {n: z[_PREFIX + n] for n in names}
+            model = _build(meta["arch"])
+    except FileNotFoundError:
+        raise
+    except _LoadError as e:
+        raise ValueError(f"{who}: {e}") from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, TypeError,
+            json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{who}: not a readable fastnn model file "
+                         f"({type(e).__name__}: {e})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except (KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"{who}: the parameters do not fit the architecture: {e}") from None
+    return model.train()

@@ -1,0 +1,171 @@
+"""Optimizers.  ``SGD`` follows torch.optim.SGD exactly; each parameter's update is one fused
+kernel call."""
+import numbers
+
+import numpy as np
+
+from .modules import Module, Parameter
+from ._kernels import optim as _ko
+
+__all__ = ["SGD"]
+
+
+def _hyper(who, name, value, minimum=0.0):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{who}: {name} must be a real number, got {value!r}")
+    v = float(value)
+    if not np.isfinite(v) or v < minimum:
+        raise ValueError(f"{who}: {name} must be finite and >= {minimum}, got {value!r}")
+    return v
+
+
+class SGD:
+    """Stochastic gradient descent with momentum, as torch.optim.SGD.
+
+    For each parameter p with gradient g, one step does, in this order::
+
+        g = -g if maximize else g
+        g = g + weight_decay * p
+        buf = g                                    on the first step (momentum != 0)
+        buf = momentum * buf + (1 - dampening) * g on later steps
+        g = g + momentum * buf if nesterov else buf
+        p = p - lr * g
+
+    ``weight_decay`` is the gradient of an L2 term (weight_decay / 2) * ||p||^2 added to the
+    loss; the loss value itself does not include it.  Note the momentum form: scikit-learn
+    and CS231n use ``v = mu * v - lr * g; p += v``, which equals this form with a constant
+    learning rate (v = -lr * buf) but not when lr changes between steps, and whose first step
+    starts from v = 0 (a step of lr * g instead of lr * g here).
+
+    Every parameter is updated on every step, including one that received no gradient since
+    ``zero_grad()`` (its gradient is zero; weight decay and momentum still apply).  PyTorch
+    skips such a parameter because its ``grad`` is None.
+
+    Attributes ``lr``, ``momentum``, ``dampening``, ``weight_decay``, ``nesterov`` and
+    ``maximize`` may be changed between steps (e.g. for a learning-rate schedule).
+    """
+
+    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                 nesterov=False, maximize=False):
+        who = "SGD"
+        if isinstance(params, Module):
+            raise TypeError("SGD: pass model.parameters(), not the model")
+        if isinstance(params, Parameter):
+            raise TypeError("SGD: params must be an iterable of Parameters (e.g. "
+                            "model.parameters()), got a single Parameter")
+        try:
+            params = list(params)
+        except TypeError:
+            raise TypeError(f"SGD: params must be an iterable of Parameters, got "
+                            f"{type(params).__name__}") from None
+        if not params:
+            raise ValueError("SGD: got an empty parameter list")
+        seen = set()
+        for i, p in enumerate(params):
+            if not isinstance(p, Parameter):
+                raise TypeError(f"SGD: params[{i}] is a {type(p).__name__}, not a "
+                                "fastnn Parameter")
+            if id(p) in seen:
+                raise ValueError(f"SGD: params[{i}] appears more than once")
+            seen.add(id(p))
+        self.params = params
+        self.lr = _hyper(who, "lr", lr)
+        self.momentum = _hyper(who, "momentum", momentum)
+        self.dampening = _hyper(who, "dampening", dampening)
+        self.weight_decay = _hyper(who, "weight_decay", weight_decay)
+        self.nesterov = bool(nesterov)
+        self.maximize = bool(maximize)
+        self._check_nesterov()
+        self._bufs = [None] * len(params)   # momentum buffers, created on the first step
+        self.steps = 0
+
+    def _check_nesterov(self):
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("SGD: nesterov momentum requires momentum > 0 and "
+                             "dampening == 0")
+
+    def __repr__(self):
+        return (f"SGD(lr={self.lr}, momentum={self.momentum}, dampening={self.dampening}, "
+                f"weight_decay={self.weight_decay}, nesterov={self.nesterov}, "
+                f"maximize={self.maximize})")
+
+    def zero_grad(self):
+        """Set the gradient of every parameter to zero."""
+        for p in self.params:
+            p._stale = True
+
+    def step(self):
+        """Update every parameter from its gradient (one fused kernel call each)."""
+        lr = _hyper("SGD", "lr", self.lr)
+        mom = _hyper("SGD", "momentum", self.momentum)
+        damp = _hyper("SGD", "dampening", self.dampening)
+        wd = _hyper("SGD", "weight_decay", self.weight_decay)
+        self._check_nesterov()
+        nesterov, maximize = bool(self.nesterov), bool(self.maximize)
+        bufs = self._bufs
+        for i, p in enumerate(self.params):
+            data = p._data
+            if p._stale:                      # no gradient since zero_grad(): it is zero
+                p._grad.fill(0)
+                p._stale = False
+            first = False
+            buf = bufs[i]
+            if mom != 0:
+                if buf is None or buf.shape != data.shape or buf.dtype != data.dtype:
+                    buf = bufs[i] = np.empty_like(data)
+                    first = True
+                bflat = buf.reshape(-1)
+            else:
+                bflat = _EMPTY[data.dtype.char]
+            _ko._sgd(data.reshape(-1), p._grad.reshape(-1), bflat, lr, mom, damp, wd,
+                     nesterov, maximize, first)
+        self.steps += 1
+
+    def state_dict(self):
+        """Hyperparameters, step count and copies of the momentum buffers (None for a
+        parameter without one yet)."""
+        return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,
+                "weight_decay": self.weight_decay, "nesterov": self.nesterov,
+                "maximize": self.maximize, "steps": self.steps,
+                "momentum_buffers": [None if b is None else b.copy() for b in self._bufs]}
+
+    def load_state_dict(self, state):
+        """Restore a state_dict() of an SGD over parameters of the same shapes and dtypes;
+        everything is checked before anything changes."""
+        who = "SGD.load_state_dict"
+        if not isinstance(state, dict):
+            raise TypeError(f"{who}: expected a dict, got {type(state).__name__}")
+        keys = {"lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize",
+                "steps", "momentum_buffers"}
+        if set(state) != keys:
+            raise KeyError(f"{who}: missing keys {sorted(keys - set(state))}, unexpected "
+                           f"keys {sorted(set(state) - keys)}")
+        hyper = {k: _hyper(who, k, state[k]) for k in
+                 ("lr", "momentum", "dampening", "weight_decay")}
+        bufs = list(state["momentum_buffers"])
+        if len(bufs) != len(self.params):
+            raise ValueError(f"{who}: {len(bufs)} momentum buffers for {len(self.params)} "
+                             "parameters")
+        new = []
+        for i, (b, p) in enumerate(zip(bufs, self.params)):
+            if b is None:
+                new.append(None)
+                continue
+            if not isinstance(b, np.ndarray) or b.shape != p.shape or b.dtype != p.dtype:
+                got = (f"shape {b.shape}, dtype {b.dtype}" if isinstance(b, np.ndarray)
+                       else type(b).__name__)
+                raise ValueError(f"{who}: momentum buffer {i} must have shape {p.shape} and "
+                                 f"dtype {p.dtype}, got {got}")
+            new.append(np.array(b, order="C", copy=True))
+        nesterov, maximize = bool(state["nesterov"]), bool(state["maximize"])
+        if nesterov and (hyper["momentum"] <= 0 or hyper["dampening"] != 0):
+            raise ValueError(f"{who}: nesterov momentum requires momentum > 0 and "
+                             "dampening == 0")
+        for k, v in hyper.items():
+            setattr(self, k, v)
+        self.nesterov, self.maximize = nesterov, maximize
+        self.steps = int(state["steps"])
+        self._bufs = new
+
+
+_EMPTY = {"f": np.empty(0, np.float32), "d": np.empty(0, np.float64)}
