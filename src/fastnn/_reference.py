@@ -8,7 +8,7 @@ Activations: "identity", "relu", "leaky_relu", "sigmoid", "tanh".
 import numpy as np
 
 __all__ = ["ACTIVATIONS", "activation", "activation_grad", "gemm", "linear_forward",
-           "linear_backward"]
+           "linear_backward", "mse_loss", "cross_entropy_loss", "svm_loss", "sgd_step"]
 
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh")
 
@@ -115,3 +115,60 @@ def linear_backward(grad_out, x, W, y, activation="identity", negative_slope=0.0
     grad_b = dz.sum(axis=0)
     grad_x = dz @ Wt if N else np.zeros((M, K))
     return grad_x.astype(dt), grad_W.astype(dt), grad_b.astype(dt)
+
+
+# ------------------------------------------------------------------ losses and optimizer
+def mse_loss(pred, target, reduction="mean"):
+    """(loss, grad w.r.t. pred) of sum((pred - target)**2), / pred.size for "mean"."""
+    pred = np.asarray(pred)
+    d = _f64(pred) - _f64(target)
+    scale = 1.0 / d.size if reduction == "mean" else 1.0
+    return scale * float(np.sum(d * d)), (2.0 * scale * d).astype(pred.dtype)
+
+
+def cross_entropy_loss(scores, labels, reduction="mean"):
+    """(loss, grad) of -log softmax(scores)[label], mean over rows for "mean"."""
+    scores = np.asarray(scores)
+    s = _f64(scores)
+    n = s.shape[0]
+    z = s - s.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    rows = np.arange(n)
+    scale = 1.0 / n if reduction == "mean" else 1.0
+    loss = -scale * float(logp[rows, labels].sum())
+    grad = np.exp(logp)
+    grad[rows, labels] -= 1.0
+    return loss, (scale * grad).astype(scores.dtype)
+
+
+def svm_loss(scores, labels, margin=1.0, reduction="mean"):
+    """(loss, subgradient) of the multiclass hinge sum_{j != y} max(0, s_j - s_y + margin),
+    mean over rows for "mean"; a term counts as active only when > 0."""
+    scores = np.asarray(scores)
+    s = _f64(scores)
+    n = s.shape[0]
+    rows = np.arange(n)
+    marg = s - s[rows, labels][:, None] + margin
+    marg[rows, labels] = 0.0
+    active = marg > 0
+    scale = 1.0 / n if reduction == "mean" else 1.0
+    loss = scale * float(np.where(active, marg, 0.0).sum())
+    grad = active.astype(np.float64)
+    grad[rows, labels] = -active.sum(axis=1)
+    return loss, (scale * grad).astype(scores.dtype)
+
+
+def sgd_step(p, g, buf, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
+             maximize=False):
+    """One torch.optim.SGD step, in float64: returns (new p, new momentum buffer or None).
+    Pass buf=None on the first step."""
+    dt = np.asarray(p).dtype
+    p, g = _f64(p), _f64(g)
+    d = -g if maximize else g
+    if weight_decay != 0:
+        d = d + weight_decay * p
+    if momentum != 0:
+        buf = d.copy() if buf is None else momentum * _f64(buf) + (1 - dampening) * d
+        d = d + momentum * buf if nesterov else buf
+    p = p - lr * d
+    return p.astype(dt), (None if buf is None else np.asarray(buf).astype(dt))
