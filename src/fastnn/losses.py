@@ -14,6 +14,11 @@ from ._kernels import losses as _kl
 __all__ = ["Loss", "MSELoss", "CrossEntropyLoss", "SVMLoss"]
 
 _REDUCTIONS = ("mean", "sum")
+_F32, _F64 = DTYPES
+# the float/double specializations, called directly (skips the fused-type dispatch)
+_MSE = {_F32: _kl._mse["float"], _F64: _kl._mse["double"]}
+_XENT = {_F32: _kl._xent["float"], _F64: _kl._xent["double"]}
+_SVM = {_F32: _kl._svm["float"], _F64: _kl._svm["double"]}
 
 
 class Loss:
@@ -98,7 +103,7 @@ class MSELoss(Loss):
         t2 = _rowmajor2(target.reshape(shape2))
         g, rows = self._buffers(shape2, pred.dtype)
         scale = 1.0 / pred.size if self.reduction == "mean" else 1.0
-        loss = _kl._mse(p2, t2, g, rows, scale)
+        loss = _MSE[p2.dtype](p2, t2, g, rows, scale)
         self._grad = g.reshape(pred.shape) if pred.ndim != 2 else g
         return loss
 
@@ -143,7 +148,7 @@ class CrossEntropyLoss(_Classification):
         s, y = self._inputs(pred, target)
         g, rows = self._buffers(s.shape, s.dtype)
         scale = 1.0 / s.shape[0] if self.reduction == "mean" else 1.0
-        loss = _kl._xent(s, y, g, rows, scale)
+        loss = _XENT[s.dtype](s, y, g, rows, scale)
         self._grad = g
         return loss
 
@@ -170,6 +175,6 @@ class SVMLoss(_Classification):
         s, y = self._inputs(pred, target)
         g, rows = self._buffers(s.shape, s.dtype)
         scale = 1.0 / s.shape[0] if self.reduction == "mean" else 1.0
-        loss = _kl._svm(s, y, g, rows, self.margin, scale)
+        loss = _SVM[s.dtype](s, y, g, rows, self.margin, scale)
         self._grad = g
         return loss

@@ -28,6 +28,18 @@ _EMPTY1 = {dt: np.empty(0, dt) for dt in DTYPES}
 _EMPTY2 = {dt: np.empty((0, 0), dt) for dt in DTYPES}
 _INT_MAX = 2**31 - 1
 
+
+def _specialized(fn):
+    """{dtype: the float/double specialization of a fused-type kernel}: calling it directly
+    skips Cython's per-call dispatch on the argument types."""
+    return {_F32: fn["float"], _F64: fn["double"]}
+
+
+_LIN_FWD = _specialized(_dense._linear_forward)
+_LIN_BWD = _specialized(_dense._linear_backward)
+_ACT_FWD = _specialized(_dense._activation_forward)
+_ACT_BWD = _specialized(_dense._activation_backward)
+
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
@@ -49,16 +61,21 @@ class Parameter:
     ``p.data = a`` and ``p.grad = a`` copy ``a`` into the existing arrays (same shape
     required), so optimizers and compiled steps that hold the arrays stay valid.
     """
-    __slots__ = ("_data", "_grad", "_stale", "__weakref__")
+    __slots__ = ("_data", "_grad", "_stale", "_flat", "_gflat", "__weakref__")
 
     def __init__(self, data):
         data = np.asarray(data)
         if data.dtype not in DTYPES:
             raise TypeError(f"Parameter: data must have dtype float32 or float64, got "
                             f"{data.dtype}")
-        self._data = np.array(data, order="C", copy=True)
-        self._grad = np.empty_like(self._data)
+        self._set_arrays(np.array(data, order="C", copy=True))
+
+    def _set_arrays(self, data):
+        self._data = data
+        self._grad = np.empty_like(data)
         self._stale = True      # grad holds stale values that are logically zero
+        self._flat = data.reshape(-1)           # 1-D views for the optimizer kernels
+        self._gflat = self._grad.reshape(-1)
 
     @property
     def data(self):
@@ -133,9 +150,7 @@ class Parameter:
         return f"Parameter(shape={self._data.shape}, dtype={self._data.dtype})"
 
     def _convert(self, dtype):
-        self._data = self._data.astype(dtype, order="C")
-        self._grad = np.empty_like(self._data)
-        self._stale = True
+        self._set_arrays(self._data.astype(dtype, order="C"))
 
 
 # ----------------------------------------------------------------------- buffers, checks
@@ -170,7 +185,25 @@ def _fresh_unless_alias(a, *others):
 
 
 def _check_array(who, what, a, dtype=None):
-    """A float32/float64 ndarray with element-aligned strides (copied if not)."""
+    """A float32/float64 ndarray with element-aligned strides (copied if not).  `who` names
+    the module in errors: a string, or a callable returning one (only called on error)."""
+    if not isinstance(a, np.ndarray) or (dtype is not None and a.dtype != dtype) or \
+            a.dtype not in DTYPES:
+        _array_error(who() if callable(who) else who, what, a, dtype)
+    isz = a.itemsize
+    for s in a.strides:
+        if s % isz:
+            return a.copy()
+    if not a.flags.aligned:
+        return a.copy()
+    return a
+
+
+def _name(who):
+    return who() if callable(who) else who
+
+
+def _array_error(who, what, a, dtype):
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{who}: {what} must be a numpy.ndarray, got {type(a).__name__}")
     dt = a.dtype
@@ -182,15 +215,7 @@ def _check_array(who, what, a, dtype=None):
                     f"convert the {what} with .astype(np.{dtype}) or the model with "
                     f".to(np.{dt})")
             raise TypeError(f"{who}: {what} must have dtype {dtype}, got {dt}")
-    elif dt not in DTYPES:
-        raise TypeError(f"{who}: {what} must have dtype float32 or float64, got {dt}")
-    isz = dt.itemsize
-    for s in a.strides:
-        if s % isz:
-            return a.copy()
-    if not a.flags.aligned:
-        return a.copy()
-    return a
+    raise TypeError(f"{who}: {what} must have dtype float32 or float64, got {dt}")
 
 
 def _as_rowmajor(a):
@@ -201,6 +226,9 @@ def _as_rowmajor(a):
 
 # ------------------------------------------------------------------------------ Module
 _ARCH_TYPES = {}
+# Bumped whenever any module (un)registers a parameter or submodule: cached parameter lists
+# compare against it.
+_structure_version = [0]
 
 
 class Module:
@@ -229,6 +257,8 @@ class Module:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before "
                                  "assigning attributes")
         params, mods = d["_parameters"], d["_modules"]
+        if name in params or name in mods or isinstance(value, (Parameter, Module)):
+            _structure_version[0] += 1
         if isinstance(value, Parameter):
             mods.pop(name, None)
             params[name] = value
@@ -248,6 +278,7 @@ class Module:
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):
+        _structure_version[0] += 1
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
         object.__delattr__(self, name)
@@ -325,10 +356,18 @@ class Module:
     def _clear_state(self):
         self._ctx.clear()
 
+    def _param_list(self):
+        """parameters() as a list, cached until the module structure changes."""
+        cache = self.__dict__.get("_pcache")
+        if cache is None or cache[0] != _structure_version[0]:
+            cache = (_structure_version[0], list(self.parameters()))
+            object.__setattr__(self, "_pcache", cache)
+        return cache[1]
+
     def zero_grad(self):
         """Set every parameter's gradient to zero."""
-        for p in self.parameters():
-            p.zero_grad()
+        for p in self._param_list():
+            p._stale = True
 
     # -- dtype
     @property
@@ -472,7 +511,7 @@ class Linear(Module):
         return f"Linear(in_features={self.in_features}, out_features={self.out_features})"
 
     def _check_input(self, x):
-        x = _check_array(self._who(), "input", x, self.weight._data.dtype)
+        x = _check_array(self._who, "input", x, self.weight._data.dtype)
         if x.ndim != 2:
             raise ValueError(f"{self._who()}: input must be 2-D (batch, {self.in_features}), "
                              f"got {x.ndim}-D with shape {x.shape}")
@@ -496,7 +535,7 @@ class Linear(Module):
             ctx.bufs["out"] = out
         else:
             out = np.empty(shape, dt)
-        _dense._linear_forward(x, W, b, act, slope, out)
+        _LIN_FWD[dt](x, W, b, act, slope, out)
         if self.training:
             ctx.x = x
             ctx.y = out
@@ -506,14 +545,14 @@ class Linear(Module):
         x, y = ctx.x, ctx.y
         if x is None:
             raise RuntimeError(
-                f"{who}: backward() called before a training-mode forward(); an eval-mode "
+                f"{_name(who)}: backward() called before a training-mode forward(); an eval-mode "
                 "forward keeps nothing for backward (call .train() first)")
         W = self.weight._data
         dt = W.dtype
         shape = y.shape
         grad_out = _check_array(who, "grad_out", grad_out, dt)
         if grad_out.shape != shape:
-            raise ValueError(f"{who}: grad_out must have the output's shape {shape}, got "
+            raise ValueError(f"{_name(who)}: grad_out must have the output's shape {shape}, got "
                              f"{grad_out.shape}")
         grad_out = _as_rowmajor(grad_out)
         gW, acc = self.weight._grad_for_write()
@@ -534,7 +573,7 @@ class Linear(Module):
             ctx.bufs["gx"] = gx
         else:
             gx = _EMPTY2[dt]
-        _dense._linear_backward(grad_out, x, W, y if act else _EMPTY2[dt], act, slope, gx, gW,
+        _LIN_BWD[dt](grad_out, x, W, y if act else _EMPTY2[dt], act, slope, gx, gW,
                                 gb, acc, work, bool(input_grad), self.bias is not None)
         return gx if input_grad else None
 
@@ -542,7 +581,7 @@ class Linear(Module):
         return self._forward_act(self._ctx, x, 0, 0.0)
 
     def backward(self, grad_out, input_grad=True):
-        return self._backward_act(self._ctx, grad_out, 0, 0.0, input_grad, self._who())
+        return self._backward_act(self._ctx, grad_out, 0, 0.0, input_grad, self._who)
 
 
 # ------------------------------------------------------------------------- activations
@@ -567,20 +606,20 @@ class _Activation(Module):
         return self._fwd(self._ctx, x, self.training)
 
     def backward(self, grad_out, input_grad=True):
-        return self._bwd(self._ctx, grad_out, input_grad, self._who())
+        return self._bwd(self._ctx, grad_out, input_grad, self._who)
 
     def _fwd(self, ctx, x, training):
-        who = self._who()
+        who = self._who
         x = _check_array(who, "input", x)
         if x.ndim == 0:
-            raise ValueError(f"{who}: input must have at least 1 dimension, got a 0-D array")
+            raise ValueError(f"{who()}: input must have at least 1 dimension, got a 0-D array")
         x2 = _as_rowmajor(x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x)
         if training:
             out = _fresh_unless_alias(_buf(ctx, "out", x2.shape, x.dtype), x2)
             ctx.bufs["out"] = out
         else:
             out = np.empty(x2.shape, x.dtype)
-        _dense._activation_forward(x2, out, self._code, self._slope())
+        _ACT_FWD[x.dtype](x2, out, self._code, self._slope())
         if training:
             ctx.x = None if self._fusable() else x2
             ctx.y = out
@@ -591,11 +630,11 @@ class _Activation(Module):
         y = ctx.y
         if y is None:
             raise RuntimeError(
-                f"{who}: backward() called before a training-mode forward(); an eval-mode "
+                f"{_name(who)}: backward() called before a training-mode forward(); an eval-mode "
                 "forward keeps nothing for backward (call .train() first)")
         grad_out = _check_array(who, "grad_out", grad_out, y.dtype)
         if grad_out.shape != ctx.shape:
-            raise ValueError(f"{who}: grad_out must have the output's shape {ctx.shape}, "
+            raise ValueError(f"{_name(who)}: grad_out must have the output's shape {ctx.shape}, "
                              f"got {grad_out.shape}")
         if not input_grad:
             return None
@@ -603,7 +642,7 @@ class _Activation(Module):
         gi = _fresh_unless_alias(_buf(ctx, "gi", y.shape, y.dtype), g2)
         ctx.bufs["gi"] = gi
         if self._fusable():
-            _dense._activation_backward(g2, y, gi, self._code, self._slope())
+            _ACT_BWD[y.dtype](g2, y, gi, self._code, self._slope())
         else:   # leaky_relu with a negative slope: the derivative needs the input's sign
             np.multiply(g2, np.where(ctx.x > 0, 1.0, self._slope()).astype(y.dtype), out=gi)
         return gi.reshape(ctx.shape) if len(ctx.shape) != 2 else gi
@@ -625,10 +664,10 @@ class Identity(_Activation):
 
     def _bwd(self, ctx, grad_out, input_grad, who):
         if ctx.y is None:
-            raise RuntimeError(f"{who}: backward() called before a training-mode forward()")
+            raise RuntimeError(f"{_name(who)}: backward() called before a training-mode forward()")
         grad_out = _check_array(who, "grad_out", grad_out, ctx.y.dtype)
         if grad_out.shape != ctx.shape:
-            raise ValueError(f"{who}: grad_out must have the output's shape {ctx.shape}, "
+            raise ValueError(f"{_name(who)}: grad_out must have the output's shape {ctx.shape}, "
                              f"got {grad_out.shape}")
         return grad_out if input_grad else None
 
@@ -701,9 +740,12 @@ class _LinearStep:
     def backward(self, g, input_grad):
         act, lin = self.act, self.lin
         if act is None:
-            return lin._backward_act(self.ctx, g, 0, 0.0, input_grad, lin._who())
+            return lin._backward_act(self.ctx, g, 0, 0.0, input_grad, lin._who)
         return lin._backward_act(self.ctx, g, act._code, act._slope(), input_grad,
-                                 f"{lin._who()} + {act!r}")
+                                 self._who)
+
+    def _who(self):
+        return f"{self.lin._who()} + {self.act!r}"
 
 
 class _ActStep:
@@ -717,7 +759,7 @@ class _ActStep:
         return self.act._fwd(self.ctx, x, self.act.training)
 
     def backward(self, g, input_grad):
-        return self.act._bwd(self.ctx, g, input_grad, self.act._who())
+        return self.act._bwd(self.ctx, g, input_grad, self.act._who)
 
 
 class _ModuleStep:

@@ -69,20 +69,66 @@ class SGD:
                 raise ValueError(f"SGD: params[{i}] appears more than once")
             seen.add(id(p))
         self.params = params
-        self.lr = _hyper(who, "lr", lr)
-        self.momentum = _hyper(who, "momentum", momentum)
-        self.dampening = _hyper(who, "dampening", dampening)
-        self.weight_decay = _hyper(who, "weight_decay", weight_decay)
-        self.nesterov = bool(nesterov)
+        self._lr = _hyper(who, "lr", lr)
+        self._momentum = _hyper(who, "momentum", momentum)
+        self._dampening = _hyper(who, "dampening", dampening)
+        self.weight_decay = weight_decay
+        self.nesterov = nesterov
         self.maximize = bool(maximize)
-        self._check_nesterov()
         self._bufs = [None] * len(params)   # momentum buffers, created on the first step
         self.steps = 0
 
-    def _check_nesterov(self):
-        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+    # hyperparameters are validated when set, so step() need not check them
+    def _check_nesterov(self, nesterov, momentum, dampening):
+        if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("SGD: nesterov momentum requires momentum > 0 and "
                              "dampening == 0")
+
+    @property
+    def lr(self):
+        return self._lr
+
+    @lr.setter
+    def lr(self, v):
+        self._lr = _hyper("SGD", "lr", v)
+
+    @property
+    def momentum(self):
+        return self._momentum
+
+    @momentum.setter
+    def momentum(self, v):
+        v = _hyper("SGD", "momentum", v)
+        self._check_nesterov(self._nesterov, v, self._dampening)
+        self._momentum = v
+
+    @property
+    def dampening(self):
+        return self._dampening
+
+    @dampening.setter
+    def dampening(self, v):
+        v = _hyper("SGD", "dampening", v)
+        self._check_nesterov(self._nesterov, self._momentum, v)
+        self._dampening = v
+
+    @property
+    def weight_decay(self):
+        return self._weight_decay
+
+    @weight_decay.setter
+    def weight_decay(self, v):
+        self._weight_decay = _hyper("SGD", "weight_decay", v)
+
+    @property
+    def nesterov(self):
+        return self._nesterov
+
+    @nesterov.setter
+    def nesterov(self, v):
+        v = bool(v)
+        self._check_nesterov(v, self._momentum, self._dampening)
+        self._nesterov = v
 
     def __repr__(self):
         return (f"SGD(lr={self.lr}, momentum={self.momentum}, dampening={self.dampening}, "
@@ -92,33 +138,27 @@ class SGD:
     def zero_grad(self):
         """Set the gradient of every parameter to zero."""
         for p in self.params:
-            p._stale = True
+            p.zero_grad()
 
     def step(self):
         """Update every parameter from its gradient (one fused kernel call each)."""
-        lr = _hyper("SGD", "lr", self.lr)
-        mom = _hyper("SGD", "momentum", self.momentum)
-        damp = _hyper("SGD", "dampening", self.dampening)
-        wd = _hyper("SGD", "weight_decay", self.weight_decay)
-        self._check_nesterov()
-        nesterov, maximize = bool(self.nesterov), bool(self.maximize)
+        lr, mom, damp, wd = self._lr, self._momentum, self._dampening, self._weight_decay
+        nesterov, maximize = self._nesterov, bool(self.maximize)
         bufs = self._bufs
         for i, p in enumerate(self.params):
-            data = p._data
             if p._stale:                      # no gradient since zero_grad(): it is zero
                 p._grad.fill(0)
                 p._stale = False
             first = False
-            buf = bufs[i]
             if mom != 0:
-                if buf is None or buf.shape != data.shape or buf.dtype != data.dtype:
-                    buf = bufs[i] = np.empty_like(data)
+                buf = bufs[i]
+                if buf is None or buf.shape[0] != p._flat.shape[0] or \
+                        buf.dtype != p._flat.dtype:
+                    buf = bufs[i] = np.empty_like(p._flat)
                     first = True
-                bflat = buf.reshape(-1)
             else:
-                bflat = _EMPTY[data.dtype.char]
-            _ko._sgd(data.reshape(-1), p._grad.reshape(-1), bflat, lr, mom, damp, wd,
-                     nesterov, maximize, first)
+                buf = _EMPTY[p._flat.dtype.char]
+            _SGD[p._flat.dtype.char](p._flat, p._gflat, buf, lr, mom, damp, wd, nesterov, maximize, first)
         self.steps += 1
 
     def state_dict(self):
@@ -127,7 +167,8 @@ class SGD:
         return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,
                 "weight_decay": self.weight_decay, "nesterov": self.nesterov,
                 "maximize": self.maximize, "steps": self.steps,
-                "momentum_buffers": [None if b is None else b.copy() for b in self._bufs]}
+                "momentum_buffers": [None if b is None else b.reshape(p.shape).copy()
+                                     for b, p in zip(self._bufs, self.params)]}
 
     def load_state_dict(self, state):
         """Restore a state_dict() of an SGD over parameters of the same shapes and dtypes;
@@ -156,16 +197,18 @@ class SGD:
                        else type(b).__name__)
                 raise ValueError(f"{who}: momentum buffer {i} must have shape {p.shape} and "
                                  f"dtype {p.dtype}, got {got}")
-            new.append(np.array(b, order="C", copy=True))
+            new.append(np.array(b, order="C", copy=True).reshape(-1))
         nesterov, maximize = bool(state["nesterov"]), bool(state["maximize"])
         if nesterov and (hyper["momentum"] <= 0 or hyper["dampening"] != 0):
             raise ValueError(f"{who}: nesterov momentum requires momentum > 0 and "
                              "dampening == 0")
-        for k, v in hyper.items():
-            setattr(self, k, v)
-        self.nesterov, self.maximize = nesterov, maximize
+        self._lr, self._momentum = hyper["lr"], hyper["momentum"]
+        self._dampening, self._weight_decay = hyper["dampening"], hyper["weight_decay"]
+        self._nesterov, self.maximize = nesterov, maximize
         self.steps = int(state["steps"])
         self._bufs = new
 
 
 _EMPTY = {"f": np.empty(0, np.float32), "d": np.empty(0, np.float64)}
+# the float/double specializations, called directly (skips the fused-type dispatch)
+_SGD = {"f": _ko._sgd["float"], "d": _ko._sgd["double"]}
