@@ -3,6 +3,7 @@ import json
 import os
 import tempfile
 import zipfile
+from collections import OrderedDict
 
 import numpy as np
 
@@ -23,6 +24,7 @@ def save(model, path):
     file.  Only fastnn's own modules (and containers of them) can be saved this way."""
     if not isinstance(model, Module):
         raise TypeError(f"fastnn.save: expected a fastnn Module, got {type(model).__name__}")
+    _check_unshared(model)
     arch = model._arch()
     named = list(model.named_parameters())
     meta = {"format": FORMAT, "version": VERSION, "arch": arch,
@@ -46,6 +48,25 @@ def save(model, path):
         raise
 
 
+def _check_unshared(model):
+    """The architecture record lists modules by position, so a module with parameters used
+    at two places (shared weights) would load as two independent copies: refuse it.  (A
+    shared parameter-free module, e.g. one ReLU used twice, loads as two equal ones.)"""
+    where = {}
+
+    def walk(m, path):
+        if id(m) in where and next(iter(m.parameters()), None) is not None:
+            raise ValueError(f"fastnn.save: {type(m).__name__} at {path or 'the root'} is the "
+                             f"same module as at {where[id(m)] or 'the root'} (shared "
+                             "weights); saving shared modules is not supported -- save "
+                             "model.state_dict() with numpy.savez instead")
+        where[id(m)] = path
+        for n, c in m.named_children():
+            walk(c, f"{path}.{n}" if path else n)
+
+    walk(model, "")
+
+
 class _LoadError(ValueError):
     pass
 
@@ -62,6 +83,11 @@ def _build(rec, where="model"):
         raise _LoadError(f"bad config for {name} at {where}")
     if "children" in rec:
         kids = [_build(c, f"{where}[{i}]") for i, c in enumerate(rec["children"])]
+        names = rec.get("names")
+        if names is not None:
+            if not isinstance(names, list) or len(names) != len(kids):
+                raise _LoadError(f"bad child names at {where}")
+            return cls(OrderedDict(zip(names, kids)), **cfg)
         return cls(*kids, **cfg)
     return cls(**cfg)
 

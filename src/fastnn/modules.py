@@ -249,7 +249,9 @@ class Module:
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
-        _ARCH_TYPES.setdefault(cls.__name__, cls)
+        # fastnn.load rebuilds only fastnn's own module types
+        if cls.__module__.split(".")[0] == "fastnn":
+            _ARCH_TYPES.setdefault(cls.__name__, cls)
 
     def __setattr__(self, name, value):
         d = self.__dict__
@@ -910,5 +912,9 @@ class Sequential(Module):
         return {}
 
     def _arch(self):
-        return {"type": "Sequential", "config": {},
-                "children": [m._arch() for m in self._list()]}
+        names = [n for n, m in self._modules.items() if m is not None]
+        rec = {"type": "Sequential", "config": {},
+               "children": [m._arch() for m in self._list()]}
+        if names != [str(i) for i in range(len(names))]:
+            rec["names"] = names
+        return rec

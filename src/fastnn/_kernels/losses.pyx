@@ -66,11 +66,12 @@ cdef inline double _xent_row(Py_ssize_t n, const floating *s, Py_ssize_t y, floa
                              floating g_scale) noexcept nogil:
     # log-softmax with the row maximum subtracted (no overflow for any finite logits)
     cdef Py_ssize_t j
-    cdef floating mx = s[0], e
+    cdef floating mx = s[0], e, sy
     cdef double total = 0
     for j in range(1, n):
         if s[j] > mx:
             mx = s[j]
+    sy = s[y] - mx          # read before g is written: g may be s (in place)
     if g != NULL:
         for j in range(n):
             e = _exp(s[j] - mx)
@@ -83,7 +84,7 @@ cdef inline double _xent_row(Py_ssize_t n, const floating *s, Py_ssize_t y, floa
     else:
         for j in range(n):
             total += _exp(s[j] - mx)
-    return log(total) - <double>(s[y] - mx)
+    return log(total) - <double>sy
 
 
 cdef double xent_loss(Py_ssize_t m, Py_ssize_t n, const floating *s, Py_ssize_t rss,
