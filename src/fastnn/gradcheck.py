@@ -137,11 +137,7 @@ def gradcheck(target, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
         for name, p in params:
             _need_f64(f"parameter {name!r}", p.data)
         was_training = module.training
-        module.train()
-        out0 = module(*xs)
-        outs = out0 if isinstance(out0, (tuple, list)) else [out0]
-        rng = np.random.default_rng(seed)
-        Rs = [rng.standard_normal(o.shape) for o in outs]
+        Rs = []
 
         def analytic():
             module.train()
@@ -157,6 +153,11 @@ def gradcheck(target, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
             return float(sum(np.sum(oi * r) for oi, r in zip(o, Rs)))
 
         try:
+            module.train()
+            out0 = module(*xs)
+            outs = out0 if isinstance(out0, (tuple, list)) else [out0]
+            rng = np.random.default_rng(seed)
+            Rs.extend(rng.standard_normal(o.shape) for o in outs)
             (gin1, gp1), (gin2, gp2) = analytic(), analytic()
             module.eval()
             checks = [(f"input {i}", xs[i], gin1[i], gin2[i]) for i in diff]

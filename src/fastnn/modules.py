@@ -13,6 +13,7 @@ The array ``forward`` returns in training mode is therefore overwritten by the m
 forward (``.copy()`` it to keep it), and the input must not be modified before backward.
 An eval-mode forward keeps nothing and returns a fresh array.
 """
+import math
 from collections import OrderedDict, namedtuple
 
 import numpy as np
@@ -279,6 +280,13 @@ class Module:
             mods[name] = None
         object.__setattr__(self, name, value)
 
+    def __getattr__(self, name):
+        # only reached when normal lookup fails
+        if name in ("_parameters", "_modules", "_ctx", "training"):
+            raise AttributeError(f"{type(self).__name__}: call super().__init__() at the "
+                                 f"start of __init__ (missing {name!r})")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def __delattr__(self, name):
         _structure_version[0] += 1
         self._parameters.pop(name, None)
@@ -393,6 +401,8 @@ class Module:
         for p in self.parameters():
             if p.dtype != dt:
                 p._convert(dt)
+            else:
+                p.zero_grad()
         return self
 
     def float(self):
@@ -615,7 +625,8 @@ class _Activation(Module):
         x = _check_array(who, "input", x)
         if x.ndim == 0:
             raise ValueError(f"{who()}: input must have at least 1 dimension, got a 0-D array")
-        x2 = _as_rowmajor(x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x)
+        x2 = _as_rowmajor(x.reshape(math.prod(x.shape[:-1]), x.shape[-1]) if x.ndim != 2
+                          else x)
         if training:
             out = _fresh_unless_alias(_buf(ctx, "out", x2.shape, x.dtype), x2)
             ctx.bufs["out"] = out
@@ -877,6 +888,11 @@ class Sequential(Module):
     def forward(self, x):
         steps = self._plan or self._build_plan()
         step = None
+        if self.training and isinstance(x, np.ndarray) and x.size and self._owns(x, steps):
+            # the input is one of our own output buffers (e.g. the last output fed back
+            # in): a step that keeps its input for backward must not see it overwritten
+            # later in this same forward
+            x = x.copy()
         try:
             for step in steps:
                 x = step.forward(x)
@@ -884,6 +900,17 @@ class Sequential(Module):
             raise _prefixed(e, f"Sequential[{step.index}]") from None
         object.__setattr__(self, "_ran", steps if self.training else None)
         return x
+
+    @staticmethod
+    def _owns(x, steps):
+        for st in steps:
+            b = st.ctx.bufs.get("out")
+            if b is not None and _may_share(b, x):
+                return True
+            if type(st) is _ModuleStep and isinstance(st.m, Sequential) and \
+                    st.m._plan is not None and Sequential._owns(x, st.m._plan):
+                return True
+        return False
 
     def backward(self, grad_out, input_grad=True):
         steps = self._ran
