@@ -116,13 +116,6 @@ class Parameter:
         """Make the gradient zero (in O(1): the next backward overwrites it)."""
         self._stale = True
 
-    def _grad_for_write(self):
-        """(grad array, accumulate flag) for a kernel about to add this parameter's
-        gradient; marks the gradient as holding values."""
-        acc = not self._stale
-        self._stale = False
-        return self._grad, acc
-
     @property
     def shape(self):
         return self._data.shape
@@ -177,11 +170,11 @@ def _buf(ctx, key, shape, dtype):
     return a
 
 
-def _fresh_unless_alias(a, *others):
-    """`a` unless it shares memory with one of `others` (then a new array of its kind)."""
-    for o in others:
-        if o is not None and o.size and _may_share(a, o):
-            return np.empty(a.shape, a.dtype)
+def _fresh_unless_alias(a, o):
+    """`a` (a buffer that owns its memory) unless it shares memory with `o` (then a new
+    array of its kind).  An array that owns its memory overlaps `a` only if it is `a`."""
+    if o is a or (o.base is not None and o.size and _may_share(a, o)):
+        return np.empty(a.shape, a.dtype)
     return a
 
 
@@ -522,8 +515,10 @@ class Linear(Module):
     def _who(self):
         return f"Linear(in_features={self.in_features}, out_features={self.out_features})"
 
-    def _check_input(self, x):
-        x = _check_array(self._who, "input", x, self.weight._data.dtype)
+    def _check_input(self, x, trusted=False):
+        # trusted: x is an array fastnn's own code produced (dtype and layout are right)
+        if not trusted:
+            x = _check_array(self._who, "input", x, self.weight._data.dtype)
         if x.ndim != 2:
             raise ValueError(f"{self._who()}: input must be 2-D (batch, {self.in_features}), "
                              f"got {x.ndim}-D with shape {x.shape}")
@@ -536,8 +531,8 @@ class Linear(Module):
         return x
 
     # The fused paths: Sequential calls these with an activation code (0 = identity).
-    def _forward_act(self, ctx, x, act, slope):
-        x = self._check_input(x)
+    def _forward_act(self, ctx, x, act, slope, trusted=False):
+        x = self._check_input(x, trusted)
         W = self.weight._data
         dt = W.dtype
         b = self.bias._data if self.bias is not None else _EMPTY1[dt]
@@ -553,7 +548,7 @@ class Linear(Module):
             ctx.y = out
         return out
 
-    def _backward_act(self, ctx, grad_out, act, slope, input_grad, who):
+    def _backward_act(self, ctx, grad_out, act, slope, input_grad, who, trusted=False):
         x, y = ctx.x, ctx.y
         if x is None:
             raise RuntimeError(
@@ -562,17 +557,22 @@ class Linear(Module):
         W = self.weight._data
         dt = W.dtype
         shape = y.shape
-        grad_out = _check_array(who, "grad_out", grad_out, dt)
+        if not trusted:
+            grad_out = _check_array(who, "grad_out", grad_out, dt)
         if grad_out.shape != shape:
             raise ValueError(f"{_name(who)}: grad_out must have the output's shape {shape}, got "
                              f"{grad_out.shape}")
-        grad_out = _as_rowmajor(grad_out)
-        gW, acc = self.weight._grad_for_write()
-        if self.bias is not None:
-            gb, acc_b = self.bias._grad_for_write()
-            if acc_b != acc:          # one of the two was zeroed on its own: materialize
-                (self.weight if not acc else self.bias)._grad.fill(0)
+        if not trusted:
+            grad_out = _as_rowmajor(grad_out)
+        wp, bp = self.weight, self.bias
+        gW, acc = wp._grad, not wp._stale
+        wp._stale = False
+        if bp is not None:
+            gb = bp._grad
+            if bp._stale == acc:      # one of the two was zeroed on its own: materialize
+                (wp if not acc else bp)._grad.fill(0)
                 acc = True
+            bp._stale = False
         else:
             gb = _EMPTY1[dt]
         if act:
@@ -738,26 +738,25 @@ class LeakyReLU(_Activation):
 class _LinearStep:
     """A Linear, fused with the activation that follows it when there is one: one kernel
     call each way.  The step owns its saved state, so a module may appear twice."""
-    __slots__ = ("lin", "act", "index", "ctx")
+    __slots__ = ("lin", "act", "index", "ctx", "code", "slope")
 
     def __init__(self, lin, act, index):
         self.lin, self.act, self.index = lin, act, index
         self.ctx = _Ctx()
+        # fixed for the plan's lifetime (LeakyReLU's slope cannot change)
+        self.code = act._code if act is not None else 0
+        self.slope = act._slope() if act is not None else 0.0
 
-    def forward(self, x):
-        act = self.act
-        if act is None:
-            return self.lin._forward_act(self.ctx, x, 0, 0.0)
-        return self.lin._forward_act(self.ctx, x, act._code, act._slope())
+    def forward(self, x, trusted):
+        return self.lin._forward_act(self.ctx, x, self.code, self.slope, trusted)
 
-    def backward(self, g, input_grad):
-        act, lin = self.act, self.lin
-        if act is None:
-            return lin._backward_act(self.ctx, g, 0, 0.0, input_grad, lin._who)
-        return lin._backward_act(self.ctx, g, act._code, act._slope(), input_grad,
-                                 self._who)
+    def backward(self, g, input_grad, trusted):
+        return self.lin._backward_act(self.ctx, g, self.code, self.slope, input_grad,
+                                      self._who, trusted)
 
     def _who(self):
+        if self.act is None:
+            return self.lin._who()
         return f"{self.lin._who()} + {self.act!r}"
 
 
@@ -768,10 +767,10 @@ class _ActStep:
         self.act, self.index = act, index
         self.ctx = _Ctx()
 
-    def forward(self, x):
+    def forward(self, x, trusted):
         return self.act._fwd(self.ctx, x, self.act.training)
 
-    def backward(self, g, input_grad):
+    def backward(self, g, input_grad, trusted):
         return self.act._bwd(self.ctx, g, input_grad, self.act._who)
 
 
@@ -782,10 +781,10 @@ class _ModuleStep:
         self.m, self.index = m, index
         self.ctx = _Ctx()
 
-    def forward(self, x):
+    def forward(self, x, trusted):
         return self.m.forward(x)
 
-    def backward(self, g, input_grad):
+    def backward(self, g, input_grad, trusted):
         return self.m.backward(g, input_grad=input_grad)
 
 
@@ -893,9 +892,11 @@ class Sequential(Module):
             # in): a step that keeps its input for backward must not see it overwritten
             # later in this same forward
             x = x.copy()
+        trusted = False
         try:
             for step in steps:
-                x = step.forward(x)
+                x = step.forward(x, trusted)
+                trusted = type(step) is _LinearStep     # its output is our own buffer
         except (TypeError, ValueError, RuntimeError) as e:
             raise _prefixed(e, f"Sequential[{step.index}]") from None
         object.__setattr__(self, "_ran", steps if self.training else None)
@@ -903,9 +904,10 @@ class Sequential(Module):
 
     @staticmethod
     def _owns(x, steps):
+        view = x.base is not None
         for st in steps:
             b = st.ctx.bufs.get("out")
-            if b is not None and _may_share(b, x):
+            if b is not None and (b is x or (view and _may_share(b, x))):
                 return True
             if type(st) is _ModuleStep and isinstance(st.m, Sequential) and \
                     st.m._plan is not None and Sequential._owns(x, st.m._plan):
@@ -920,9 +922,12 @@ class Sequential(Module):
                                "(call .train() first)")
         g = grad_out
         i = len(steps) - 1
+        trusted = False
         try:
             while i >= 0:
-                g = steps[i].backward(g, input_grad or i > 0)
+                step = steps[i]
+                g = step.backward(g, input_grad or i > 0, trusted)
+                trusted = type(step) is _LinearStep     # g is its own gx buffer
                 i -= 1
         except (TypeError, ValueError, RuntimeError) as e:
             raise _prefixed(e, f"Sequential[{steps[i].index}]") from None
