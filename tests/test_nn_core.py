@@ -250,3 +250,32 @@ def test_errors_name_module_and_shapes():
         model.backward(np.zeros((2, 3), np.float32))
     with pytest.raises(TypeError, match="float64"):
         model.backward(np.zeros((2, 2)))
+
+
+# The loss kernels skip the gradient when handed an empty one (evaluation): same value.
+@pytest.mark.parametrize("kind", ["mse", "xent", "svm"])
+def test_loss_kernels_value_without_gradient(kind, dtype, threads, rng):
+    from fastnn._kernels import losses as kl
+    for n_threads, shape in ((1, (7, 5)), (2, (600, 300))):
+        fnn.set_num_threads(n_threads)
+        s = rng.standard_normal(shape).astype(dtype)
+        rows = np.empty(shape[0])
+        g = np.empty(shape, dtype)
+        none = np.empty((0, 0), dtype)
+        if kind == "mse":
+            t = rng.standard_normal(shape).astype(dtype)
+            a = kl._mse(s, t, g, rows, 0.5)
+            b = kl._mse(s, t, none, rows, 0.5)
+            expect = ref.mse_loss(s, t, "sum")[0] * 0.5
+        else:
+            y = rng.integers(0, shape[1], shape[0])
+            if kind == "xent":
+                a = kl._xent(s, y, g, rows, 1.0)
+                b = kl._xent(s, y, none, rows, 1.0)
+                expect = ref.cross_entropy_loss(s, y, "sum")[0]
+            else:
+                a = kl._svm(s, y, g, rows, 1.0, 1.0)
+                b = kl._svm(s, y, none, rows, 1.0, 1.0)
+                expect = ref.svm_loss(s, y, 1.0, "sum")[0]
+        assert a == b
+        np.testing.assert_allclose(a, expect, rtol=1e-5 if dtype == np.float32 else 1e-12)
