@@ -8,17 +8,15 @@ for any thread count.
 """
 import numpy as np
 
-from .ops import DTYPES
+from .ops import DTYPES, specialized
 from ._kernels import losses as _kl
 
 __all__ = ["Loss", "MSELoss", "CrossEntropyLoss", "SVMLoss"]
 
 _REDUCTIONS = ("mean", "sum")
-_F32, _F64 = DTYPES
-# the float/double specializations, called directly (skips the fused-type dispatch)
-_MSE = {_F32: _kl._mse["float"], _F64: _kl._mse["double"]}
-_XENT = {_F32: _kl._xent["float"], _F64: _kl._xent["double"]}
-_SVM = {_F32: _kl._svm["float"], _F64: _kl._svm["double"]}
+_MSE = specialized(_kl._mse)
+_XENT = specialized(_kl._xent)
+_SVM = specialized(_kl._svm)
 
 
 class Loss:

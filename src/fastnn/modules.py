@@ -18,7 +18,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from .ops import ACTIVATIONS, DTYPES, _may_share
+from .ops import ACTIVATIONS, DTYPES, _may_share, specialized
 from ._kernels import dense as _dense
 
 __all__ = ["Parameter", "Module", "Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU",
@@ -30,16 +30,10 @@ _EMPTY2 = {dt: np.empty((0, 0), dt) for dt in DTYPES}
 _INT_MAX = 2**31 - 1
 
 
-def _specialized(fn):
-    """{dtype: the float/double specialization of a fused-type kernel}: calling it directly
-    skips Cython's per-call dispatch on the argument types."""
-    return {_F32: fn["float"], _F64: fn["double"]}
-
-
-_LIN_FWD = _specialized(_dense._linear_forward)
-_LIN_BWD = _specialized(_dense._linear_backward)
-_ACT_FWD = _specialized(_dense._activation_forward)
-_ACT_BWD = _specialized(_dense._activation_backward)
+_LIN_FWD = specialized(_dense._linear_forward)
+_LIN_BWD = specialized(_dense._linear_backward)
+_ACT_FWD = specialized(_dense._activation_forward)
+_ACT_BWD = specialized(_dense._activation_backward)
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 

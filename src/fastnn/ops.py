@@ -24,6 +24,12 @@ __all__ = ["ACTIVATIONS", "gemm", "linear_forward", "linear_backward",
            "activation_forward", "activation_backward"]
 
 
+def specialized(kernel):
+    """{dtype: the float / double specialization of a fused-type Cython kernel}: calling it
+    directly skips Cython's per-call dispatch on the argument types (~0.3 us)."""
+    return {DTYPES[0]: kernel["float"], DTYPES[1]: kernel["double"]}
+
+
 def _fmt(a):
     return f"shape {tuple(a.shape)}, dtype {a.dtype}"
 

@@ -5,6 +5,7 @@ import numbers
 import numpy as np
 
 from .modules import Module, Parameter
+from .ops import DTYPES, specialized
 from ._kernels import optim as _ko
 
 __all__ = ["SGD"]
@@ -157,8 +158,8 @@ class SGD:
                     buf = bufs[i] = np.empty_like(p._flat)
                     first = True
             else:
-                buf = _EMPTY[p._flat.dtype.char]
-            _SGD[p._flat.dtype.char](p._flat, p._gflat, buf, lr, mom, damp, wd, nesterov, maximize, first)
+                buf = _EMPTY[p._flat.dtype]
+            _SGD[p._flat.dtype](p._flat, p._gflat, buf, lr, mom, damp, wd, nesterov, maximize, first)
         self.steps += 1
 
     def state_dict(self):
@@ -209,6 +210,5 @@ class SGD:
         self._bufs = new
 
 
-_EMPTY = {"f": np.empty(0, np.float32), "d": np.empty(0, np.float64)}
-# the float/double specializations, called directly (skips the fused-type dispatch)
-_SGD = {"f": _ko._sgd["float"], "d": _ko._sgd["double"]}
+_EMPTY = {dt: np.empty(0, dt) for dt in DTYPES}
+_SGD = specialized(_ko._sgd)
