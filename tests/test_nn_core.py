@@ -279,3 +279,12 @@ def test_loss_kernels_value_without_gradient(kind, dtype, threads, rng):
                 expect = ref.svm_loss(s, y, 1.0, "sum")[0]
         assert a == b
         np.testing.assert_allclose(a, expect, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_parameter_array_protocol():
+    p = fnn.Parameter(np.arange(3, dtype=np.float32))
+    assert np.asarray(p) is p.data
+    assert np.array(p) is not p.data
+    assert np.asarray(p, dtype=np.float64).dtype == np.float64
+    with pytest.raises(ValueError, match="copy"):
+        np.asarray(p, dtype=np.float64, copy=False)

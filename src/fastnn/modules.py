@@ -131,6 +131,9 @@ class Parameter:
 
     def __array__(self, dtype=None, copy=None):
         if dtype is not None and np.dtype(dtype) != self._data.dtype:
+            if copy is False:
+                raise ValueError(f"Parameter: converting {self._data.dtype} to "
+                                 f"{np.dtype(dtype)} needs a copy (copy=False given)")
             return self._data.astype(dtype)
         return self._data.copy() if copy else self._data
 
