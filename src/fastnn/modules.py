@@ -18,15 +18,15 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from .ops import ACTIVATIONS, DTYPES, _may_share, specialized
+from .ops import ACTIVATIONS, DTYPES, _EMPTY, _may_share, _rowmajor, specialized
 from ._kernels import dense as _dense
 
 __all__ = ["Parameter", "Module", "Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU",
            "Identity", "Sequential"]
 
-_F32, _F64 = DTYPES
-_EMPTY1 = {dt: np.empty(0, dt) for dt in DTYPES}
-_EMPTY2 = {dt: np.empty((0, 0), dt) for dt in DTYPES}
+_F32 = DTYPES[0]
+_EMPTY2 = {dt: e2 for dt, (e2, _) in _EMPTY.items()}     # "no array" for the kernels
+_EMPTY1 = {dt: e1 for dt, (_, e1) in _EMPTY.items()}
 _INT_MAX = 2**31 - 1
 
 
@@ -159,19 +159,15 @@ class _Ctx:
         self.x = self.y = self.shape = None
 
 
-def _buf(ctx, key, shape, dtype):
+def _buf(ctx, key, shape, dtype, avoid):
+    """The step's reusable output buffer `key` of this shape and dtype, replaced by a new
+    one when it does not fit or when it shares memory with the input `avoid` (the buffers
+    own their memory, so an array that also owns its memory overlaps one only if it is it)."""
     a = ctx.bufs.get(key)
-    if a is None or a.shape != shape or a.dtype != dtype:
+    if a is None or a.shape != shape or a.dtype != dtype or a is avoid or \
+            (avoid.base is not None and avoid.size and _may_share(a, avoid)):
         a = np.empty(shape, dtype)
         ctx.bufs[key] = a
-    return a
-
-
-def _fresh_unless_alias(a, o):
-    """`a` (a buffer that owns its memory) unless it shares memory with `o` (then a new
-    array of its kind).  An array that owns its memory overlaps `a` only if it is `a`."""
-    if o is a or (o.base is not None and o.size and _may_share(a, o)):
-        return np.empty(a.shape, a.dtype)
     return a
 
 
@@ -180,7 +176,7 @@ def _check_array(who, what, a, dtype=None):
     the module in errors: a string, or a callable returning one (only called on error)."""
     if not isinstance(a, np.ndarray) or (dtype is not None and a.dtype != dtype) or \
             a.dtype not in DTYPES:
-        _array_error(who() if callable(who) else who, what, a, dtype)
+        _array_error(_name(who), what, a, dtype)
     isz = a.itemsize
     for s in a.strides:
         if s % isz:
@@ -207,12 +203,6 @@ def _array_error(who, what, a, dtype):
                     f".to(np.{dt})")
             raise TypeError(f"{who}: {what} must have dtype {dtype}, got {dt}")
     raise TypeError(f"{who}: {what} must have dtype float32 or float64, got {dt}")
-
-
-def _as_rowmajor(a):
-    if a.ndim == 2 and a.shape[0] and a.shape[1] > 1 and a.strides[1] != a.itemsize:
-        return np.ascontiguousarray(a)
-    return a
 
 
 # ------------------------------------------------------------------------------ Module
@@ -384,8 +374,6 @@ class Module:
         for m in self.modules():
             m._clear_state()
             m._ctx.bufs.clear()
-            if hasattr(m, "_dtype"):
-                object.__setattr__(m, "_dtype", dt)
             if hasattr(m, "_plan"):
                 object.__setattr__(m, "_plan", None)
         for p in self.parameters():
@@ -488,7 +476,6 @@ class Linear(Module):
         dt = _float_dtype("Linear", dtype)
         self.in_features = int(in_features)
         self.out_features = int(out_features)
-        object.__setattr__(self, "_dtype", dt)
         rng = np.random.default_rng(rng)
         bound = 1.0 / np.sqrt(self.in_features)
         self.weight = Parameter(rng.uniform(-bound, bound,
@@ -501,13 +488,13 @@ class Linear(Module):
     def extra_repr(self):
         s = (f"in_features={self.in_features}, out_features={self.out_features}, "
              f"bias={self.bias is not None}")
-        if self._dtype != _F32:
-            s += f", dtype={self._dtype}"
+        if self.weight.dtype != _F32:
+            s += f", dtype={self.weight.dtype}"
         return s
 
     def _config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
-                "bias": self.bias is not None, "dtype": str(self._dtype)}
+                "bias": self.bias is not None, "dtype": str(self.weight.dtype)}
 
     def _who(self):
         return f"Linear(in_features={self.in_features}, out_features={self.out_features})"
@@ -535,8 +522,7 @@ class Linear(Module):
         b = self.bias._data if self.bias is not None else _EMPTY1[dt]
         shape = (x.shape[0], self.out_features)
         if self.training:
-            out = _fresh_unless_alias(_buf(ctx, "out", shape, dt), x)
-            ctx.bufs["out"] = out
+            out = _buf(ctx, "out", shape, dt, x)
         else:
             out = np.empty(shape, dt)
         _LIN_FWD[dt](x, W, b, act, slope, out)
@@ -560,7 +546,7 @@ class Linear(Module):
             raise ValueError(f"{_name(who)}: grad_out must have the output's shape {shape}, got "
                              f"{grad_out.shape}")
         if not trusted:
-            grad_out = _as_rowmajor(grad_out)
+            grad_out = _rowmajor(grad_out)
         wp, bp = self.weight, self.bias
         gW, acc = wp._grad, not wp._stale
         wp._stale = False
@@ -573,13 +559,11 @@ class Linear(Module):
         else:
             gb = _EMPTY1[dt]
         if act:
-            work = _fresh_unless_alias(_buf(ctx, "work", shape, dt), grad_out)
-            ctx.bufs["work"] = work
+            work = _buf(ctx, "work", shape, dt, grad_out)
         else:
             work = _EMPTY2[dt]
         if input_grad:
-            gx = _fresh_unless_alias(_buf(ctx, "gx", x.shape, dt), grad_out)
-            ctx.bufs["gx"] = gx
+            gx = _buf(ctx, "gx", x.shape, dt, grad_out)
         else:
             gx = _EMPTY2[dt]
         _LIN_BWD[dt](grad_out, x, W, y if act else _EMPTY2[dt], act, slope, gx, gW,
@@ -622,11 +606,10 @@ class _Activation(Module):
         x = _check_array(who, "input", x)
         if x.ndim == 0:
             raise ValueError(f"{who()}: input must have at least 1 dimension, got a 0-D array")
-        x2 = _as_rowmajor(x.reshape(math.prod(x.shape[:-1]), x.shape[-1]) if x.ndim != 2
+        x2 = _rowmajor(x.reshape(math.prod(x.shape[:-1]), x.shape[-1]) if x.ndim != 2
                           else x)
         if training:
-            out = _fresh_unless_alias(_buf(ctx, "out", x2.shape, x.dtype), x2)
-            ctx.bufs["out"] = out
+            out = _buf(ctx, "out", x2.shape, x.dtype, x2)
         else:
             out = np.empty(x2.shape, x.dtype)
         _ACT_FWD[x.dtype](x2, out, self._code, self._slope())
@@ -648,9 +631,8 @@ class _Activation(Module):
                              f"got {grad_out.shape}")
         if not input_grad:
             return None
-        g2 = _as_rowmajor(grad_out.reshape(y.shape) if grad_out.ndim != 2 else grad_out)
-        gi = _fresh_unless_alias(_buf(ctx, "gi", y.shape, y.dtype), g2)
-        ctx.bufs["gi"] = gi
+        g2 = _rowmajor(grad_out.reshape(y.shape) if grad_out.ndim != 2 else grad_out)
+        gi = _buf(ctx, "gi", y.shape, y.dtype, g2)
         if self._fusable():
             _ACT_BWD[y.dtype](g2, y, gi, self._code, self._slope())
         else:   # leaky_relu with a negative slope: the derivative needs the input's sign

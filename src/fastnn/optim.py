@@ -5,7 +5,7 @@ import numbers
 import numpy as np
 
 from .modules import Module, Parameter
-from .ops import DTYPES, specialized
+from .ops import _EMPTY as _OPS_EMPTY, specialized
 from ._kernels import optim as _ko
 
 __all__ = ["SGD"]
@@ -210,5 +210,5 @@ class SGD:
         self._bufs = new
 
 
-_EMPTY = {dt: np.empty(0, dt) for dt in DTYPES}
+_EMPTY = {dt: e1 for dt, (_, e1) in _OPS_EMPTY.items()}
 _SGD = specialized(_ko._sgd)
