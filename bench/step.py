@@ -1,7 +1,8 @@
-"""Training-step benchmark of the module path: python bench/step.py [--threads 1,2] [--quick]
+"""Training-step benchmark: python bench/step.py [--threads 1,2] [--quick]
 
 One SGD step (forward, loss, backward, update) of the same network, from the same weights
-and data, with fastnn's modules, hand-written NumPy backprop and PyTorch autograd with
+and data, with fastnn's compiled step (compile_step), fastnn's modules, hand-written NumPy
+backprop and PyTorch autograd with
 torch.optim.SGD (when torch is installed).  Contenders run in interleaved blocks with a
 0.3 s pause before each (OpenBLAS's and torch's worker threads spin after their calls and
 would steal the second core from the next contender), median of the blocks' per-step
@@ -84,6 +85,12 @@ def _fastnn(model, loss_fn, x, y, lr):
     return step
 
 
+def _compiled(model, loss_fn, x, y, lr):
+    step = fnn.compile_step(model, loss_fn, fnn.SGD(model.parameters(), lr=lr))
+    assert step.compiled, step.reason
+    return lambda: step(x, y)
+
+
 def _torch(model, loss_fn, x, y, lr):
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
@@ -105,10 +112,15 @@ def scenarios(quick):
         y = rng.standard_normal((64, 10)).astype(dt)
         w1 = rng.standard_normal((1000, 100)).astype(dt)
         w2 = rng.standard_normal((100, 10)).astype(dt)
-        model = fnn.Sequential(fnn.Linear(1000, 100, bias=False, dtype=dt), fnn.Sigmoid(),
+        def model():
+            m = fnn.Sequential(fnn.Linear(1000, 100, bias=False, dtype=dt), fnn.Sigmoid(),
                                fnn.Linear(100, 10, bias=False, dtype=dt))
+            m[0].weight.data = w1.T
+            m[2].weight.data = w2.T
+            return m
         c = {"numpy": _cs231n_numpy(x, y, w1, w2, 1e-4),
-             "fastnn": _fastnn(model, fnn.MSELoss(reduction="sum"), x, y, 1e-4)}
+             "modules": _fastnn(model(), fnn.MSELoss(reduction="sum"), x, y, 1e-4),
+             "compiled": _compiled(model(), fnn.MSELoss(reduction="sum"), x, y, 1e-4)}
         if torch is not None:
             tm = torch.nn.Sequential(torch.nn.Linear(1000, 100, bias=False), torch.nn.Sigmoid(),
                                      torch.nn.Linear(100, 10, bias=False)).to(
@@ -121,13 +133,16 @@ def scenarios(quick):
     for sizes, batch, reps in nets:
         x = rng.standard_normal((batch, sizes[0])).astype(np.float32)
         y = rng.integers(0, sizes[-1], batch)
-        layers = []
-        for i in range(len(sizes) - 1):
-            layers.append(fnn.Linear(sizes[i], sizes[i + 1], rng=i))
-            if i < len(sizes) - 2:
-                layers.append(fnn.ReLU())
+        def model():
+            layers = []
+            for i in range(len(sizes) - 1):
+                layers.append(fnn.Linear(sizes[i], sizes[i + 1], rng=i))
+                if i < len(sizes) - 2:
+                    layers.append(fnn.ReLU())
+            return fnn.Sequential(*layers)
         c = {"numpy": _relu_ce_numpy(sizes, x, y, 1e-2),
-             "fastnn": _fastnn(fnn.Sequential(*layers), fnn.CrossEntropyLoss(), x, y, 1e-2)}
+             "modules": _fastnn(model(), fnn.CrossEntropyLoss(), x, y, 1e-2),
+             "compiled": _compiled(model(), fnn.CrossEntropyLoss(), x, y, 1e-2)}
         if torch is not None:
             tl = []
             for i in range(len(sizes) - 1):
@@ -166,8 +181,8 @@ def run(threads, quick):
                 med = {k: float(np.median(v)) for k, v in times.items()}
                 cols = "  ".join(f"{k} {med[k]:8.1f} ({min(v):.0f}-{max(v):.0f})"
                                  for k, v in times.items())
-                ratios = "  ".join(f"{k}/fastnn {med[k] / med['fastnn']:.2f}"
-                                   for k in med if k != "fastnn")
+                ratios = "  ".join(f"{k}/compiled {med[k] / med['compiled']:.2f}"
+                                   for k in med if k != "compiled")
                 print(f"{nt} thr | {name:<48} | {cols} | {ratios}", flush=True)
 
 

@@ -364,8 +364,10 @@ def _progress_bar(enabled, total, desc):
         from tqdm.auto import tqdm
     except ImportError:
         return None
+    import shutil
+    cols = shutil.get_terminal_size((80, 24)).columns
     return tqdm(total=total, desc=desc, unit="sample", unit_scale=True, leave=True,
-                dynamic_ncols=True, file=sys.stderr)
+                file=sys.stderr, ncols=cols if cols > 20 else 80)
 
 
 class Trainer:
