@@ -1,0 +1,109 @@
+"""The example scripts in examples/ run (with --quick) and meet their own correctness goals.
+
+Each script runs in a subprocess from a temporary directory (where its PNGs land), with the
+fastnn this test session imports first on PYTHONPATH."""
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+import fastnn
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+HAVE_SKLEARN = importlib.util.find_spec("sklearn") is not None
+HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
+
+
+def _env():
+    env = dict(os.environ)
+    # the directory holding the fastnn package this session imported (src/ or site-packages)
+    root = str(pathlib.Path(fastnn.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env["MPLBACKEND"] = "Agg"
+    return env
+
+
+def _run(args, cwd, timeout=120):
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=_env(), capture_output=True,
+                          text=True, timeout=timeout)
+    return proc, proc.stdout + proc.stderr
+
+
+def run_example(name, *args, cwd):
+    # one thread: quick and steady timings on a loaded machine (several threads competing
+    # with other processes for few cores can make the timed loops many times slower)
+    proc, out = _run([str(EXAMPLES / name), "--quick", "--threads", "1", *args], cwd)
+    assert proc.returncode == 0, f"{name} --quick exited with {proc.returncode}:\n{out}"
+    return proc.stdout
+
+
+def assert_png(path):
+    assert path.is_file(), f"{path} was not written"
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
+
+
+def test_two_layer_net(tmp_path):
+    out = run_example("two_layer_net.py", cwd=tmp_path)
+    assert "OK: the losses agree at every step" in out
+    assert "max relative difference over all 200 steps" in out
+    for line in ("threads: fastnn 1,", "float64 ", "float32 ", "speed-up", "steps/s"):
+        assert line in out, out
+    assert "FAIL" not in out
+
+
+@pytest.mark.skipif(not HAVE_SKLEARN, reason="scikit-learn is not installed")
+def test_digits(tmp_path):
+    args = ("--plot", "curves.png") if HAVE_MPL else ()
+    out = run_example("digits.py", *args, cwd=tmp_path)
+    assert "OK: fastnn test accuracy" in out
+    for line in ("fastnn learning curve", "test accuracy", "scikit-learn", "speed-up"):
+        assert line in out, out
+    if HAVE_MPL:
+        assert_png(tmp_path / "curves.png")
+
+
+def test_spiral(tmp_path):
+    out = run_example("spiral.py", cwd=tmp_path)
+    assert "OK: training accuracy" in out
+    if HAVE_MPL:
+        assert "decision boundary saved to spiral.png" in out
+        assert_png(tmp_path / "spiral.png")
+    else:
+        assert "matplotlib is not installed" in out
+
+
+# run a script with one package made unimportable
+_BLOCK = """
+import importlib.abc, runpy, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == {mod!r} or name.startswith({mod!r} + "."):
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+sys.argv = [{script!r}] + {args!r}
+runpy.run_path({script!r}, run_name="__main__")
+"""
+
+
+def _run_without(module, script, args, cwd):
+    code = _BLOCK.format(mod=module, script=str(EXAMPLES / script), args=list(args))
+    return _run(["-c", code], cwd)
+
+
+def test_digits_without_sklearn_says_how_to_install(tmp_path):
+    proc, out = _run_without("sklearn", "digits.py", ["--quick"], tmp_path)
+    assert proc.returncode != 0
+    assert "pip install 'fastnn[examples]'" in out, out
+    assert "Traceback" not in out, out
+
+
+def test_spiral_without_matplotlib_skips_the_png(tmp_path):
+    proc, out = _run_without("matplotlib", "spiral.py", ["--quick"], tmp_path)
+    assert proc.returncode == 0, out
+    assert "matplotlib is not installed" in out
+    assert "OK: training accuracy" in out
+    assert not (tmp_path / "spiral.png").exists()
