@@ -408,9 +408,6 @@ def test_replacing_a_linear_after_compiling_falls_back_then_recompiles(dtype, rn
         assert_same(m1, o1, m2, o2, f"step {i}")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (minor): a fallback detected at call time warns "
-                   "with the fixed stacklevel=4 of _setup, so the warning points past the "
-                   "caller (at 'sys:1' or into pytest) instead of at the step(x, y) line")
 def test_call_time_fallback_warning_points_at_the_caller(rng):
     m = mlp()
     step = fnn.compile_step(m, fnn.CrossEntropyLoss(), fnn.SGD(m.parameters(), lr=0.1))
@@ -436,9 +433,6 @@ def test_linear_used_twice_shares_weights(loss, dtype, rng):
     assert len(list(m.parameters())) == 6
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: two different Linear modules sharing one weight "
-                   "Parameter: the compiled step overwrites the shared gradient instead of "
-                   "adding (acc is decided per Linear, not per Parameter)")
 def test_parameter_shared_by_two_linears(rng):
     def build():
         a, b = fnn.Linear(6, 6, rng=0), fnn.Linear(6, 6, rng=1)
@@ -448,9 +442,6 @@ def test_parameter_shared_by_two_linears(rng):
     run_pair(build, LOSSES["xent-mean"], dict(lr=0.1), data)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the compiled step reads the loss's reduction / "
-                   "margin once at planning; changing them afterwards is ignored while the "
-                   "module path uses the new values")
 @pytest.mark.parametrize("attr,value,loss", [("margin", 0.25, "svm1-mean"),
                                              ("reduction", "sum", "xent-mean")])
 def test_loss_attributes_changed_between_steps(attr, value, loss, rng):
@@ -703,10 +694,6 @@ def test_step_non_contiguous_inputs(layout, loss, dtype, rng):
         np.testing.assert_array_equal(yl, y_before)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: byte-swapped (non-native) float64/float32 "
-                   "inputs pass the compiled step's dtype check (PyArray_TYPE ignores byte "
-                   "order) and are read as native: silently wrong results, while the module "
-                   "path rejects them")
 def test_step_byteswapped_x_is_not_misread(rng):
     m1, m2 = mlp("relu", np.float64), mlp("relu", np.float64)
     s1 = fnn.compile_step(m1, fnn.CrossEntropyLoss(), fnn.SGD(m1.parameters(), lr=0.1))
@@ -719,9 +706,6 @@ def test_step_byteswapped_x_is_not_misread(rng):
     assert got == s2(x, y)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: byte-swapped int64 labels are not converted "
-                   "(PyArray_TYPE == NPY_INT64) and are read as native: a nonsense "
-                   "'labels[0] = 1 out of [0, 4)' error, while the module path accepts them")
 def test_step_byteswapped_labels(rng):
     m1, m2 = mlp("relu", np.float64), mlp("relu", np.float64)
     s1 = fnn.compile_step(m1, fnn.CrossEntropyLoss(), fnn.SGD(m1.parameters(), lr=0.1))
@@ -849,3 +833,23 @@ def test_parity_with_torch(rng):
         assert abs(loss - tl.item()) <= 1e-10 * max(1.0, abs(loss))
     for p, tp in zip(model.parameters(), tm.parameters()):
         np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_step_refuses_a_model_in_eval_mode():
+    """As the module path (whose backward needs a training-mode forward), the compiled step
+    raises in eval mode and changes nothing; train() makes it work again."""
+    rng = np.random.default_rng(0)
+    m = fnn.Sequential(fnn.Linear(3, 4, rng=rng), fnn.ReLU(), fnn.Linear(4, 2, rng=rng))
+    opt = fnn.SGD(m.parameters(), lr=0.1)
+    step = fnn.compile_step(m, fnn.CrossEntropyLoss(), opt)
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    y = np.array([0, 1, 0, 1, 1])
+    before = [p.data.copy() for p in m.parameters()]
+    m.eval()
+    with pytest.raises(RuntimeError, match="eval mode"):
+        step(x, y)
+    assert all(np.array_equal(a, p.data) for a, p in zip(before, m.parameters()))
+    assert opt.steps == 0
+    m.train()
+    step(x, y)
+    assert opt.steps == 1

@@ -28,6 +28,18 @@ class _CannotCompile(Exception):
     pass
 
 
+_PKG_DIR = __file__.rsplit("/", 1)[0].rsplit("\\", 1)[0]
+
+
+def _user_stacklevel():
+    """The stacklevel of the first caller outside the fastnn package (for warnings)."""
+    f, level = sys._getframe(1), 1
+    while f is not None and f.f_code.co_filename.startswith(_PKG_DIR):
+        f = f.f_back
+        level += 1
+    return level
+
+
 def _flatten(model, out):
     if type(model) is Sequential:
         for m in model:
@@ -116,6 +128,10 @@ class CompiledStep:
 
     @property
     def compiled(self):
+        """True when step(x, y) runs the compiled kernel (re-planned first if the model
+        changed since the last call)."""
+        if self._kernel is not None and not self._kernel.valid():
+            self._setup()
         return self._kernel is not None
 
     def _setup(self, cap=None):
@@ -125,7 +141,7 @@ class CompiledStep:
             self._kernel = None
             if self.reason is None and self._warn:
                 warnings.warn(f"compile_step: {e}; running the module path instead",
-                              RuntimeWarning, stacklevel=4)
+                              RuntimeWarning, stacklevel=_user_stacklevel())
             self.reason = str(e)
             return
         self.reason = None
@@ -136,19 +152,25 @@ class CompiledStep:
         self.in_features = layers[0][0].in_features
         self.out_features = layers[-1][0].out_features
         self.dtype = dt
-        # each Linear's gradient is overwritten by its last use in the network (the first
-        # one backward reaches) and added to by any earlier use, as in the module path
+        # each Parameter's gradient is overwritten by its last use in the network (the
+        # first one backward reaches) and added to by any earlier use (a Linear used twice,
+        # or two Linears sharing a weight), as in the module path
         seen, acc = set(), []
         for lin, _, _ in reversed(layers):
-            acc.append(id(lin) in seen)
-            seen.add(id(lin))
+            flags = []
+            for p in (lin.weight, lin.bias):
+                flags.append(p is not None and id(p) in seen)
+                if p is not None:
+                    seen.add(id(p))
+            acc.append(flags)
         acc.reverse()
         specs = []
         for k, (lin, code, slope) in enumerate(layers):
             N, K = lin.out_features, lin.in_features
             b = lin.bias
             specs.append({
-                "K": K, "N": N, "act": code, "slope": slope, "acc": acc[k],
+                "K": K, "N": N, "act": code, "slope": slope,
+                "accW": acc[k][0], "accb": acc[k][1],
                 "W": lin.weight._data, "b": b._data if b is not None else None,
                 "gW": lin.weight._grad, "gb": b._grad if b is not None else None,
                 "out": np.empty((cap, N), dt), "work": np.empty((cap, N), dt) if code else None,
@@ -159,9 +181,8 @@ class CompiledStep:
                    np.empty(cap, np.int64)]
         kernel = _ks._StepKernel()
         lf = self.loss_fn
-        kernel.setup(specs, self.optimizer.params, mparams, self.optimizer,
-                     _LOSS_KINDS[type(lf)], lf.reduction == "mean",
-                     float(getattr(lf, "margin", 1.0)), cap, dt, scratch,
+        kernel.setup(specs, self.optimizer.params, mparams, self.optimizer, lf,
+                     _LOSS_KINDS[type(lf)], cap, dt, scratch,
                      _structure_version, _structure_version[0])
         # the optimizer's parameter list is checked by identity on each call
         self._kernel = kernel
@@ -176,6 +197,9 @@ class CompiledStep:
         return loss
 
     def __call__(self, x, y):
+        if not self.model.training:
+            raise RuntimeError("compiled step: the model is in eval mode; a training step "
+                               "needs model.train() (as the module path's backward does)")
         k = self._kernel
         if k is None or not k.valid():
             if k is not None or self.reason is not None:
@@ -396,8 +420,9 @@ class Trainer:
         for name, v, lo in (("batch_size", batch_size, 1), ("epochs", epochs, 0)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 raise ValueError(f"Trainer: {name} must be an int >= {lo}, got {v!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"Trainer: seed must be an int >= 0, got {seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or \
+                not 0 <= seed < 2**64:
+            raise ValueError(f"Trainer: seed must be an int in [0, 2**64), got {seed!r}")
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.batch_size, self.epochs = int(batch_size), int(epochs)
         self.shuffle, self.seed, self.progress = bool(shuffle), int(seed), progress
@@ -427,11 +452,17 @@ class Trainer:
         n = X.shape[0]
         if n == 0:
             raise ValueError(f"{who}: X has no samples")
+        nin = self._n_in()
+        if nin is not None and X.shape[1] != nin:
+            raise ValueError(f"{who}: X has {X.shape[1]} features but the model's first "
+                             f"Linear expects {nin} (X shape {X.shape})")
         X = np.ascontiguousarray(X, dtype=self._dtype())
         if y is None:
             return X, None
         if not isinstance(y, np.ndarray):
             raise TypeError(f"{who}: y must be a numpy.ndarray, got {type(y).__name__}")
+        if y.ndim == 0:
+            raise ValueError(f"{who}: y must have one entry per sample ({n}), got a 0-d array")
         if y.shape[0] != n:
             raise ValueError(f"{who}: X has {n} samples but y has {y.shape[0]}")
         if self._classification():
@@ -456,11 +487,19 @@ class Trainer:
             y = np.ascontiguousarray(y, dtype=self._dtype())
         return X, y
 
+    def _linears(self):
+        if type(self.model) not in (Sequential, Linear):
+            return []
+        return [m for m in _flatten(self.model, []) if type(m) is Linear]
+
     def _n_out(self):
-        lins = [m for m in _flatten(self.model, []) if type(m) is Linear]
-        if type(self.model) in (Sequential, Linear) and lins:
-            return lins[-1].out_features
-        return None
+        lins = self._linears()
+        return lins[-1].out_features if lins else None
+
+    def _n_in(self):
+        mods = [m for m in _flatten(self.model, []) if type(m) is not Identity] \
+            if type(self.model) in (Sequential, Linear) else []
+        return mods[0].in_features if mods and type(mods[0]) is Linear else None
 
     def _get_step(self):
         st = self._step

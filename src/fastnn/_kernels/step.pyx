@@ -46,7 +46,8 @@ cdef struct Layer:
     void *b          # (N,) or NULL
     void *gW
     void *gb         # NULL when there is no bias
-    bint acc         # add into gW/gb (the module already got this step's gradient)
+    bint accW        # add into gW (the Parameter already got this step's gradient
+    bint accb        # from a later layer: it is shared), else overwrite; same for gb
     void *out        # (cap, N): this layer's output
     void *work       # (cap, N): act'(y) * grad_out, NULL for identity
     void *gx         # (cap, K): gradient w.r.t. this layer's input, NULL for layer 0
@@ -144,10 +145,10 @@ cdef double _core(Layer *L, int nl, Param *P, int np_, Hyper *h, int loss_kind,
             dz = <const floating *>L[i].work
         # grad_W (N,K) (+)= dz^T @ in
         e = gemm_any(engine, nt, N, K, M, one, dz, 1, N, inp, rsin, 1,
-                     one if L[i].acc else zero, <floating *>L[i].gW, K, <floating *>NULL,
+                     one if L[i].accW else zero, <floating *>L[i].gW, K, <floating *>NULL,
                      FNN_ACT_IDENTITY, zero)
         if L[i].gb != NULL:
-            col_sums(M, N, dz, N, <floating *>L[i].gb, L[i].acc, et)
+            col_sums(M, N, dz, N, <floating *>L[i].gb, L[i].accb, et)
         if i > 0 and e == 0:
             # grad_in (M,K) = dz @ W
             e = gemm_any(engine, nt, M, K, N, one, dz, N, 1, <const floating *>L[i].W, K, 1,
@@ -237,6 +238,7 @@ cdef class _StepKernel:
     cdef object datas                  # their data arrays when planned
     cdef object mparams                # Parameters whose grads this step writes
     cdef object opt
+    cdef object loss_fn
     cdef object optbufs                # opt._bufs when planned, and its entries
     cdef object bufs_seen
     cdef object version_box
@@ -250,8 +252,8 @@ cdef class _StepKernel:
         free(self.L)
         free(self.P)
 
-    def setup(self, list layers, list params, list mparams, object opt, int loss_kind,
-              bint mean, double margin, Py_ssize_t cap, object dtype, list scratch,
+    def setup(self, list layers, list params, list mparams, object opt, object loss_fn,
+              int loss_kind, Py_ssize_t cap, object dtype, list scratch,
               object version_box, Py_ssize_t version):
         """layers: dicts with K, N, act, slope, W, b, gW, gb, acc, out, work, gx (arrays or
         None); params: Parameters in the optimizer's order; scratch: gl (cap, Nout),
@@ -273,7 +275,8 @@ cdef class _StepKernel:
             self.L[i].N = d["N"]
             self.L[i].act = d["act"]
             self.L[i].slope = d["slope"]
-            self.L[i].acc = d["acc"]
+            self.L[i].accW = d["accW"]
+            self.L[i].accb = d["accb"]
             for key in ("W", "b", "gW", "gb", "out", "work", "gx"):
                 if d[key] is not None:
                     keep.append(d[key])
@@ -305,9 +308,8 @@ cdef class _StepKernel:
         self.opt = opt
         self.optbufs = None
         self.bufs_seen = [None] * len(params)
+        self.loss_fn = loss_fn
         self.loss_kind = loss_kind
-        self.mean = mean
-        self.margin = margin
         self.cap = cap
         self.K0 = layers[0]["K"]
         self.Nout = layers[len(layers) - 1]["N"]
@@ -336,8 +338,12 @@ cdef class _StepKernel:
         return True
 
     cdef int _sync_opt(self) except -1:
-        """Read the optimizer's hyperparameters; point at its momentum buffers, creating them
-        (first step) as SGD.step does."""
+        """Read the loss's reduction (and margin) and the optimizer's hyperparameters; point at
+        its momentum buffers, creating them (first step) as SGD.step does."""
+        lf = self.loss_fn
+        self.mean = lf.reduction == "mean"
+        if self.loss_kind == LOSS_SVM:
+            self.margin = lf.margin
         opt = self.opt
         h = &self.h
         h.lr = opt._lr
@@ -364,9 +370,21 @@ cdef class _StepKernel:
             self.P[i].buf = _ptr(b)
         return 0
 
-    cdef _finish(self, int steps):
+    cdef _finish(self, int steps, int err):
+        """Bookkeeping after `steps` completed steps.  A step stopped by a non-finite loss (or
+        out of memory) applied no update: the gradients then read as zero, as after the
+        module path's zero_grad, and momentum buffers created for it (uninitialised) are
+        dropped, so the optimizer's state is that of the last completed step."""
+        cdef int i
+        cdef bint aborted = err != ERR_NONE
         for p in self.mparams:
-            p._stale = False
+            p._stale = aborted
+        if aborted and steps == 0:
+            bufs = self.opt._bufs
+            for i in range(self.np_):
+                if self.P[i].first:
+                    bufs[i] = None
+                    self.bufs_seen[i] = None
         self.opt.steps += steps
 
     def step(self, x, y, bint check_finite=False):
@@ -381,7 +399,7 @@ cdef class _StepKernel:
             raise TypeError(f"compiled step: x must be a numpy.ndarray, got "
                             f"{type(x).__name__}")
         xa = <cnp.ndarray>x
-        if cnp.PyArray_TYPE(xa) != self.typenum:
+        if cnp.PyArray_TYPE(xa) != self.typenum or not cnp.PyArray_ISNOTSWAPPED(xa):
             raise TypeError(f"compiled step: x has dtype {x.dtype} but the model computes in "
                             f"{'float64' if self.dbl else 'float32'}; convert it with "
                             f".astype(np.{'float64' if self.dbl else 'float32'})")
@@ -395,7 +413,8 @@ cdef class _StepKernel:
         if not cnp.PyArray_IS_C_CONTIGUOUS(xa) or not cnp.PyArray_ISALIGNED(xa):
             xa = np_ascontiguousarray(xa)
         if self.loss_kind == LOSS_MSE:
-            if not cnp.PyArray_Check(y) or cnp.PyArray_TYPE(<cnp.ndarray>y) != self.typenum:
+            if not cnp.PyArray_Check(y) or cnp.PyArray_TYPE(<cnp.ndarray>y) != self.typenum \
+                    or not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>y):
                 raise TypeError(f"compiled step: MSELoss targets must be a numpy.ndarray of "
                                 f"dtype {'float64' if self.dbl else 'float32'}, got "
                                 f"{getattr(y, 'dtype', type(y).__name__)}")
@@ -414,7 +433,8 @@ cdef class _StepKernel:
             if cnp.PyArray_NDIM(ya) != 1 or cnp.PyArray_DIMS(ya)[0] != M:
                 raise ValueError(f"compiled step: labels must have shape ({M},) (one per row "
                                  f"of x), got {y.shape}")
-            if cnp.PyArray_TYPE(ya) != cnp.NPY_INT64 or not cnp.PyArray_IS_C_CONTIGUOUS(ya):
+            if cnp.PyArray_TYPE(ya) != cnp.NPY_INT64 or not cnp.PyArray_IS_C_CONTIGUOUS(ya) \
+                    or not cnp.PyArray_ISNOTSWAPPED(ya) or not cnp.PyArray_ISALIGNED(ya):
                 ya = ya.astype(np_int64)
             n_classes = self.Nout
             bad = _bad_label(M, <const int64_t *>cnp.PyArray_DATA(ya), n_classes)
@@ -439,11 +459,13 @@ cdef class _StepKernel:
                                     <const float *>cnp.PyArray_DATA(ya),
                                     <const int64_t *>cnp.PyArray_DATA(ya),
                                     <float *>self.gl, self.rows, check_finite, NULL, &err)
-        if err == ERR_NOMEM:
-            raise MemoryError("compiled step: could not allocate the GEMM packing workspace")
-        if err == ERR_NONFINITE:
+        if err != ERR_NONE:
+            self._finish(0, err)
+            if err == ERR_NOMEM:
+                raise MemoryError("compiled step: could not allocate the GEMM packing "
+                                  "workspace")
             return loss
-        self._finish(1)
+        self._finish(1, err)
         return loss
 
     def run_batches(self, cnp.ndarray X, cnp.ndarray Y, const int64_t[::1] perm,
@@ -464,8 +486,35 @@ cdef class _StepKernel:
         cdef const char *ys = <const char *>cnp.PyArray_DATA(Y)
         cdef double loss
         cdef bint clf = self.loss_kind != LOSS_MSE
-        if batch_size > self.cap:
+        # the Trainer validated the data against the model it planned; re-check what this
+        # kernel relies on (cheap, once per call), in case the model changed since
+        if batch_size < 1 or batch_size > self.cap:
             raise ValueError("run_batches: batch_size exceeds the planned capacity")
+        if cnp.PyArray_NDIM(X) != 2 or cnp.PyArray_DIMS(X)[1] != self.K0 or \
+                cnp.PyArray_DIMS(X)[0] != n or cnp.PyArray_TYPE(X) != self.typenum or \
+                not cnp.PyArray_ISNOTSWAPPED(X) or not cnp.PyArray_IS_C_CONTIGUOUS(X):
+            raise TypeError(f"compiled step: X must be a C-contiguous "
+                            f"{'float64' if self.dbl else 'float32'} array of shape ({n}, "
+                            f"{self.K0}) for this model, got {X.dtype} {(<object>X).shape}")
+        if self.loss_kind == LOSS_MSE:
+            ok = (cnp.PyArray_NDIM(Y) == 2 and cnp.PyArray_DIMS(Y)[0] == n and
+                  cnp.PyArray_DIMS(Y)[1] == self.Nout and cnp.PyArray_TYPE(Y) == self.typenum)
+        else:
+            ok = (cnp.PyArray_NDIM(Y) == 1 and cnp.PyArray_DIMS(Y)[0] == n and
+                  cnp.PyArray_TYPE(Y) == cnp.NPY_INT64)
+        if not ok or not cnp.PyArray_ISNOTSWAPPED(Y) or not cnp.PyArray_IS_C_CONTIGUOUS(Y):
+            raise TypeError(f"compiled step: targets of dtype {Y.dtype} and shape {(<object>Y).shape} do "
+                            "not fit this model and loss")
+        if first < 0 or n_steps < 0 or (first + n_steps) * batch_size - batch_size >= n \
+                and n_steps > 0 or losses.shape[0] < first + n_steps or \
+                correct.shape[0] < first + n_steps:
+            raise ValueError("run_batches: steps out of range")
+        cdef Py_ssize_t bad
+        if self.loss_kind != LOSS_MSE:
+            bad = _bad_label(n, <const int64_t *>cnp.PyArray_DATA(Y), self.Nout)
+            if bad >= 0:
+                raise ValueError(f"compiled step: labels must be in [0, {self.Nout}) for "
+                                 f"{self.Nout} classes; labels[{bad}] = {Y[bad]}")
         self._sync_opt()
         with nogil:
             s = first
@@ -501,8 +550,7 @@ cdef class _StepKernel:
                     self.P[q].first = False
                 done += 1
                 s += 1
-        if done:
-            self._finish(<int>done)
+        self._finish(<int>done, err)
         if err == ERR_NOMEM:
             raise MemoryError("compiled step: could not allocate the GEMM packing workspace")
         return done
