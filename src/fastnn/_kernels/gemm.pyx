@@ -13,6 +13,7 @@ never split, so each output element is summed by one thread in one fixed order a
 result is bitwise identical for any thread count.  Packing buffers are per thread.
 """
 from cython.parallel cimport prange
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from ._core cimport (fnn_kern_s, fnn_kern_d, kern_s, kern_d, workspace, scale_bias_act,
                      FNN_ACT_IDENTITY)
@@ -313,3 +314,29 @@ cdef int gemm_native(int M, int N, int K, floating alpha,
             err += _gemm_cell(m0, m1, n0, n1, K, alpha, A, rsa, csa, B, rsb, csb, beta,
                               C, rsc, bias, act, slope)
     return -1 if err != 0 else 0
+
+
+def _bench_gemm(const floating[:, :] A, const floating[:, :] B, floating[:, :] C,
+                double beta, const floating[::1] bias, int act, int n_threads, long reps):
+    """Tuning hook (bench/tiny.py): mean ns per gemm_native call over `reps` calls made in
+    one nogil C loop, so small GEMMs are timed without the Python call overhead.  A (M,K) and
+    B (K,N) any strides (pass transposed views for the layouts dense.pyx uses), C (M,N) unit
+    column stride; an empty bias means none."""
+    cdef int M = <int>C.shape[0], N = <int>C.shape[1], K = <int>A.shape[1], err = 0
+    cdef long r
+    cdef timespec t0, t1
+    cdef const floating *pa = &A[0, 0] if A.shape[0] > 0 and A.shape[1] > 0 else NULL
+    cdef const floating *pb = &B[0, 0] if B.shape[0] > 0 and B.shape[1] > 0 else NULL
+    cdef floating *pc = &C[0, 0] if C.shape[0] > 0 and C.shape[1] > 0 else NULL
+    cdef const floating *pbias = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef Py_ssize_t it = sizeof(floating)
+    with nogil:
+        clock_gettime(CLOCK_MONOTONIC, &t0)
+        for r in range(reps):
+            err |= gemm_native(M, N, K, <floating>1, pa, A.strides[0] // it, A.strides[1] // it,
+                               pb, B.strides[0] // it, B.strides[1] // it, <floating>beta,
+                               pc, C.strides[0] // it, pbias, act, <floating>0, n_threads)
+        clock_gettime(CLOCK_MONOTONIC, &t1)
+    if err:
+        raise MemoryError("fastnn gemm: could not allocate its packing workspace")
+    return ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)) / max(reps, 1)
