@@ -235,19 +235,40 @@ static FNN_NOINLINE void N_(ukr)(long kc, const FNN_T *restrict a, const FNN_T *
     FNN_UKR_DISPATCH(0, 1, FNN_MR, FNN_NR)
 }
 
-static FNN_NOINLINE void N_(ukr_strided)(long kc, const FNN_T *restrict a, long ars, long acs,
-                                         const FNN_T *restrict b, long bks, FNN_T *restrict c,
-                                         long rsc, int m, int n, FNN_T alpha, FNN_T beta,
-                                         const FNN_T *restrict bias, int act, FNN_T slope) {
-    /* the two in-place layouts get their own code: A row-major (x, dz) and A column-major
-     * (dz^T), whose MR values per k are contiguous like a packed panel's */
-    if (acs == 1) {
-        FNN_UKR_DISPATCH(1, ars, 1, bks)
-    } else if (ars == 1) {
-        FNN_UKR_DISPATCH(0, 1, acs, bks)
-    } else {
-        FNN_UKR_DISPATCH(0, ars, acs, bks)
-    }
+/* the two in-place layouts get their own code: A row-major (x, dz) and A column-major
+ * (dz^T, or a packed panel), whose MR values per k are contiguous.  Separate functions: with
+ * all twelve bodies in one, gcc kept the float64 accumulators on the stack (2x slower). */
+static FNN_NOINLINE void N_(ukr_rows)(long kc, const FNN_T *restrict a, long ars,
+                                      const FNN_T *restrict b, long bks, FNN_T *restrict c,
+                                      long rsc, int m, int n, FNN_T alpha, FNN_T beta,
+                                      const FNN_T *restrict bias, int act, FNN_T slope) {
+    FNN_UKR_DISPATCH(1, ars, 1, bks)
+}
+
+static FNN_NOINLINE void N_(ukr_cols)(long kc, const FNN_T *restrict a, long acs,
+                                      const FNN_T *restrict b, long bks, FNN_T *restrict c,
+                                      long rsc, int m, int n, FNN_T alpha, FNN_T beta,
+                                      const FNN_T *restrict bias, int act, FNN_T slope) {
+    FNN_UKR_DISPATCH(0, 1, acs, bks)
+}
+
+static FNN_NOINLINE void N_(ukr_any)(long kc, const FNN_T *restrict a, long ars, long acs,
+                                     const FNN_T *restrict b, long bks, FNN_T *restrict c,
+                                     long rsc, int m, int n, FNN_T alpha, FNN_T beta,
+                                     const FNN_T *restrict bias, int act, FNN_T slope) {
+    FNN_UKR_DISPATCH(0, ars, acs, bks)
+}
+
+static void N_(ukr_strided)(long kc, const FNN_T *restrict a, long ars, long acs,
+                            const FNN_T *restrict b, long bks, FNN_T *restrict c, long rsc,
+                            int m, int n, FNN_T alpha, FNN_T beta, const FNN_T *restrict bias,
+                            int act, FNN_T slope) {
+    if (acs == 1)
+        N_(ukr_rows)(kc, a, ars, b, bks, c, rsc, m, n, alpha, beta, bias, act, slope);
+    else if (ars == 1)
+        N_(ukr_cols)(kc, a, acs, b, bks, c, rsc, m, n, alpha, beta, bias, act, slope);
+    else
+        N_(ukr_any)(kc, a, ars, acs, b, bks, c, rsc, m, n, alpha, beta, bias, act, slope);
 }
 #undef FNN_UKR_DISPATCH
 
