@@ -190,18 +190,35 @@ N_(ukr_body)(const int mr_e, const int nv_e, const int arow, long kc, const FNN_
         memcpy(btmp, bias, n * sizeof(FNN_T));
         bp = btmp;
     }
-#pragma GCC unroll 16
-    for (int i = 0; i < mr_e; i++) {
-#pragma GCC unroll 8
-        for (int j = 0; j < nv_e; j++) {
-            N_(vt) v = acc[i][j];
-            if (alpha != 1) v = v * alpha;
-            if (beta == 1) v = v + N_(ld)(cp + i * ldc + j * FNN_VL);
-            else if (beta != 0) v = v + beta * N_(ld)(cp + i * ldc + j * FNN_VL);
-            if (bp) v = v + N_(ld)(bp + j * FNN_VL);
-            N_(st)(cp + i * ldc + j * FNN_VL, N_(act)(v, act, slope));
-        }
+    /* The writeback, with the activation a compile-time constant in each copy and the
+     * common alpha == 1, beta == 0 without its tests: gcc does not unswitch the unrolled
+     * tile, and per-vector switches and tests cost a small-K tile (K = 2..10 in small
+     * layers) as much as its products.  Same operations per element either way. */
+#define FNN_EPI(ACT, PLAIN)                                                                    \
+    _Pragma("GCC unroll 16") for (int i = 0; i < mr_e; i++) {                                 \
+        _Pragma("GCC unroll 8") for (int j = 0; j < nv_e; j++) {                              \
+            N_(vt) v = acc[i][j];                                                             \
+            if (!(PLAIN)) {                                                                   \
+                if (alpha != 1) v = v * alpha;                                                \
+                if (beta == 1) v = v + N_(ld)(cp + i * ldc + j * FNN_VL);                     \
+                else if (beta != 0) v = v + beta * N_(ld)(cp + i * ldc + j * FNN_VL);         \
+            }                                                                                 \
+            if (bp) v = v + N_(ld)(bp + j * FNN_VL);                                          \
+            N_(st)(cp + i * ldc + j * FNN_VL, N_(act)(v, ACT, slope));                        \
+        }                                                                                     \
     }
+    const int plain = alpha == 1 && beta == 0;
+    switch (act) {
+    case FNN_ACT_RELU:
+        if (plain) { FNN_EPI(FNN_ACT_RELU, 1) } else { FNN_EPI(FNN_ACT_RELU, 0) }
+        break;
+    case FNN_ACT_LEAKY_RELU: FNN_EPI(FNN_ACT_LEAKY_RELU, 0) break;
+    case FNN_ACT_SIGMOID: FNN_EPI(FNN_ACT_SIGMOID, 0) break;
+    case FNN_ACT_TANH: FNN_EPI(FNN_ACT_TANH, 0) break;
+    default:
+        if (plain) { FNN_EPI(FNN_ACT_IDENTITY, 1) } else { FNN_EPI(FNN_ACT_IDENTITY, 0) }
+    }
+#undef FNN_EPI
     if (!full)
         for (int i = 0; i < m; i++) memcpy(c + i * rsc, tmp + i * FNN_NR, n * sizeof(FNN_T));
 }
