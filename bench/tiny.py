@@ -55,11 +55,25 @@ SHAPES = [
 ]
 
 
+# --large: plain row-major GEMMs that must not get slower (bench/gemm.py's shapes)
+LARGE = [
+    ("mm 64x1000x100", "float32", "mm", 64, 100, 1000, IDENT),
+    ("mm 128x784x512", "float32", "mm", 128, 512, 784, IDENT),
+    ("fwd 128x784x512", "float32", "fwd", 128, 512, 784, SIGMOID),
+    ("mm 512^3", "float32", "mm", 512, 512, 512, IDENT),
+    ("mm 1024^3", "float32", "mm", 1024, 1024, 1024, IDENT),
+    ("mm 128x784x512 d", "float64", "mm", 128, 512, 784, IDENT),
+    ("mm 512^3 d", "float64", "mm", 512, 512, 512, IDENT),
+]
+
+
 def operands(kind, M, N, K, dt, rng):
     """A (M,K), B (K,N), C (M,N) and a bias, laid out as dense.pyx passes them."""
     f = lambda *s: rng.standard_normal(s).astype(dt)
     if kind == "fwd":       # x (M,K) @ W.T, W (N,K)
         A, B, bias = f(M, K), f(N, K).T, f(N)
+    elif kind == "mm":      # A (M,K) @ B (K,N), both row-major
+        A, B, bias = f(M, K), f(K, N), np.empty(0, dt)
     elif kind == "gW":      # dz.T @ x, dz (K,M) = (batch, out), x (K,N) = (batch, in)
         A, B, bias = f(K, M).T, f(K, N), np.empty(0, dt)
     else:                   # dz (M,K) @ W (K,N)
@@ -97,7 +111,10 @@ def main(argv):
     p.add_argument("--json")
     p.add_argument("--only")
     p.add_argument("--compare", help="src/ directory of another build to interleave with")
+    p.add_argument("--large", action="store_true", help="the large shapes instead")
     a = p.parse_args(argv)
+    if a.large:
+        SHAPES[:] = LARGE
     if a.compare:
         here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
         trees = {"base": os.path.abspath(a.compare), "new": here}
@@ -109,6 +126,8 @@ def main(argv):
                        "--reps-ns", str(a.reps_ns), "--json", "/dev/stdout"]
                 if a.only:
                     cmd += ["--only", a.only]
+                if a.large:
+                    cmd += ["--large"]
                 out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
                 for label, ts in json.loads(out.stdout.strip().splitlines()[-1]).items():
                     acc[name].setdefault(label, []).extend(ts)
