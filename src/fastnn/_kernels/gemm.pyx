@@ -14,6 +14,7 @@ result is bitwise identical for any thread count.  Packing buffers are per threa
 """
 from cython.parallel cimport prange
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+from libc.string cimport memset
 
 from ._core cimport (fnn_kern_s, fnn_kern_d, kern_s, kern_d, workspace, scale_bias_act,
                      FNN_ACT_IDENTITY)
@@ -103,7 +104,11 @@ cdef void _pack_a(int mc, int kc, const floating *A, Py_ssize_t rsa, Py_ssize_t 
                 kern_d().pack_t(rows, kc, A + p * rsa, rsa, d, mr)
             p += mr
             continue
-        elif rsa == 1:   # column-contiguous (e.g. a row-major B): unit-stride copies
+        if rows < mr:
+            # a partial panel is zeroed in one go (padding it per k became one memset
+            # call per k)
+            memset(d, 0, <size_t>kc * mr * sizeof(floating))
+        if rsa == 1:     # column-contiguous (e.g. a row-major B): unit-stride copies
             for k in range(kc):
                 src = A + k * csa + p
                 for i in range(rows):
@@ -113,10 +118,6 @@ cdef void _pack_a(int mc, int kc, const floating *A, Py_ssize_t rsa, Py_ssize_t 
                 src = A + k * csa + p * rsa
                 for i in range(rows):
                     d[k * mr + i] = src[i * rsa]
-        if rows < mr:
-            for k in range(kc):
-                for i in range(rows, mr):
-                    d[k * mr + i] = 0
         p += mr
 
 
