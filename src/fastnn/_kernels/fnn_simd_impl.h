@@ -113,10 +113,10 @@ static inline N_(vt) N_(act)(N_(vt) v, int act, FNN_T slope) {
  * element takes the same arithmetic whichever sub-tile computes it (edge tiles go through
  * a padded buffer): results do not depend on how the output is split between threads. */
 static inline __attribute__((always_inline)) void
-N_(ukr_body)(const int mr_e, const int nv_e, long kc, const FNN_T *restrict a, const long ars,
-             const long acs, const FNN_T *restrict b, const long bks, FNN_T *restrict c,
-             long rsc, int m, int n, FNN_T alpha, FNN_T beta, const FNN_T *restrict bias,
-             int act, FNN_T slope) {
+N_(ukr_body)(const int mr_e, const int nv_e, const int arow, long kc, const FNN_T *restrict a,
+             const long ars, const long acs, const FNN_T *restrict b, const long bks,
+             FNN_T *restrict c, long rsc, int m, int n, FNN_T alpha, FNN_T beta,
+             const FNN_T *restrict bias, int act, FNN_T slope) {
     N_(vt) acc[FNN_MR][FNN_NV];
 #pragma GCC unroll 16
     for (int i = 0; i < mr_e; i++)
@@ -129,18 +129,45 @@ N_(ukr_body)(const int mr_e, const int nv_e, long kc, const FNN_T *restrict a, c
         __builtin_prefetch(c + i * rsc + n - 1, 1, 3);
     }
 
-    for (long k = 0; k < kc; k++) {
-        N_(vt) bv[FNN_NV];
+    if (arow) {
+        /* A read in place row-major (acs == 1, ars a run-time row stride): a[i*ars] for 12
+         * rows would need 12 address registers and gcc spilled them inside the k loop.
+         * Rows are addressed as base[i/4] + {0, 1, 2, 3} * ars instead: 3 bases stepped by
+         * one element per k plus 3 offsets.  Same products in the same order. */
+        const FNN_T *ab[(FNN_MR + 3) / 4];
+#pragma GCC unroll 4
+        for (int q = 0; q < (mr_e + 3) / 4; q++) ab[q] = a + q * 4 * ars;
+        const long o1 = ars, o2 = 2 * ars, o3 = 3 * ars;
+        for (long k = 0; k < kc; k++) {
+            N_(vt) bv[FNN_NV];
 #pragma GCC unroll 8
-        for (int j = 0; j < nv_e; j++) bv[j] = N_(ld)(b + j * FNN_VL);
+            for (int j = 0; j < nv_e; j++) bv[j] = N_(ld)(b + j * FNN_VL);
 #pragma GCC unroll 16
-        for (int i = 0; i < mr_e; i++) {
-            FNN_T ai = a[i * ars];
+            for (int i = 0; i < mr_e; i++) {
+                const FNN_T *ap = ab[i / 4];
+                FNN_T ai = (i % 4) == 0 ? ap[0] : (i % 4) == 1 ? ap[o1]
+                           : (i % 4) == 2 ? ap[o2] : ap[o3];
 #pragma GCC unroll 8
-            for (int j = 0; j < nv_e; j++) acc[i][j] += ai * bv[j];
+                for (int j = 0; j < nv_e; j++) acc[i][j] += ai * bv[j];
+            }
+#pragma GCC unroll 4
+            for (int q = 0; q < (mr_e + 3) / 4; q++) ab[q]++;
+            b += bks;
         }
-        a += acs;
-        b += bks;
+    } else {
+        for (long k = 0; k < kc; k++) {
+            N_(vt) bv[FNN_NV];
+#pragma GCC unroll 8
+            for (int j = 0; j < nv_e; j++) bv[j] = N_(ld)(b + j * FNN_VL);
+#pragma GCC unroll 16
+            for (int i = 0; i < mr_e; i++) {
+                FNN_T ai = a[i * ars];
+#pragma GCC unroll 8
+                for (int j = 0; j < nv_e; j++) acc[i][j] += ai * bv[j];
+            }
+            a += acs;
+            b += bks;
+        }
     }
 
     FNN_T tmp[FNN_MR * FNN_NR] __attribute__((aligned(64)));
@@ -163,18 +190,35 @@ N_(ukr_body)(const int mr_e, const int nv_e, long kc, const FNN_T *restrict a, c
         memcpy(btmp, bias, n * sizeof(FNN_T));
         bp = btmp;
     }
-#pragma GCC unroll 16
-    for (int i = 0; i < mr_e; i++) {
-#pragma GCC unroll 8
-        for (int j = 0; j < nv_e; j++) {
-            N_(vt) v = acc[i][j];
-            if (alpha != 1) v = v * alpha;
-            if (beta == 1) v = v + N_(ld)(cp + i * ldc + j * FNN_VL);
-            else if (beta != 0) v = v + beta * N_(ld)(cp + i * ldc + j * FNN_VL);
-            if (bp) v = v + N_(ld)(bp + j * FNN_VL);
-            N_(st)(cp + i * ldc + j * FNN_VL, N_(act)(v, act, slope));
-        }
+    /* The writeback, with the activation a compile-time constant in each copy and the
+     * common alpha == 1, beta == 0 without its tests: gcc does not unswitch the unrolled
+     * tile, and per-vector switches and tests cost a small-K tile (K = 2..10 in small
+     * layers) as much as its products.  Same operations per element either way. */
+#define FNN_EPI(ACT, PLAIN)                                                                    \
+    _Pragma("GCC unroll 16") for (int i = 0; i < mr_e; i++) {                                 \
+        _Pragma("GCC unroll 8") for (int j = 0; j < nv_e; j++) {                              \
+            N_(vt) v = acc[i][j];                                                             \
+            if (!(PLAIN)) {                                                                   \
+                if (alpha != 1) v = v * alpha;                                                \
+                if (beta == 1) v = v + N_(ld)(cp + i * ldc + j * FNN_VL);                     \
+                else if (beta != 0) v = v + beta * N_(ld)(cp + i * ldc + j * FNN_VL);         \
+            }                                                                                 \
+            if (bp) v = v + N_(ld)(bp + j * FNN_VL);                                          \
+            N_(st)(cp + i * ldc + j * FNN_VL, N_(act)(v, ACT, slope));                        \
+        }                                                                                     \
     }
+    const int plain = alpha == 1 && beta == 0;
+    switch (act) {
+    case FNN_ACT_RELU:
+        if (plain) { FNN_EPI(FNN_ACT_RELU, 1) } else { FNN_EPI(FNN_ACT_RELU, 0) }
+        break;
+    case FNN_ACT_LEAKY_RELU: FNN_EPI(FNN_ACT_LEAKY_RELU, 0) break;
+    case FNN_ACT_SIGMOID: FNN_EPI(FNN_ACT_SIGMOID, 0) break;
+    case FNN_ACT_TANH: FNN_EPI(FNN_ACT_TANH, 0) break;
+    default:
+        if (plain) { FNN_EPI(FNN_ACT_IDENTITY, 1) } else { FNN_EPI(FNN_ACT_IDENTITY, 0) }
+    }
+#undef FNN_EPI
     if (!full)
         for (int i = 0; i < m; i++) memcpy(c + i * rsc, tmp + i * FNN_NR, n * sizeof(FNN_T));
 }
@@ -186,33 +230,62 @@ N_(ukr_body)(const int mr_e, const int nv_e, long kc, const FNN_T *restrict a, c
  *                read in place (no packing) or packed (ars=1, acs=MR / bks=NR).  In-place
  *                operands must supply every row/column of the register tile that runs.
  * Same arithmetic either way, so results are bitwise identical. */
-#define FNN_UKR_DISPATCH(ARS, ACS, BKS)                                                       \
+#define FNN_UKR_DISPATCH(AROW, ARS, ACS, BKS)                                                 \
     const int half_m = (FNN_MR % 2 == 0) && m <= FNN_MR / 2;                                  \
     const int half_n = (FNN_NV % 2 == 0) && n <= FNN_NR / 2;                                  \
     if (!half_m && !half_n)                                                                   \
-        N_(ukr_body)(FNN_MR, FNN_NV, kc, a, ARS, ACS, b, BKS, c, rsc, m, n, alpha, beta, bias, \
-                     act, slope);                                                             \
+        N_(ukr_body)(FNN_MR, FNN_NV, AROW, kc, a, ARS, ACS, b, BKS, c, rsc, m, n, alpha, beta, \
+                     bias, act, slope);                                                       \
     else if (half_m && !half_n)                                                               \
-        N_(ukr_body)(FNN_MR / 2, FNN_NV, kc, a, ARS, ACS, b, BKS, c, rsc, m, n, alpha, beta,   \
-                     bias, act, slope);                                                       \
+        N_(ukr_body)(FNN_MR / 2, FNN_NV, AROW, kc, a, ARS, ACS, b, BKS, c, rsc, m, n, alpha,   \
+                     beta, bias, act, slope);                                                 \
     else if (!half_m)                                                                         \
-        N_(ukr_body)(FNN_MR, FNN_NV / 2, kc, a, ARS, ACS, b, BKS, c, rsc, m, n, alpha, beta,   \
-                     bias, act, slope);                                                       \
+        N_(ukr_body)(FNN_MR, FNN_NV / 2, AROW, kc, a, ARS, ACS, b, BKS, c, rsc, m, n, alpha,   \
+                     beta, bias, act, slope);                                                 \
     else                                                                                      \
-        N_(ukr_body)(FNN_MR / 2, FNN_NV / 2, kc, a, ARS, ACS, b, BKS, c, rsc, m, n, alpha,     \
-                     beta, bias, act, slope);
+        N_(ukr_body)(FNN_MR / 2, FNN_NV / 2, AROW, kc, a, ARS, ACS, b, BKS, c, rsc, m, n,      \
+                     alpha, beta, bias, act, slope);
 
 static FNN_NOINLINE void N_(ukr)(long kc, const FNN_T *restrict a, const FNN_T *restrict b,
                                  FNN_T *restrict c, long rsc, int m, int n, FNN_T alpha,
                                  FNN_T beta, const FNN_T *restrict bias, int act, FNN_T slope) {
-    FNN_UKR_DISPATCH(1, FNN_MR, FNN_NR)
+    FNN_UKR_DISPATCH(0, 1, FNN_MR, FNN_NR)
 }
 
-static FNN_NOINLINE void N_(ukr_strided)(long kc, const FNN_T *restrict a, long ars, long acs,
-                                         const FNN_T *restrict b, long bks, FNN_T *restrict c,
-                                         long rsc, int m, int n, FNN_T alpha, FNN_T beta,
-                                         const FNN_T *restrict bias, int act, FNN_T slope) {
-    FNN_UKR_DISPATCH(ars, acs, bks)
+/* the two in-place layouts get their own code: A row-major (x, dz) and A column-major
+ * (dz^T, or a packed panel), whose MR values per k are contiguous.  Separate functions: with
+ * all twelve bodies in one, gcc kept the float64 accumulators on the stack (2x slower). */
+static FNN_NOINLINE void N_(ukr_rows)(long kc, const FNN_T *restrict a, long ars,
+                                      const FNN_T *restrict b, long bks, FNN_T *restrict c,
+                                      long rsc, int m, int n, FNN_T alpha, FNN_T beta,
+                                      const FNN_T *restrict bias, int act, FNN_T slope) {
+    FNN_UKR_DISPATCH(1, ars, 1, bks)
+}
+
+static FNN_NOINLINE void N_(ukr_cols)(long kc, const FNN_T *restrict a, long acs,
+                                      const FNN_T *restrict b, long bks, FNN_T *restrict c,
+                                      long rsc, int m, int n, FNN_T alpha, FNN_T beta,
+                                      const FNN_T *restrict bias, int act, FNN_T slope) {
+    FNN_UKR_DISPATCH(0, 1, acs, bks)
+}
+
+static FNN_NOINLINE void N_(ukr_any)(long kc, const FNN_T *restrict a, long ars, long acs,
+                                     const FNN_T *restrict b, long bks, FNN_T *restrict c,
+                                     long rsc, int m, int n, FNN_T alpha, FNN_T beta,
+                                     const FNN_T *restrict bias, int act, FNN_T slope) {
+    FNN_UKR_DISPATCH(0, ars, acs, bks)
+}
+
+static void N_(ukr_strided)(long kc, const FNN_T *restrict a, long ars, long acs,
+                            const FNN_T *restrict b, long bks, FNN_T *restrict c, long rsc,
+                            int m, int n, FNN_T alpha, FNN_T beta, const FNN_T *restrict bias,
+                            int act, FNN_T slope) {
+    if (acs == 1)
+        N_(ukr_rows)(kc, a, ars, b, bks, c, rsc, m, n, alpha, beta, bias, act, slope);
+    else if (ars == 1)
+        N_(ukr_cols)(kc, a, acs, b, bks, c, rsc, m, n, alpha, beta, bias, act, slope);
+    else
+        N_(ukr_any)(kc, a, ars, acs, b, bks, c, rsc, m, n, alpha, beta, bias, act, slope);
 }
 #undef FNN_UKR_DISPATCH
 
@@ -229,6 +302,9 @@ typedef float N_(qv) __attribute__((vector_size(16)));
 static FNN_NOINLINE void N_(pack_t)(long rows, long kc, const FNN_T *restrict src, long rs,
                                     FNN_T *restrict dst, long R) {
     long i = 0, k, t;
+    /* a partial panel is zeroed first in one go: padding row by row after the transpose
+     * became one memset call per k (K = 64 of them for a 3-column edge panel) */
+    if (rows < R) memset(dst, 0, (size_t)kc * R * sizeof(FNN_T));
     for (; i + FNN_Q <= rows; i += FNN_Q) {
         const FNN_T *s = src + i * rs;
         for (k = 0; k + FNN_Q <= kc; k += FNN_Q) {
@@ -258,9 +334,6 @@ static FNN_NOINLINE void N_(pack_t)(long rows, long kc, const FNN_T *restrict sr
     }
     for (; i < rows; i++)
         for (k = 0; k < kc; k++) dst[k * R + i] = src[i * rs + k];
-    if (rows < R)
-        for (k = 0; k < kc; k++)
-            for (t = rows; t < R; t++) dst[k * R + t] = 0;
 }
 #undef FNN_Q
 

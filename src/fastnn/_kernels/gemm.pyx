@@ -13,6 +13,8 @@ never split, so each output element is summed by one thread in one fixed order a
 result is bitwise identical for any thread count.  Packing buffers are per thread.
 """
 from cython.parallel cimport prange
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+from libc.string cimport memset
 
 from ._core cimport (fnn_kern_s, fnn_kern_d, kern_s, kern_d, workspace, scale_bias_act,
                      FNN_ACT_IDENTITY)
@@ -34,13 +36,22 @@ cdef bint DIRECT_A = True
 cdef bint DIRECT_B = True
 cdef enum:
     IN_PLACE_MAX_PANELS = 8
+# operands spanning at most this many bytes are read in place (see _gemm_cell)
+cdef Py_ssize_t SMALL_SPAN = 16384
 
 
-def _set_direct(bint a, bint b):
-    """Tuning hook: read row-major A / B in place (True) or always pack them (False)."""
-    global DIRECT_A, DIRECT_B
+def _set_direct(bint a, bint b, small_span=None):
+    """Tuning hook: read A / B in place where the rules in _gemm_cell allow (True) or always
+    pack them (False); small_span: operands spanning at most this many bytes are read in
+    place whatever their reuse and stride (0: off).
+    Returns the previous (a, b, small_span)."""
+    global DIRECT_A, DIRECT_B, SMALL_SPAN
+    old = (DIRECT_A, DIRECT_B, SMALL_SPAN)
     DIRECT_A = a
     DIRECT_B = b
+    if small_span is not None:
+        SMALL_SPAN = small_span
+    return old
 
 
 cdef inline bint _in_place(Py_ssize_t unit_stride, Py_ssize_t row_stride,
@@ -93,7 +104,11 @@ cdef void _pack_a(int mc, int kc, const floating *A, Py_ssize_t rsa, Py_ssize_t 
                 kern_d().pack_t(rows, kc, A + p * rsa, rsa, d, mr)
             p += mr
             continue
-        elif rsa == 1:   # column-contiguous (e.g. a row-major B): unit-stride copies
+        if rows < mr:
+            # a partial panel is zeroed in one go (padding it per k became one memset
+            # call per k)
+            memset(d, 0, <size_t>kc * mr * sizeof(floating))
+        if rsa == 1:     # column-contiguous (e.g. a row-major B): unit-stride copies
             for k in range(kc):
                 src = A + k * csa + p
                 for i in range(rows):
@@ -103,11 +118,17 @@ cdef void _pack_a(int mc, int kc, const floating *A, Py_ssize_t rsa, Py_ssize_t 
                 src = A + k * csa + p * rsa
                 for i in range(rows):
                     d[k * mr + i] = src[i * rsa]
-        if rows < mr:
-            for k in range(kc):
-                for i in range(rows, mr):
-                    d[k * mr + i] = 0
         p += mr
+
+
+cdef inline Py_ssize_t _span(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t rs,
+                             Py_ssize_t cs, Py_ssize_t itemsize) noexcept nogil:
+    """Bytes between the first and one past the last element of a rows x cols operand."""
+    if rs < 0:
+        rs = -rs
+    if cs < 0:
+        cs = -cs
+    return ((rows - 1) * rs + (cols - 1) * cs + 1) * itemsize
 
 
 cdef int _gemm_cell(int m0, int m1, int n0, int n1, int K, floating alpha,
@@ -117,11 +138,16 @@ cdef int _gemm_cell(int m0, int m1, int n0, int n1, int K, floating alpha,
                     const floating *bias, int act, floating slope) noexcept nogil:
     """Serial BLIS loops over the output block C[m0:m1, n0:n1]. Returns 0, or -1 when the
     packing workspace cannot be allocated."""
+    # the kernel table entry is read once: kern_s()/kern_d() is a call into _core
+    cdef const fnn_kern_s *ks = NULL
+    cdef const fnn_kern_d *kd = NULL
     cdef int mr, nr, kc, mc, nc
     if floating is float:
-        mr = kern_s().mr; nr = kern_s().nr; kc = kern_s().kc; mc = kern_s().mc; nc = kern_s().nc
+        ks = kern_s()
+        mr = ks.mr; nr = ks.nr; kc = ks.kc; mc = ks.mc; nc = ks.nc
     else:
-        mr = kern_d().mr; nr = kern_d().nr; kc = kern_d().kc; mc = kern_d().mc; nc = kern_d().nc
+        kd = kern_d()
+        mr = kd.mr; nr = kd.nr; kc = kd.kc; mc = kd.mc; nc = kd.nc
     # balanced K blocks, up to 1/8 deeper than KC: K=784 runs as 3 x 262 rather than
     # 3 x 256 + 16 (a sliver that costs a whole pass over C).  Depends on K only, so every
     # thread count sums in the same order.
@@ -130,12 +156,6 @@ cdef int _gemm_cell(int m0, int m1, int n0, int n1, int K, floating alpha,
     cdef int kcap = K if K < kc else kc
     cdef int mcap = <int>(_cdiv(min(mc, m1 - m0), mr) * mr)
     cdef int ncap = <int>(_cdiv(min(nc, n1 - n0), nr) * nr)
-    cdef Py_ssize_t abytes = _cdiv(<Py_ssize_t>mcap * kcap * sizeof(floating), 64) * 64
-    cdef char *ws = <char *>workspace(abytes + <Py_ssize_t>ncap * kcap * sizeof(floating))
-    if ws == NULL:
-        return -1
-    cdef floating *abuf = <floating *>ws
-    cdef floating *bbuf = <floating *>(ws + abytes)
 
     cdef int jc, pc, ic, jr, ir, ncur, kcur, mcur, mt, nt, last_act, full_rows, full_cols
     cdef floating beta_k
@@ -143,12 +163,36 @@ cdef int _gemm_cell(int m0, int m1, int n0, int n1, int K, floating alpha,
     cdef const floating *apanel
     cdef const floating *bpanel
     cdef Py_ssize_t ars, acs, bks
-    # packing pays when the packed panels are reused: A across the cell's column panels,
+    cdef Py_ssize_t isz = sizeof(floating)
+    # Packing pays when the packed panels are reused: A across the cell's column panels,
     # B across its row panels.  With few of them (<= IN_PLACE_MAX_PANELS) read in place.
-    cdef bint direct = (DIRECT_A and _cdiv(n1 - n0, nr) <= IN_PLACE_MAX_PANELS
-                        and _in_place(csa, rsa, sizeof(floating)))
-    cdef bint direct_b = (DIRECT_B and _cdiv(m1 - m0, mr) <= IN_PLACE_MAX_PANELS
-                          and _in_place(csb, rsb, sizeof(floating)))
+    # An operand whose whole address span fits in SMALL_SPAN bytes is read in place
+    # whatever its stride or reuse: it sits in L1 after the first tile, and a span that
+    # small puts at most SMALL_SPAN/4 KiB of its lines in any L1 set, so the power-of-two
+    # strides of small layers (a 64-float row = 256 B) cannot thrash.  A is read in place
+    # row-major (unit column stride: x, dz) or column-major (unit row stride: dz^T in
+    # grad_W = dz^T @ x, whose MR rows then load like a packed panel).
+    # (DIRECT_A / DIRECT_B off: always pack, for the tests that compare both paths.)
+    cdef bint a_small = _span(m1 - m0, K, rsa, csa, isz) <= SMALL_SPAN
+    cdef bint b_small = _span(K, n1 - n0, rsb, csb, isz) <= SMALL_SPAN
+    cdef bint a_few = _cdiv(n1 - n0, nr) <= IN_PLACE_MAX_PANELS
+    cdef bint a_rows = DIRECT_A and csa == 1 and (a_small or (a_few and _in_place(csa, rsa, isz)))
+    cdef bint a_cols = (DIRECT_A and not a_rows and rsa == 1
+                        and (a_small or (a_few and _in_place(rsa, csa, isz))))
+    cdef bint direct = a_rows or a_cols
+    cdef bint direct_b = DIRECT_B and csb == 1 and (b_small or (
+        _cdiv(m1 - m0, mr) <= IN_PLACE_MAX_PANELS and _in_place(csb, rsb, isz)))
+    # scratch only when something is packed: partial edge panels at least
+    cdef bint need_ws = (not direct or (m1 - m0) % mr != 0 or not direct_b
+                         or (n1 - n0) % nr != 0)
+    cdef Py_ssize_t abytes = _cdiv(<Py_ssize_t>mcap * kcap * isz, 64) * 64
+    cdef char *ws = NULL
+    if need_ws:
+        ws = <char *>workspace(abytes + <Py_ssize_t>ncap * kcap * isz)
+        if ws == NULL:
+            return -1
+    cdef floating *abuf = <floating *>ws
+    cdef floating *bbuf = <floating *>(ws + abytes)
     jc = n0
     while jc < n1:
         ncur = n1 - jc if n1 - jc < nc else nc
@@ -178,53 +222,53 @@ cdef int _gemm_cell(int m0, int m1, int n0, int n1, int K, floating alpha,
                     # full row panels are read in place; only a partial last one is packed
                     full_rows = (mcur // mr) * mr
                     if full_rows < mcur:
-                        _pack_a(mcur - full_rows, kcur, A + (ic + full_rows) * rsa + pc, rsa, 1,
-                                abuf, mr)
+                        _pack_a(mcur - full_rows, kcur, A + (ic + full_rows) * rsa + pc * csa,
+                                rsa, csa, abuf, mr)
                 else:
                     _pack_a(mcur, kcur, A + ic * rsa + pc * csa, rsa, csa, abuf, mr)
                 jr = 0
                 while jr < ncur:
                     nt = ncur - jr if ncur - jr < nr else nr
+                    if direct_b and nt == nr:
+                        bpanel = B + pc * rsb + jc + jr
+                        bks = rsb
+                    else:
+                        bpanel = bbuf if direct_b else bbuf + jr * kcur
+                        bks = nr
                     ir = 0
                     while ir < mcur:
                         mt = mcur - ir if mcur - ir < mr else mr
-                        if direct_b and nt == nr:
-                            bpanel = B + pc * rsb + jc + jr
-                            bks = rsb
-                        else:
-                            bpanel = bbuf if direct_b else bbuf + jr * kcur
-                            bks = nr
                         if direct and mt == mr:
-                            apanel = A + (ic + ir) * rsa + pc
+                            apanel = A + (ic + ir) * rsa + pc * csa
                             ars = rsa
-                            acs = 1
+                            acs = csa
                         else:
                             apanel = abuf if direct else abuf + ir * kcur
                             ars = 1
                             acs = mr
-                        if acs == mr and bks == nr:      # both packed: constant strides
+                        if acs == mr and ars == 1 and bks == nr:   # packed: constant strides
                             if floating is float:
-                                kern_s().ukr(kcur, apanel, bpanel,
-                                             C + (ic + ir) * rsc + jc + jr, rsc, mt, nt, alpha,
-                                             beta_k, bias_k + jr if bias_k != NULL else NULL,
-                                             last_act, slope)
+                                ks.ukr(kcur, apanel, bpanel, C + (ic + ir) * rsc + jc + jr,
+                                       rsc, mt, nt, alpha, beta_k,
+                                       bias_k + jr if bias_k != NULL else NULL, last_act,
+                                       slope)
                             else:
-                                kern_d().ukr(kcur, apanel, bpanel,
-                                             C + (ic + ir) * rsc + jc + jr, rsc, mt, nt, alpha,
-                                             beta_k, bias_k + jr if bias_k != NULL else NULL,
-                                             last_act, slope)
+                                kd.ukr(kcur, apanel, bpanel, C + (ic + ir) * rsc + jc + jr,
+                                       rsc, mt, nt, alpha, beta_k,
+                                       bias_k + jr if bias_k != NULL else NULL, last_act,
+                                       slope)
                         elif floating is float:
-                            kern_s().ukr_strided(kcur, apanel, ars, acs, bpanel, bks,
-                                                 C + (ic + ir) * rsc + jc + jr, rsc, mt, nt,
-                                                 alpha, beta_k,
-                                                 bias_k + jr if bias_k != NULL else NULL,
-                                                 last_act, slope)
+                            ks.ukr_strided(kcur, apanel, ars, acs, bpanel, bks,
+                                           C + (ic + ir) * rsc + jc + jr, rsc, mt, nt,
+                                           alpha, beta_k,
+                                           bias_k + jr if bias_k != NULL else NULL,
+                                           last_act, slope)
                         else:
-                            kern_d().ukr_strided(kcur, apanel, ars, acs, bpanel, bks,
-                                                 C + (ic + ir) * rsc + jc + jr, rsc, mt, nt,
-                                                 alpha, beta_k,
-                                                 bias_k + jr if bias_k != NULL else NULL,
-                                                 last_act, slope)
+                            kd.ukr_strided(kcur, apanel, ars, acs, bpanel, bks,
+                                           C + (ic + ir) * rsc + jc + jr, rsc, mt, nt,
+                                           alpha, beta_k,
+                                           bias_k + jr if bias_k != NULL else NULL,
+                                           last_act, slope)
                         ir += mr
                     jr += nr
                 ic += mc
@@ -313,3 +357,29 @@ cdef int gemm_native(int M, int N, int K, floating alpha,
             err += _gemm_cell(m0, m1, n0, n1, K, alpha, A, rsa, csa, B, rsb, csb, beta,
                               C, rsc, bias, act, slope)
     return -1 if err != 0 else 0
+
+
+def _bench_gemm(const floating[:, :] A, const floating[:, :] B, floating[:, :] C,
+                double beta, const floating[::1] bias, int act, int n_threads, long reps):
+    """Tuning hook (bench/tiny.py): mean ns per gemm_native call over `reps` calls made in
+    one nogil C loop, so small GEMMs are timed without the Python call overhead.  A (M,K) and
+    B (K,N) any strides (pass transposed views for the layouts dense.pyx uses), C (M,N) unit
+    column stride; an empty bias means none."""
+    cdef int M = <int>C.shape[0], N = <int>C.shape[1], K = <int>A.shape[1], err = 0
+    cdef long r
+    cdef timespec t0, t1
+    cdef const floating *pa = &A[0, 0] if A.shape[0] > 0 and A.shape[1] > 0 else NULL
+    cdef const floating *pb = &B[0, 0] if B.shape[0] > 0 and B.shape[1] > 0 else NULL
+    cdef floating *pc = &C[0, 0] if C.shape[0] > 0 and C.shape[1] > 0 else NULL
+    cdef const floating *pbias = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef Py_ssize_t it = sizeof(floating)
+    with nogil:
+        clock_gettime(CLOCK_MONOTONIC, &t0)
+        for r in range(reps):
+            err |= gemm_native(M, N, K, <floating>1, pa, A.strides[0] // it, A.strides[1] // it,
+                               pb, B.strides[0] // it, B.strides[1] // it, <floating>beta,
+                               pc, C.strides[0] // it, pbias, act, <floating>0, n_threads)
+        clock_gettime(CLOCK_MONOTONIC, &t1)
+    if err:
+        raise MemoryError("fastnn gemm: could not allocate its packing workspace")
+    return ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)) / max(reps, 1)
