@@ -7,6 +7,7 @@ cdef extern from "fnn_types.h" nogil:
     int FNN_ACT_LEAKY_RELU
     int FNN_ACT_SIGMOID
     int FNN_ACT_TANH
+    int FNN_ACT_EXP_NEG
     int FNN_N_VARIANTS
     int FNN_VARIANT_GENERIC
     int FNN_VARIANT_AVX2

@@ -102,6 +102,7 @@ static inline N_(vt) N_(act)(N_(vt) v, int act, FNN_T slope) {
     case FNN_ACT_LEAKY_RELU: return N_(sel)(v < N_(splat)(0), v * slope, v);
     case FNN_ACT_SIGMOID: return N_(sigmoid)(v);
     case FNN_ACT_TANH: return N_(tanh)(v);
+    case FNN_ACT_EXP_NEG: return N_(exp_neg)(v);
     default: return v;
     }
 }

@@ -9,6 +9,8 @@
 #define FNN_ACT_LEAKY_RELU 2
 #define FNN_ACT_SIGMOID 3
 #define FNN_ACT_TANH 4
+/* internal, not an activation: exp(x) for x <= 0 (act_fwd only), the softmax's exponential */
+#define FNN_ACT_EXP_NEG 5
 
 /* ---- kernel tables ---- */
 typedef void (*fnn_ukr_s_t)(long, const float *, const float *, float *, long, int, int, float,
