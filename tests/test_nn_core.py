@@ -256,7 +256,9 @@ def test_errors_name_module_and_shapes():
 @pytest.mark.parametrize("kind", ["mse", "xent", "svm"])
 def test_loss_kernels_value_without_gradient(kind, dtype, threads, rng):
     from fastnn._kernels import losses as kl
-    for n_threads, shape in ((1, (7, 5)), (2, (600, 300))):
+    # (700, 3): two blocks of rows in the cross-entropy kernel; (5, 3000): one row a block
+    for n_threads, shape in ((1, (7, 5)), (2, (600, 300)), (1, (32, 3)), (2, (700, 3)),
+                             (2, (5, 3000))):
         fnn.set_num_threads(n_threads)
         s = rng.standard_normal(shape).astype(dtype)
         rows = np.empty(shape[0])

@@ -13,7 +13,8 @@ from ._core cimport (current_engine, current_threads, elem_threads, kern_s, kern
                      ENGINE_BLAS, FNN_ACT_EXP_NEG)
 
 cdef enum:
-    EXP_CHUNK = 64     # softmax values exponentiated per vector call
+    EXP_CHUNK = 64      # softmax values exponentiated per vector call (value only)
+    XENT_BLOCK = 2048   # softmax values per block of rows (with the gradient)
 
 
 cdef inline double _sum_rows(Py_ssize_t m, const double *rows) noexcept nogil:
@@ -59,57 +60,102 @@ cdef double mse_loss(Py_ssize_t m, Py_ssize_t n, const floating *p, Py_ssize_t r
     return scale * _sum_rows(m, rows)
 
 
-cdef inline double _xent_row(Py_ssize_t n, const floating *s, Py_ssize_t y, floating *g,
-                             floating g_scale) noexcept nogil:
-    # log-softmax with the row maximum subtracted (no overflow for any finite logits); the
-    # exponentials of s - max <= 0 go through the vectorized exp of the activation kernels
-    # (Cephes, ~1 ulp; libm's scalar expf/exp per value was ~10 % of a digits-sized
-    # training step), in chunks of a stack buffer so that the value is computed the same way
-    # with and without the gradient.
+cdef inline void _exp_neg(Py_ssize_t n, floating *x) noexcept nogil:
+    """x = exp(x) in place, for x <= 0: the vectorized exp of the activation kernels
+    (Cephes, ~1 ulp), elementwise, so how values are grouped into calls never changes a
+    result.  (libm's scalar expf per value was ~10 % of a digits-sized training step.)"""
+    if floating is float:
+        kern_s().act_fwd(n, x, x, FNN_ACT_EXP_NEG, 0)
+    else:
+        kern_d().act_fwd(n, x, x, FNN_ACT_EXP_NEG, 0)
+
+
+cdef inline double _xent_row(Py_ssize_t n, const floating *s, Py_ssize_t y) noexcept nogil:
+    # the value alone (no gradient): the same arithmetic as _xent_block, through a stack
+    # buffer
     cdef Py_ssize_t j, t, c
-    cdef floating mx = s[0], e, sy
+    cdef floating mx = s[0], sy
     cdef floating buf[EXP_CHUNK]
     cdef double total = 0
     for j in range(1, n):
         if s[j] > mx:
             mx = s[j]
-    sy = s[y] - mx          # read before g is written: g may be s (in place)
+    sy = s[y] - mx
     j = 0
     while j < n:
         c = n - j if n - j < EXP_CHUNK else EXP_CHUNK
         for t in range(c):
             buf[t] = s[j + t] - mx
-        if floating is float:
-            kern_s().act_fwd(c, buf, buf, FNN_ACT_EXP_NEG, 0)
-        else:
-            kern_d().act_fwd(c, buf, buf, FNN_ACT_EXP_NEG, 0)
+        _exp_neg(c, buf)
         for t in range(c):
             total += buf[t]
-        if g != NULL:
-            for t in range(c):
-                g[j + t] = buf[t]
         j += c
-    if g != NULL:
-        e = <floating>(g_scale / total)
-        for j in range(n):
-            g[j] = g[j] * e
-        g[y] = g[y] - g_scale
     return log(total) - <double>sy
+
+
+cdef void _xent_block(Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t n, const floating *s,
+                      Py_ssize_t rss, const int64_t *y, floating *g, Py_ssize_t rsg,
+                      floating gs, double *rows) noexcept nogil:
+    """Rows i0..i1-1 with the gradient: log-softmax with each row's maximum subtracted (no
+    overflow for any finite logits).  The shifted logits of the whole block are
+    exponentiated in one vector call (the rows of a small-class problem are too short for
+    the vectors on their own).  g may be s (in place): each row of s is read before its row
+    of g is written."""
+    cdef Py_ssize_t i, j
+    cdef floating mx, e
+    cdef const floating *si
+    cdef floating *gi
+    cdef double total
+    for i in range(i0, i1):
+        si = s + i * rss
+        gi = g + i * rsg
+        mx = si[0]
+        for j in range(1, n):
+            if si[j] > mx:
+                mx = si[j]
+        rows[i] = <double>(si[y[i]] - mx)
+        for j in range(n):
+            gi[j] = si[j] - mx
+    if rsg == n:
+        _exp_neg((i1 - i0) * n, g + i0 * rsg)
+    else:
+        for i in range(i0, i1):
+            _exp_neg(n, g + i * rsg)
+    for i in range(i0, i1):
+        gi = g + i * rsg
+        total = 0
+        for j in range(n):
+            total += gi[j]
+        e = <floating>(gs / total)
+        for j in range(n):
+            gi[j] = gi[j] * e
+        gi[y[i]] = gi[y[i]] - gs
+        rows[i] = log(total) - rows[i]
 
 
 cdef double xent_loss(Py_ssize_t m, Py_ssize_t n, const floating *s, Py_ssize_t rss,
                       const int64_t *y, floating *g, Py_ssize_t rsg, double scale,
                       double *rows, int n_threads) noexcept nogil:
     """scale * sum_i -log softmax(s_i)[y_i]; g = scale * (softmax(s) - onehot(y))."""
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, b, nb, rb = XENT_BLOCK // n if n < XENT_BLOCK else 1
     cdef floating gs = <floating>scale
     cdef int nt = elem_threads(m, 8 * n, n_threads)   # exp makes each value ~8x dearer
+    if g == NULL:
+        if nt == 1:
+            for i in range(m):
+                rows[i] = _xent_row(n, s + i * rss, y[i])
+        else:
+            for i in prange(m, nogil=True, num_threads=nt, schedule='static'):
+                rows[i] = _xent_row(n, s + i * rss, y[i])
+        return scale * _sum_rows(m, rows)
+    # blocks of rows (~XENT_BLOCK values, L1-resident between the passes)
+    nb = (m + rb - 1) // rb
     if nt == 1:
-        for i in range(m):
-            rows[i] = _xent_row(n, s + i * rss, y[i], g + i * rsg if g != NULL else NULL, gs)
+        for b in range(nb):
+            _xent_block(b * rb, min(m, (b + 1) * rb), n, s, rss, y, g, rsg, gs, rows)
     else:
-        for i in prange(m, nogil=True, num_threads=nt, schedule='static'):
-            rows[i] = _xent_row(n, s + i * rss, y[i], g + i * rsg if g != NULL else NULL, gs)
+        for b in prange(nb, nogil=True, num_threads=nt, schedule='static'):
+            _xent_block(b * rb, min(m, (b + 1) * rb), n, s, rss, y, g, rsg, gs, rows)
     return scale * _sum_rows(m, rows)
 
 
