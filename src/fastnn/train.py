@@ -284,9 +284,8 @@ class History:
         """Save a PNG of the loss (and accuracy) curves, training and validation, to
         ``path``.  Needs matplotlib (``pip install "fastnn[plot]"``)."""
         try:
-            import matplotlib
-            matplotlib.use("Agg", force=False)
-            import matplotlib.pyplot as plt
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
         except ImportError:
             raise ImportError('History.plot needs matplotlib: pip install "fastnn[plot]"') \
                 from None
@@ -296,8 +295,11 @@ class History:
         if not groups:
             raise ValueError(f"History.plot: none of {metrics} was recorded; recorded: "
                              f"{sorted(self.history)}")
-        fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.6),
-                                 squeeze=False)
+        # a Figure of its own with the Agg canvas: no pyplot, so the caller's backend and
+        # figures are left alone
+        fig = Figure(figsize=(5 * len(groups), 3.6))
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(1, len(groups), squeeze=False)
         for ax, g in zip(axes[0], groups):
             ax.plot(self.epochs, self.history[g], marker=".", label=f"train {g}")
             if "val_" + g in self.history:
@@ -309,7 +311,6 @@ class History:
             ax.legend()
         fig.tight_layout()
         fig.savefig(path, dpi=100)
-        plt.close(fig)
         return path
 
 
