@@ -919,7 +919,9 @@ def test_history_plot_writes_png(tmp_path):
 
 def test_history_plot_without_matplotlib(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    for mod in ("matplotlib.pyplot", "matplotlib.figure", "matplotlib.backends",
+                "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, mod, None)
     h = fnn.History()
     with pytest.raises(ImportError, match=r'History.plot needs matplotlib: pip install '
                                           r'"fastnn\[plot\]"'):
