@@ -107,3 +107,24 @@ def test_spiral_without_matplotlib_skips_the_png(tmp_path):
     assert "matplotlib is not installed" in out
     assert "OK: training accuracy" in out
     assert not (tmp_path / "spiral.png").exists()
+
+
+# ------------------------------------------------------------------ the main job
+@pytest.mark.parametrize("data", ["spiral", "digits"])
+def test_main_job(tmp_path, data):
+    """python -m fastnn --quick trains, reports accuracies and a speed-up against NumPy."""
+    if data == "digits" and not HAVE_SKLEARN:
+        pytest.skip("scikit-learn is not installed")
+    proc, out = _run(["-m", "fastnn", "--quick", "--no-progress", "--threads", "1",
+                      "--data", data], tmp_path)
+    assert proc.returncode == 0, out
+    assert "1 thread(s)" in out
+    assert ("scikit-learn digits" if data == "digits" else "CS231n spiral") in out
+    line = next(l for l in out.splitlines() if l.startswith("fastnn: final training loss"))
+    acc = float(line.rsplit("test accuracy", 1)[1])
+    assert acc >= (0.9 if data == "digits" else 0.85), out
+    assert "speed-up vs NumPy:" in out
+    # the NumPy equivalent trains the same network on the same minibatches
+    accs = [float(l.rsplit("test accuracy", 1)[1]) for l in out.splitlines()
+            if "us/step" in l]
+    assert len(accs) == 2 and abs(accs[0] - accs[1]) <= 0.05, out
