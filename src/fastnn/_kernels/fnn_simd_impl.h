@@ -231,21 +231,37 @@ N_(ukr_body)(const int mr_e, const int nv_e, const int arow, long kc, const FNN_
  *                read in place (no packing) or packed (ars=1, acs=MR / bks=NR).  In-place
  *                operands must supply every row/column of the register tile that runs.
  * Same arithmetic either way, so results are bitwise identical. */
+#if FNN_MR % 3 == 0
+/* a two-thirds-height tile too (12 -> 8 rows on AVX-512, 6 -> 4 on AVX2): a batch of 32 rows
+ * runs as 12 + 12 + 8 instead of three 12-row tiles, the last one through the padded
+ * buffer (batch sizes are mostly powers of two) */
+#define FNN_MR23 (FNN_MR * 2 / 3)
+#define FNN_UKR_M23(AROW, ARS, ACS, BKS)                                                     \
+    else if (m <= FNN_MR23 && !half_n)                                                        \
+        N_(ukr_body)(FNN_MR23, FNN_NV, AROW, kc, a, ARS, ACS, b, BKS, c, rsc, m, n, alpha,     \
+                     beta, bias, act, slope);                                                 \
+    else if (m <= FNN_MR23)                                                                   \
+        N_(ukr_body)(FNN_MR23, FNN_NV / 2, AROW, kc, a, ARS, ACS, b, BKS, c, rsc, m, n, alpha, \
+                     beta, bias, act, slope);
+#else
+#define FNN_UKR_M23(AROW, ARS, ACS, BKS)
+#endif
 #define FNN_UKR_DISPATCH(AROW, ARS, ACS, BKS)                                                 \
     const int half_m = (FNN_MR % 2 == 0) && m <= FNN_MR / 2;                                  \
     const int half_n = (FNN_NV % 2 == 0) && n <= FNN_NR / 2;                                  \
-    if (!half_m && !half_n)                                                                   \
-        N_(ukr_body)(FNN_MR, FNN_NV, AROW, kc, a, ARS, ACS, b, BKS, c, rsc, m, n, alpha, beta, \
-                     bias, act, slope);                                                       \
-    else if (half_m && !half_n)                                                               \
+    if (half_m && !half_n)                                                                    \
         N_(ukr_body)(FNN_MR / 2, FNN_NV, AROW, kc, a, ARS, ACS, b, BKS, c, rsc, m, n, alpha,   \
                      beta, bias, act, slope);                                                 \
-    else if (!half_m)                                                                         \
-        N_(ukr_body)(FNN_MR, FNN_NV / 2, AROW, kc, a, ARS, ACS, b, BKS, c, rsc, m, n, alpha,   \
-                     beta, bias, act, slope);                                                 \
-    else                                                                                      \
+    else if (half_m)                                                                          \
         N_(ukr_body)(FNN_MR / 2, FNN_NV / 2, AROW, kc, a, ARS, ACS, b, BKS, c, rsc, m, n,      \
-                     alpha, beta, bias, act, slope);
+                     alpha, beta, bias, act, slope);                                          \
+    FNN_UKR_M23(AROW, ARS, ACS, BKS)                                                          \
+    else if (!half_n)                                                                         \
+        N_(ukr_body)(FNN_MR, FNN_NV, AROW, kc, a, ARS, ACS, b, BKS, c, rsc, m, n, alpha, beta, \
+                     bias, act, slope);                                                       \
+    else                                                                                      \
+        N_(ukr_body)(FNN_MR, FNN_NV / 2, AROW, kc, a, ARS, ACS, b, BKS, c, rsc, m, n, alpha,   \
+                     beta, bias, act, slope);
 
 static FNN_NOINLINE void N_(ukr)(long kc, const FNN_T *restrict a, const FNN_T *restrict b,
                                  FNN_T *restrict c, long rsc, int m, int n, FNN_T alpha,
@@ -289,6 +305,10 @@ static void N_(ukr_strided)(long kc, const FNN_T *restrict a, long ars, long acs
         N_(ukr_any)(kc, a, ars, acs, b, bks, c, rsc, m, n, alpha, beta, bias, act, slope);
 }
 #undef FNN_UKR_DISPATCH
+#undef FNN_UKR_M23
+#ifdef FNN_MR23
+#undef FNN_MR23
+#endif
 
 /* dst[k*R + i] = src[i*rs + k] for i < rows, k < kc, rows..R zero-filled: the packing of a
  * row-major operand into R-row micro-panels (x into A panels, W into the panels of B = W^T),
