@@ -525,6 +525,7 @@ class Graph(Module):
             raise ValueError(f"{who}: a Graph cannot contain itself (that would be a cycle)")
         if not refs:
             raise TypeError(f"{who}: {module!r} needs at least one input node")
+        n_out = _n_outputs(who, module)
         n_in = _n_inputs(module)
         if n_in is not None and len(refs) != n_in:
             raise TypeError(f"{who}: {module!r} takes {n_in} input{'s' * (n_in != 1)}, got "
@@ -535,7 +536,6 @@ class Graph(Module):
                 f"{who}: {type(module).__name__} is already used at node {first}; only "
                 "Linear, activation and gate modules can be used at several places of one "
                 "Graph (other modules keep their own state for backward)")
-        n_out = _n_outputs(who, module)
         i = len(self._recs)
         if all(0 <= j < i and 0 <= p < self._recs[j].n_out for j, p in refs):
             feats = self._infer(who, module, refs, n_out)
