@@ -692,7 +692,7 @@ class Graph(Module):
             else:
                 st, ins = _ModStep(m, len(r.inputs)), r.inputs
             P.steps.append(st)
-            P.nodes.append(i)
+            P.nodes.append(fused_into.get(i, i))     # errors name the Linear's node
             P.ins.append([slot[ref] for ref in ins])
             P.outs.append([slot[(i, p)] for p in range(r.n_out)])
         P.nslots = len(slot)
