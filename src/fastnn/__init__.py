@@ -8,6 +8,7 @@ from .ops import (activation_backward, activation_forward, gemm, linear_backward
                   linear_forward)
 from .modules import (Identity, LeakyReLU, Linear, Module, Parameter, ReLU, Sequential,
                       Sigmoid, Tanh)
+from .graph import Add, Concat, Graph, Maximum, Multiply, Split
 from .losses import CrossEntropyLoss, Loss, MSELoss, SVMLoss
 from .optim import SGD
 from .gradcheck import GradcheckError, GradcheckReport, gradcheck, numerical_gradient
@@ -20,7 +21,8 @@ __all__ = [
     "set_num_threads", "get_kernel_variant", "set_kernel_variant", "supported_kernel_variants",
     "gemm", "linear_forward", "linear_backward", "activation_forward", "activation_backward",
     "Parameter", "Module", "Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU", "Identity",
-    "Sequential", "Loss", "MSELoss", "CrossEntropyLoss", "SVMLoss", "SGD", "gradcheck",
+    "Sequential", "Graph", "Add", "Multiply", "Maximum", "Concat", "Split",
+    "Loss", "MSELoss", "CrossEntropyLoss", "SVMLoss", "SGD", "gradcheck",
     "numerical_gradient", "GradcheckError", "GradcheckReport", "save", "load",
     "compile_step", "CompiledStep", "Trainer", "History", "Callback", "EarlyStopping",
 ]

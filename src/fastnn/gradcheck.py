@@ -106,7 +106,9 @@ def gradcheck(target, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
     ``target`` is one of:
       * a Module: checks the gradients w.r.t. its float inputs and every parameter of the
         scalar ``sum(forward(*inputs) * R)`` (R a fixed random array, so every output
-        element counts); backward receives R;
+        element counts); backward receives R (a list of them for several outputs) and
+        returns the input gradients: an array, a tuple/list, or a dict in input order (a
+        Graph's ``{name: gradient}``);
       * a Loss: ``target(pred, labels_or_target)``; checks the gradient w.r.t. pred;
       * a callable ``fn(*inputs) -> (value, grads)`` returning a scalar and one analytic
         gradient per input (None for an input without one), e.g. a hand-written gate.

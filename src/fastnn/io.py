@@ -81,6 +81,15 @@ def _build(rec, where="model"):
     cfg = rec.get("config", {})
     if not isinstance(cfg, dict):
         raise _LoadError(f"bad config for {name} at {where}")
+    from_arch = getattr(cls, "_from_arch", None)
+    if from_arch is not None:
+        # a container with its own record layout (Graph: nodes and edges)
+        try:
+            return from_arch(rec, _build, where)
+        except _LoadError:
+            raise
+        except (TypeError, ValueError, KeyError) as e:
+            raise _LoadError(f"bad {name} record at {where}: {e}") from None
     if "children" in rec:
         kids = [_build(c, f"{where}[{i}]") for i, c in enumerate(rec["children"])]
         names = rec.get("names")
