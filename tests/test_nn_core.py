@@ -290,3 +290,13 @@ def test_parameter_array_protocol():
     assert np.asarray(p, dtype=np.float64).dtype == np.float64
     with pytest.raises(ValueError, match="copy"):
         np.asarray(p, dtype=np.float64, copy=False)
+
+
+def test_sequential_mixing_dtypes_names_the_layer():
+    """A Linear's own output is trusted by the next layer except for its dtype: a model
+    mixing float32 and float64 layers gets the usual dtype error, not a buffer error."""
+    m = fnn.Sequential(fnn.Linear(3, 4), fnn.ReLU(), fnn.Linear(4, 2, dtype=np.float64))
+    with pytest.raises(TypeError, match=r"Sequential\[2\]: Linear\(in_features=4, "
+                                        r"out_features=2\): input has dtype float32 but the "
+                                        r"module computes in float64"):
+        m(np.zeros((2, 3), np.float32))

@@ -500,8 +500,9 @@ class Linear(Module):
         return f"Linear(in_features={self.in_features}, out_features={self.out_features})"
 
     def _check_input(self, x, trusted=False):
-        # trusted: x is an array fastnn's own code produced (dtype and layout are right)
-        if not trusted:
+        # trusted: x is an array fastnn's own code produced (its layout is right; its dtype
+        # is the previous layer's, which a model mixing dtypes may not share)
+        if not trusted or x.dtype != self.weight._data.dtype:
             x = _check_array(self._who, "input", x, self.weight._data.dtype)
         if x.ndim != 2:
             raise ValueError(f"{self._who()}: input must be 2-D (batch, {self.in_features}), "
