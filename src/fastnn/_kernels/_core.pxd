@@ -30,6 +30,14 @@ cdef extern from "fnn_types.h" nogil:
     ctypedef void (*fnn_actf_d_t)(long, const double *, double *, int, double) noexcept nogil
     ctypedef void (*fnn_actb_s_t)(long, const float *, const float *, float *, int, float) noexcept nogil
     ctypedef void (*fnn_actb_d_t)(long, const double *, const double *, double *, int, double) noexcept nogil
+    ctypedef void (*fnn_sgd_s_t)(long, float *, const float *, float *, float, float, float,
+                                 float, float, int) noexcept nogil
+    ctypedef void (*fnn_sgd_d_t)(long, double *, const double *, double *, double, double,
+                                 double, double, double, int) noexcept nogil
+    int FNN_SGD_WD
+    int FNN_SGD_MOMENTUM
+    int FNN_SGD_FIRST
+    int FNN_SGD_NESTEROV
 
     ctypedef struct fnn_kern_s:
         int mr, nr, kc, mc, nc
@@ -38,6 +46,7 @@ cdef extern from "fnn_types.h" nogil:
         fnn_pack_s_t pack_t
         fnn_actf_s_t act_fwd
         fnn_actb_s_t act_bwd
+        fnn_sgd_s_t sgd
     ctypedef struct fnn_kern_d:
         int mr, nr, kc, mc, nc
         fnn_ukr_d_t ukr
@@ -45,6 +54,7 @@ cdef extern from "fnn_types.h" nogil:
         fnn_pack_d_t pack_t
         fnn_actf_d_t act_fwd
         fnn_actb_d_t act_bwd
+        fnn_sgd_d_t sgd
 
 
 cdef enum:

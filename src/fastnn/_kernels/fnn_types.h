@@ -27,6 +27,15 @@ typedef void (*fnn_actf_s_t)(long, const float *, float *, int, float);
 typedef void (*fnn_actf_d_t)(long, const double *, double *, int, double);
 typedef void (*fnn_actb_s_t)(long, const float *, const float *, float *, int, float);
 typedef void (*fnn_actb_d_t)(long, const double *, const double *, double *, int, double);
+/* sgd(n, p, g, buf, lr, momentum, 1 - dampening, weight_decay, sign, flags) */
+typedef void (*fnn_sgd_s_t)(long, float *, const float *, float *, float, float, float, float,
+                            float, int);
+typedef void (*fnn_sgd_d_t)(long, double *, const double *, double *, double, double, double,
+                            double, double, int);
+#define FNN_SGD_WD 1
+#define FNN_SGD_MOMENTUM 2
+#define FNN_SGD_FIRST 4
+#define FNN_SGD_NESTEROV 8
 
 typedef struct {
     int mr, nr, kc, mc, nc;
@@ -35,6 +44,7 @@ typedef struct {
     fnn_pack_s_t pack_t;
     fnn_actf_s_t act_fwd;
     fnn_actb_s_t act_bwd;
+    fnn_sgd_s_t sgd;
 } fnn_kern_s;
 typedef struct {
     int mr, nr, kc, mc, nc;
@@ -43,6 +53,7 @@ typedef struct {
     fnn_pack_d_t pack_t;
     fnn_actf_d_t act_fwd;
     fnn_actb_d_t act_bwd;
+    fnn_sgd_d_t sgd;
 } fnn_kern_d;
 
 #define FNN_VARIANT_GENERIC 0

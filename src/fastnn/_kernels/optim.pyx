@@ -5,7 +5,9 @@ Elementwise, so the result never depends on the thread count.  The caller
 (fastnn/optim.py) checks that p, g and buf are contiguous, of one dtype and one size.
 """
 from cython.parallel cimport prange
-from ._core cimport current_engine, current_threads, elem_threads, ENGINE_BLAS
+from ._core cimport (current_engine, current_threads, elem_threads, kern_s, kern_d,
+                     ENGINE_BLAS, FNN_SGD_WD, FNN_SGD_MOMENTUM, FNN_SGD_FIRST,
+                     FNN_SGD_NESTEROV)
 
 cdef enum:
     CHUNK = 8192      # elements per parallel work item
@@ -36,64 +38,28 @@ cdef extern from *:
     void fnn_ftz_restore(unsigned int) noexcept nogil
 
 
-cdef inline void _sgd_loop(Py_ssize_t n, floating *p, const floating *g, floating *buf,
-                           floating lr, floating mom, floating damp1, floating wd,
-                           floating sign, const bint has_wd, const bint has_mom,
-                           const bint first, const bint nesterov) noexcept nogil:
-    # PyTorch's torch.optim.SGD, element by element:
-    #   d = -g if maximize else g;  d += wd * p;
-    #   buf = d (first step) or mom * buf + (1 - dampening) * d;
-    #   d = d + mom * buf if nesterov else buf;  p -= lr * d
-    # Always inlined with constant flags (see _sgd_chunk), so each variant is a branch-free
-    # loop gcc vectorizes; with the flags as run-time values it stayed scalar (the update
-    # was 16 % of a digits-sized training step).
-    cdef Py_ssize_t i
-    cdef floating d, b
-    for i in range(n):
-        d = sign * g[i]
-        if has_wd:
-            d = d + wd * p[i]
-        if has_mom:
-            if first:
-                b = d
-            else:
-                b = mom * buf[i] + damp1 * d
-            buf[i] = b
-            if nesterov:
-                d = d + mom * b
-            else:
-                d = b
-        p[i] = p[i] - lr * d
-
-
 cdef inline void _sgd_chunk(Py_ssize_t n, floating *p, const floating *g, floating *buf,
                             floating lr, floating mom, floating damp1, floating wd,
                             bint nesterov, floating sign, bint first) noexcept nogil:
-    cdef unsigned int csr = fnn_ftz_on()
-    if mom == 0:
-        if wd != 0:
-            _sgd_loop(n, p, g, buf, lr, mom, damp1, wd, sign, True, False, False, False)
-        else:
-            _sgd_loop(n, p, g, buf, lr, mom, damp1, wd, sign, False, False, False, False)
-    elif wd != 0:
+    # PyTorch's torch.optim.SGD, element by element (the loops: sgd in fnn_simd_impl.h,
+    # one branch-free vectorized loop per flag combination, in the CPU's widest vectors):
+    #   d = -g if maximize else g;  d += wd * p;
+    #   buf = d (first step) or mom * buf + (1 - dampening) * d;
+    #   d = d + mom * buf if nesterov else buf;  p -= lr * d
+    cdef int flags = 0
+    if wd != 0:
+        flags = flags | FNN_SGD_WD
+    if mom != 0:
+        flags = flags | FNN_SGD_MOMENTUM
         if first:
-            if nesterov:
-                _sgd_loop(n, p, g, buf, lr, mom, damp1, wd, sign, True, True, True, True)
-            else:
-                _sgd_loop(n, p, g, buf, lr, mom, damp1, wd, sign, True, True, True, False)
-        elif nesterov:
-            _sgd_loop(n, p, g, buf, lr, mom, damp1, wd, sign, True, True, False, True)
-        else:
-            _sgd_loop(n, p, g, buf, lr, mom, damp1, wd, sign, True, True, False, False)
-    elif first:
+            flags = flags | FNN_SGD_FIRST
         if nesterov:
-            _sgd_loop(n, p, g, buf, lr, mom, damp1, wd, sign, False, True, True, True)
-        else:
-            _sgd_loop(n, p, g, buf, lr, mom, damp1, wd, sign, False, True, True, False)
-    elif nesterov:
-        _sgd_loop(n, p, g, buf, lr, mom, damp1, wd, sign, False, True, False, True)
+            flags = flags | FNN_SGD_NESTEROV
+    cdef unsigned int csr = fnn_ftz_on()
+    if floating is float:
+        kern_s().sgd(n, p, g, buf, lr, mom, damp1, wd, sign, flags)
     else:
-        _sgd_loop(n, p, g, buf, lr, mom, damp1, wd, sign, False, True, False, False)
+        kern_d().sgd(n, p, g, buf, lr, mom, damp1, wd, sign, flags)
     fnn_ftz_restore(csr)
 
 
