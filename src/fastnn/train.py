@@ -181,7 +181,7 @@ class CompiledStep:
                    np.empty(cap, np.int64)]
         kernel = _ks._StepKernel()
         lf = self.loss_fn
-        kernel.setup(specs, self.optimizer.params, mparams, self.optimizer, lf,
+        kernel.setup(self.model, specs, self.optimizer.params, mparams, self.optimizer, lf,
                      _LOSS_KINDS[type(lf)], cap, dt, scratch,
                      _structure_version, _structure_version[0])
         # the optimizer's parameter list is checked by identity on each call
@@ -197,6 +197,16 @@ class CompiledStep:
         return loss
 
     def __call__(self, x, y):
+        k = self._kernel
+        if k is not None:
+            loss = k.step(x, y)
+            if loss is not None:
+                return loss
+        return self._replan_and_call(x, y)
+
+    def _replan_and_call(self, x, y):
+        """The slow path: re-plan when the model, optimizer or batch size changed (falling
+        back to the module path when it no longer compiles), then take the step."""
         if not self.model.training:
             raise RuntimeError("compiled step: the model is in eval mode; a training step "
                                "needs model.train() (as the module path's backward does)")
@@ -204,11 +214,13 @@ class CompiledStep:
         if k is None or not k.valid():
             if k is not None or self.reason is not None:
                 self._setup()
-            k = self._kernel
-            if k is None:
-                return self._module_step(x, y)
+        elif isinstance(x, np.ndarray) and x.ndim == 2:
+            self._setup(cap=len(x))           # a larger batch: grow the workspaces
+        k = self._kernel
+        if k is None:
+            return self._module_step(x, y)
         loss = k.step(x, y)
-        if loss is None:                  # a larger batch than planned: grow the workspaces
+        if loss is None:
             self._setup(cap=len(x))
             loss = self._kernel.step(x, y)
         return loss

@@ -239,6 +239,7 @@ cdef class _StepKernel:
     cdef object mparams                # Parameters whose grads this step writes
     cdef object opt
     cdef object loss_fn
+    cdef object model
     cdef object optbufs                # opt._bufs when planned, and its entries
     cdef object bufs_seen
     cdef object version_box
@@ -252,8 +253,8 @@ cdef class _StepKernel:
         free(self.L)
         free(self.P)
 
-    def setup(self, list layers, list params, list mparams, object opt, object loss_fn,
-              int loss_kind, Py_ssize_t cap, object dtype, list scratch,
+    def setup(self, object model, list layers, list params, list mparams, object opt,
+              object loss_fn, int loss_kind, Py_ssize_t cap, object dtype, list scratch,
               object version_box, Py_ssize_t version):
         """layers: dicts with K, N, act, slope, W, b, gW, gb, acc, out, work, gx (arrays or
         None); params: Parameters in the optimizer's order; scratch: gl (cap, Nout),
@@ -308,6 +309,7 @@ cdef class _StepKernel:
         self.opt = opt
         self.optbufs = None
         self.bufs_seen = [None] * len(params)
+        self.model = model
         self.loss_fn = loss_fn
         self.loss_kind = loss_kind
         self.cap = cap
@@ -389,12 +391,19 @@ cdef class _StepKernel:
 
     def step(self, x, y, bint check_finite=False):
         """One step on a batch: x (M, K0) of the model's dtype, y labels (M,) any int dtype
-        or targets (M, Nout).  Checked here, run unchecked.  Returns the loss (float)."""
+        or targets (M, Nout).  Checked here, run unchecked.  Returns the loss (float), or
+        None when train.py must re-plan first (the model or optimizer changed, or the batch
+        exceeds the workspaces)."""
         cdef cnp.ndarray xa, ya
         cdef int M, err = 0
         cdef Py_ssize_t bad
         cdef double loss
         cdef int64_t n_classes
+        if not self.valid():
+            return None
+        if not self.model.training:
+            raise RuntimeError("compiled step: the model is in eval mode; a training step "
+                               "needs model.train() (as the module path's backward does)")
         if not cnp.PyArray_Check(x):
             raise TypeError(f"compiled step: x must be a numpy.ndarray, got "
                             f"{type(x).__name__}")
@@ -426,7 +435,7 @@ cdef class _StepKernel:
             if not cnp.PyArray_IS_C_CONTIGUOUS(ya) or not cnp.PyArray_ISALIGNED(ya):
                 ya = np_ascontiguousarray(ya)
         else:
-            if not cnp.PyArray_Check(y) or y.dtype.kind not in "iu":
+            if not cnp.PyArray_Check(y) or not cnp.PyArray_ISINTEGER(<cnp.ndarray>y):
                 raise TypeError(f"compiled step: labels must be a numpy.ndarray of integer "
                                 f"class indices, got {getattr(y, 'dtype', type(y).__name__)}")
             ya = <cnp.ndarray>y
