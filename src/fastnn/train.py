@@ -31,6 +31,13 @@ class _CannotCompile(Exception):
 _PKG_DIR = __file__.rsplit("/", 1)[0].rsplit("\\", 1)[0]
 
 
+def _check_model_loss(who, model, loss_fn):
+    if not isinstance(model, Module):
+        raise TypeError(f"{who}: model must be a fastnn Module, got {type(model).__name__}")
+    if not isinstance(loss_fn, Loss):
+        raise TypeError(f"{who}: loss_fn must be a fastnn Loss, got {type(loss_fn).__name__}")
+
+
 def _user_stacklevel():
     """The stacklevel of the first caller outside the fastnn package (for warnings)."""
     f, level = sys._getframe(1), 1
@@ -110,12 +117,7 @@ class CompiledStep:
     """
 
     def __init__(self, model, loss_fn, optimizer, batch_size=None, warn=True):
-        if not isinstance(model, Module):
-            raise TypeError(f"compile_step: model must be a fastnn Module, got "
-                            f"{type(model).__name__}")
-        if not isinstance(loss_fn, Loss):
-            raise TypeError(f"compile_step: loss_fn must be a fastnn Loss, got "
-                            f"{type(loss_fn).__name__}")
+        _check_model_loss("compile_step", model, loss_fn)
         if not hasattr(optimizer, "step") or not hasattr(optimizer, "zero_grad"):
             raise TypeError(f"compile_step: optimizer must have step() and zero_grad(), got "
                             f"{type(optimizer).__name__}")
@@ -424,12 +426,7 @@ class Trainer:
 
     def __init__(self, model, loss_fn, optimizer, *, batch_size=64, epochs=10, shuffle=True,
                  seed=0, progress=True, compiled=True):
-        if not isinstance(model, Module):
-            raise TypeError(f"Trainer: model must be a fastnn Module, got "
-                            f"{type(model).__name__}")
-        if not isinstance(loss_fn, Loss):
-            raise TypeError(f"Trainer: loss_fn must be a fastnn Loss, got "
-                            f"{type(loss_fn).__name__}")
+        _check_model_loss("Trainer", model, loss_fn)
         for name, v, lo in (("batch_size", batch_size, 1), ("epochs", epochs, 0)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 raise ValueError(f"Trainer: {name} must be an int >= {lo}, got {v!r}")
