@@ -18,6 +18,8 @@ from libc.string cimport memcpy
 from libc.math cimport isfinite
 from libc.stdint cimport int64_t, uint64_t
 cimport numpy as cnp
+from numpy import (dtype as np_dtype, empty_like as np_empty_like,
+                   ascontiguousarray as np_ascontiguousarray, int64 as np_int64)
 
 from ._core cimport (current_engine, current_threads, act_backward, col_sums,
                      ENGINE_BLAS, FNN_ACT_IDENTITY)
@@ -564,6 +566,3 @@ cdef class _StepKernel:
             raise MemoryError("compiled step: could not allocate the GEMM packing workspace")
         return done
 
-
-from numpy import (dtype as np_dtype, empty_like as np_empty_like,
-                   ascontiguousarray as np_ascontiguousarray, int64 as np_int64)
