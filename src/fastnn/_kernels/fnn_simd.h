@@ -16,14 +16,23 @@
 #include "fnn_types.h"
 
 /* two-operand shuffles of 16-byte vectors (GCC >= 12 and clang have __builtin_shufflevector) */
+/* ... and of 32-byte vectors: 8 floats (FNN_SHUF8) or 4 doubles (FNN_SHUF4D) */
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
 #define FNN_SHUF4(a, b, i, j, k, l) __builtin_shufflevector(a, b, i, j, k, l)
 #define FNN_SHUF2(a, b, i, j) __builtin_shufflevector(a, b, i, j)
+#define FNN_SHUF8(a, b, i0, i1, i2, i3, i4, i5, i6, i7)                                      \
+    __builtin_shufflevector(a, b, i0, i1, i2, i3, i4, i5, i6, i7)
+#define FNN_SHUF4D(a, b, i, j, k, l) __builtin_shufflevector(a, b, i, j, k, l)
 #else
 typedef int32_t fnn_v4si __attribute__((vector_size(16)));
 typedef int64_t fnn_v2di __attribute__((vector_size(16)));
+typedef int32_t fnn_v8si __attribute__((vector_size(32)));
+typedef int64_t fnn_v4di __attribute__((vector_size(32)));
 #define FNN_SHUF4(a, b, i, j, k, l) __builtin_shuffle(a, b, (fnn_v4si){i, j, k, l})
 #define FNN_SHUF2(a, b, i, j) __builtin_shuffle(a, b, (fnn_v2di){i, j})
+#define FNN_SHUF8(a, b, i0, i1, i2, i3, i4, i5, i6, i7)                                      \
+    __builtin_shuffle(a, b, (fnn_v8si){i0, i1, i2, i3, i4, i5, i6, i7})
+#define FNN_SHUF4D(a, b, i, j, k, l) __builtin_shuffle(a, b, (fnn_v4di){i, j, k, l})
 #endif
 
 #define FNN_NOINLINE __attribute__((noinline))
