@@ -6,6 +6,7 @@ step (forward, loss, backward, update).  ``Trainer`` runs whole epochs through i
 shuffling and minibatch gathering in compiled code.
 """
 import math
+import os
 import sys
 import time
 import warnings
@@ -28,7 +29,8 @@ class _CannotCompile(Exception):
     pass
 
 
-_PKG_DIR = __file__.rsplit("/", 1)[0].rsplit("\\", 1)[0]
+# the package's own directory, with a trailing separator ("fastnn_extra/" is not ours)
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def _check_model_loss(who, model, loss_fn):
@@ -497,18 +499,19 @@ class Trainer:
             y = np.ascontiguousarray(y, dtype=self._dtype())
         return X, y
 
-    def _linears(self):
+    def _chain(self):
+        """The model's layers when it is a Sequential/Linear chain (Identity skipped), else
+        an empty list: where the input and output widths can be read off."""
         if type(self.model) not in (Sequential, Linear):
             return []
-        return [m for m in _flatten(self.model, []) if type(m) is Linear]
+        return [m for m in _flatten(self.model, []) if type(m) is not Identity]
 
     def _n_out(self):
-        lins = self._linears()
+        lins = [m for m in self._chain() if type(m) is Linear]
         return lins[-1].out_features if lins else None
 
     def _n_in(self):
-        mods = [m for m in _flatten(self.model, []) if type(m) is not Identity] \
-            if type(self.model) in (Sequential, Linear) else []
+        mods = self._chain()
         return mods[0].in_features if mods and type(mods[0]) is Linear else None
 
     def _get_step(self):
