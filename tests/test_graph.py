@@ -6,6 +6,8 @@ import sys
 import tracemalloc
 import zipfile
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -378,19 +380,19 @@ def _plan_kinds(g):
 
 def test_fusion_only_for_single_consumer():
     g = residual()
-    assert _plan_kinds(g) == [("_LinStep", True), ("_LinStep", False), ("_GateStep", False),
-                              ("_LinStep", False)]
+    assert _plan_kinds(g) == [("LinearStep", True), ("LinearStep", False), ("GateStep", False),
+                              ("LinearStep", False)]
     g2 = _three_consumers()
-    assert ("_LinStep", True) not in _plan_kinds(g2)        # h feeds three consumers
+    assert ("LinearStep", True) not in _plan_kinds(g2)        # h feeds three consumers
     g3 = fnn.Graph()
     x = g3.input("x")
     h = g3.add(lin(3, 3, 1), x)
     g3.output(g3.add(fnn.ReLU(), h), h)                     # the Linear is also an output
-    assert ("_LinStep", True) not in _plan_kinds(g3)
+    assert ("LinearStep", True) not in _plan_kinds(g3)
     g4 = fnn.Graph()
     x = g4.input("x")
     g4.output(g4.add(fnn.LeakyReLU(-0.5), g4.add(lin(3, 3, 1), x)))  # not fusable
-    assert ("_LinStep", True) not in _plan_kinds(g4)
+    assert ("LinearStep", True) not in _plan_kinds(g4)
 
 
 @pytest.mark.parametrize("act", [fnn.ReLU, fnn.Sigmoid, fnn.Tanh, lambda: fnn.LeakyReLU(0.2)])
@@ -399,7 +401,7 @@ def test_fused_bitwise_equals_unfused(act, dtype, rng):
     g = fnn.Graph()
     x = g.input("x")
     g.output(g.add(l2, g.add(a1, g.add(l1, x))))
-    assert _plan_kinds(g)[0] == ("_LinStep", True)
+    assert _plan_kinds(g)[0] == ("LinearStep", True)
     X = (2 * rng.standard_normal((9, 13))).astype(dtype)
     dy = rng.standard_normal((9, 5)).astype(dtype)
     for _ in range(2):                                      # and in steady state
@@ -658,7 +660,7 @@ def test_backward_errors(rng):
         g.backward([o[0].astype(np.float32), o[1], o[2]])
     with pytest.raises(TypeError, match="must be a numpy.ndarray"):
         g.backward([1.0, o[1], o[2]])
-    g.add(fnn.ReLU(), fnn.graph.Node(g, 1))          # changes the graph
+    g.add(fnn.ReLU(), fnn.nn.Node(g, 1))          # changes the graph
     with pytest.raises(RuntimeError, match="before a training-mode forward"):
         g.backward(list(o))
     for gate, xs in ((fnn.Add(), 2), (fnn.Maximum(), 2), (fnn.Concat(), 1),
@@ -774,11 +776,11 @@ def test_trainer_fits_a_graph(compiled, rng):
     opt = fnn.SGD(g.parameters(), lr=0.1, momentum=0.9)
     tr = fnn.Trainer(g, fnn.CrossEntropyLoss(), opt, batch_size=32, epochs=15,
                      progress=False, compiled=compiled)
-    if compiled:
-        with pytest.warns(RuntimeWarning, match="the model is a Graph"):
-            hist = tr.fit(X, y)
-    else:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")           # a Graph of these nodes compiles
         hist = tr.fit(X, y)
+    if compiled:
+        assert tr._get_step().compiled
     assert hist["loss"][-1] < 0.5 * hist["loss"][0]
     assert tr.evaluate(X, y)["accuracy"] > 0.9
     assert tr.predict(X).shape == (300, 3)

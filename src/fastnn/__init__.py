@@ -6,15 +6,14 @@ from ._config import (config, get_engine, get_kernel_variant, get_num_threads, s
                       supported_kernel_variants)
 from .ops import (activation_backward, activation_forward, gemm, linear_backward,
                   linear_forward)
-from .modules import (Identity, LeakyReLU, Linear, Module, Parameter, ReLU, Sequential,
-                      Sigmoid, Tanh)
-from .graph import Add, Concat, Graph, Maximum, Multiply, Split
+from .nn import (Add, Concat, Graph, Identity, LeakyReLU, Linear, Maximum, Module, Multiply,
+                 Parameter, ReLU, Sequential, Sigmoid, Split, Tanh)
 from .losses import CrossEntropyLoss, Loss, MSELoss, SVMLoss
 from .optim import SGD
 from .gradcheck import GradcheckError, GradcheckReport, gradcheck, numerical_gradient
 from .io import load, save
-from .train import (Callback, CompiledStep, EarlyStopping, History, Trainer,
-                    compile_step)
+from .training import (Callback, CompiledStep, EarlyStopping, History, Trainer,
+                       compile_step)
 
 __all__ = [
     "__version__", "config", "show_config", "get_engine", "set_engine", "get_num_threads",

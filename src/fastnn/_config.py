@@ -3,6 +3,7 @@ import os
 import platform
 import sys
 
+from . import _checks
 from ._kernels import _core
 
 ENGINES = ("native", "blas")
@@ -36,9 +37,8 @@ def get_num_threads():
 def set_num_threads(n):
     """Use n threads (an int >= 1) in the native kernels; None returns to following OpenMP's
     default (OMP_NUM_THREADS, threadpoolctl).  Results do not depend on n."""
-    from .ops import check_num_threads
     _core.set_num_threads_raw(0 if n is None else
-                              check_num_threads("fastnn.set_num_threads", n, name="n"))
+                              _checks.num_threads("fastnn.set_num_threads", n, what="n"))
 
 
 def get_kernel_variant():

@@ -2,7 +2,7 @@
 import numpy as np
 
 from .losses import Loss
-from .modules import Module
+from .nn import Module
 
 __all__ = ["gradcheck", "numerical_gradient", "GradcheckError", "GradcheckReport"]
 

@@ -1,4 +1,10 @@
-"""fastnn.save / fastnn.load: one .npz file holding a model's parameters and architecture."""
+"""fastnn.save / fastnn.load: one .npz file holding a model's parameters and architecture.
+
+This module owns the architecture records: the registry of module types that can be
+rebuilt (fastnn's own, registered as they are defined), the record of each kind of module
+(a leaf: its type and constructor config; a Sequential: its children; a Graph: its modules,
+nodes and edges) and rebuilding a model from a record.
+"""
 import json
 import os
 import tempfile
@@ -7,7 +13,6 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .modules import Module, _ARCH_TYPES
 
 __all__ = ["save", "load"]
 
@@ -16,16 +21,101 @@ VERSION = 1
 _META = "__fastnn__"
 _PREFIX = "param:"
 
+# type name -> class, for the module types fastnn.load may rebuild (fastnn's own: Module
+# registers each subclass defined in the fastnn package)
+_TYPES = {}
+
+
+def register(cls):
+    _TYPES.setdefault(cls.__name__, cls)
+
+
+# ------------------------------------------------------------------ architecture records
+def record(m):
+    """The architecture record of module m (JSON values)."""
+    from .nn import Graph, Sequential
+    if isinstance(m, Sequential):
+        names = [n for n, c in m._modules.items() if c is not None]
+        rec = {"type": "Sequential", "config": {}, "children": [record(c) for c in m]}
+        if names != [str(i) for i in range(len(names))]:
+            rec["names"] = names
+        return rec
+    if isinstance(m, Graph):
+        return _graph_record(m)
+    cfg = m._config()
+    if cfg is None or _TYPES.get(type(m).__name__) is not type(m):
+        raise TypeError(f"fastnn.save: {type(m).__name__} cannot be saved with its "
+                        "architecture (only fastnn's own modules can); save "
+                        "model.state_dict() with numpy.savez instead")
+    return {"type": type(m).__name__, "config": cfg}
+
+
+def _graph_record(g):
+    """{"type": "Graph", "modules": [each distinct module once], "nodes": [{"input":
+    name[, "features": n]} or {"module": index into modules, "inputs": [[node, port],
+    ...]}], "outputs": [[node, port], ...]}: a module used at several nodes is listed
+    once, so the loaded graph shares it again."""
+    mods, index, nodes = [], {}, []
+    for r in g._recs:
+        if r.module is None:
+            nd = {"input": r.name}
+            if r.feats[0] is not None:
+                nd["features"] = r.feats[0]
+        else:
+            k = index.get(id(r.module))
+            if k is None:
+                k = index[id(r.module)] = len(mods)
+                mods.append(record(r.module))
+            nd = {"module": k, "inputs": [[j, p] for j, p in r.inputs]}
+        nodes.append(nd)
+    return {"type": "Graph", "config": {}, "modules": mods, "nodes": nodes,
+            "outputs": [[j, p] for j, p in g._outputs]}
+
+
+def _build_graph(cls, rec, where):
+    """Rebuild a Graph from its record.  Raises ValueError/TypeError on an inconsistent
+    record (including a cycle)."""
+    mods = rec.get("modules")
+    nodes = rec.get("nodes")
+    outs = rec.get("outputs")
+    if not isinstance(mods, list) or not isinstance(nodes, list) or \
+            not isinstance(outs, list):
+        raise ValueError(f"bad Graph record at {where} (needs modules, nodes and outputs)")
+    built = [_build(m, f"{where}.modules[{k}]") for k, m in enumerate(mods)]
+
+    def ref(r):
+        if not (isinstance(r, list) and len(r) == 2 and
+                all(isinstance(v, int) and not isinstance(v, bool) for v in r)):
+            raise ValueError(f"bad edge {r!r} at {where}")
+        return (r[0], r[1])
+
+    g = cls()
+    for i, nd in enumerate(nodes):
+        if not isinstance(nd, dict):
+            raise ValueError(f"bad node {i} at {where}")
+        if "input" in nd:
+            g.input(nd["input"], features=nd.get("features"))
+        else:
+            k = nd.get("module")
+            if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k < len(built) \
+                    or not isinstance(nd.get("inputs"), list):
+                raise ValueError(f"bad node {i} at {where}")
+            g._append("Graph", built[k], [ref(r) for r in nd["inputs"]])
+    g._outputs.extend(ref(r) for r in outs)
+    g._build_plan()          # checks every edge and that there is no cycle
+    return g
+
 
 def save(model, path):
     """Write ``model``'s architecture and parameters to ``path`` (an .npz file, written
     exactly at the path given).  The write is atomic: a temporary file in the same
     directory is renamed over ``path`` once complete, so a crash never leaves a partial
     file.  Only fastnn's own modules (and containers of them) can be saved this way."""
+    from .nn import Module
     if not isinstance(model, Module):
         raise TypeError(f"fastnn.save: expected a fastnn Module, got {type(model).__name__}")
     _check_unshared(model)
-    arch = model._arch()
+    arch = record(model)
     named = list(model.named_parameters())
     meta = {"format": FORMAT, "version": VERSION, "arch": arch,
             "parameters": [n for n, _ in named]}
@@ -75,17 +165,17 @@ def _build(rec, where="model"):
     if not isinstance(rec, dict) or "type" not in rec:
         raise _LoadError(f"bad architecture record at {where}")
     name = rec["type"]
-    cls = _ARCH_TYPES.get(name)
+    cls = _TYPES.get(name)
     if cls is None:
         raise _LoadError(f"unknown module type {name!r} at {where}")
     cfg = rec.get("config", {})
     if not isinstance(cfg, dict):
         raise _LoadError(f"bad config for {name} at {where}")
-    from_arch = getattr(cls, "_from_arch", None)
-    if from_arch is not None:
-        # a container with its own record layout (Graph: nodes and edges)
+    from .nn import Graph
+    if issubclass(cls, Graph):
+        # nodes and edges
         try:
-            return from_arch(rec, _build, where)
+            return _build_graph(cls, rec, where)
         except _LoadError:
             raise
         except (TypeError, ValueError, KeyError) as e:

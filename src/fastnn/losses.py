@@ -8,7 +8,7 @@ for any thread count.
 """
 import numpy as np
 
-from .ops import DTYPES, specialized
+from ._checks import DTYPES, rowmajor, specialized
 from ._kernels import losses as _kl
 
 __all__ = ["Loss", "MSELoss", "CrossEntropyLoss", "SVMLoss"]
@@ -68,13 +68,6 @@ class Loss:
         return g, r
 
 
-def _rowmajor2(a):
-    """A 2-D view with contiguous rows and element-aligned strides (copied if needed)."""
-    if a.strides[1] != a.itemsize or a.strides[0] % a.itemsize or not a.flags.aligned:
-        return np.ascontiguousarray(a)
-    return a
-
-
 class MSELoss(Loss):
     """Squared error: sum((pred - target)**2), divided by pred.size for reduction="mean"
     (PyTorch's default) -- the CS231n two-layer network uses reduction="sum".  pred and
@@ -97,8 +90,8 @@ class MSELoss(Loss):
                              f"dimension, got shape {pred.shape}")
         shape2 = (pred.shape[0], pred.size // pred.shape[0]) if pred.ndim != 1 \
             else (pred.shape[0], 1)
-        p2 = _rowmajor2(pred.reshape(shape2))
-        t2 = _rowmajor2(target.reshape(shape2))
+        p2 = rowmajor(pred.reshape(shape2))
+        t2 = rowmajor(target.reshape(shape2))
         g, rows = self._buffers(shape2, pred.dtype)
         scale = 1.0 / pred.size if self.reduction == "mean" else 1.0
         loss = _MSE[p2.dtype](p2, t2, g, rows, scale)
@@ -133,7 +126,7 @@ class _Classification(Loss):
                              f"labels[{bad}] = {int(labels[bad])}")
         if labels.dtype != np.int64 or not labels.flags.c_contiguous:
             labels = labels.astype(np.int64)
-        return _rowmajor2(scores), labels
+        return rowmajor(scores), labels
 
 
 class CrossEntropyLoss(_Classification):

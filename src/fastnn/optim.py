@@ -4,9 +4,9 @@ import numbers
 
 import numpy as np
 
-from .modules import Module, Parameter
-from .ops import _EMPTY as _OPS_EMPTY, specialized
+from ._checks import EMPTY1, specialized
 from ._kernels import optim as _ko
+from .nn import Module, Parameter
 
 __all__ = ["SGD"]
 
@@ -44,6 +44,24 @@ class SGD:
 
     Attributes ``lr``, ``momentum``, ``dampening``, ``weight_decay``, ``nesterov`` and
     ``maximize`` may be changed between steps (e.g. for a learning-rate schedule).
+
+    The compiled training step (fastnn.training.compiled) updates the parameters with the
+    same kernel; it talks to the optimizer only through this contract:
+
+    ``_hyper``
+        (lr, momentum, dampening, weight_decay, nesterov, maximize), kept current by the
+        setters (read on every step).
+    ``_prepare_buffers()``
+        the momentum buffers for the next update -- created where missing by the one
+        buffer rule ``step()`` uses too -- as (buffers, first flags); None buffers when
+        momentum is 0.
+    ``_buffers_version``
+        changes whenever a buffer is created, replaced or dropped (so a caller holding
+        pointers to the buffers knows when to ask again).
+    ``_drop_buffers(indices)``
+        forget buffers created for an update that was not applied.
+    ``_count_steps(n)``
+        n updates were applied.
     """
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
@@ -70,14 +88,21 @@ class SGD:
                 raise ValueError(f"SGD: params[{i}] appears more than once")
             seen.add(id(p))
         self.params = params
+        self._hyper = None
         self._lr = _hyper(who, "lr", lr)
         self._momentum = _hyper(who, "momentum", momentum)
         self._dampening = _hyper(who, "dampening", dampening)
+        self._nesterov = False
+        self._maximize = bool(maximize)
         self.weight_decay = weight_decay
         self.nesterov = nesterov
-        self.maximize = bool(maximize)
         self._bufs = [None] * len(params)   # momentum buffers, created on the first step
+        self._buffers_version = 0
         self.steps = 0
+
+    def _sync_hyper(self):
+        self._hyper = (self._lr, self._momentum, self._dampening, self._weight_decay,
+                       self._nesterov, self._maximize)
 
     # hyperparameters are validated when set, so step() need not check them
     def _check_nesterov(self, nesterov, momentum, dampening):
@@ -92,6 +117,7 @@ class SGD:
     @lr.setter
     def lr(self, v):
         self._lr = _hyper("SGD", "lr", v)
+        self._sync_hyper()
 
     @property
     def momentum(self):
@@ -102,6 +128,7 @@ class SGD:
         v = _hyper("SGD", "momentum", v)
         self._check_nesterov(self._nesterov, v, self._dampening)
         self._momentum = v
+        self._sync_hyper()
 
     @property
     def dampening(self):
@@ -112,6 +139,7 @@ class SGD:
         v = _hyper("SGD", "dampening", v)
         self._check_nesterov(self._nesterov, self._momentum, v)
         self._dampening = v
+        self._sync_hyper()
 
     @property
     def weight_decay(self):
@@ -120,6 +148,7 @@ class SGD:
     @weight_decay.setter
     def weight_decay(self, v):
         self._weight_decay = _hyper("SGD", "weight_decay", v)
+        self._sync_hyper()
 
     @property
     def nesterov(self):
@@ -130,6 +159,16 @@ class SGD:
         v = bool(v)
         self._check_nesterov(v, self._momentum, self._dampening)
         self._nesterov = v
+        self._sync_hyper()
+
+    @property
+    def maximize(self):
+        return self._maximize
+
+    @maximize.setter
+    def maximize(self, v):
+        self._maximize = bool(v)
+        self._sync_hyper()
 
     def __repr__(self):
         return (f"SGD(lr={self.lr}, momentum={self.momentum}, dampening={self.dampening}, "
@@ -141,26 +180,45 @@ class SGD:
         for p in self.params:
             p.zero_grad()
 
+    # -- the momentum-buffer rule (one place: step() and the compiled step)
+    def _buffer(self, i):
+        """(buffer, first) for parameter i's next update with momentum: a new buffer
+        (first=True: the update initialises it, buf = g) when there is none or it no longer
+        fits the parameter (shape or dtype changed)."""
+        buf = self._bufs[i]
+        flat = self.params[i]._flat
+        if buf is None or buf.shape[0] != flat.shape[0] or buf.dtype != flat.dtype:
+            buf = self._bufs[i] = np.empty_like(flat)
+            self._buffers_version += 1
+            return buf, True
+        return buf, False
+
+    def _prepare_buffers(self):
+        if self._momentum == 0:
+            return [None] * len(self.params), [False] * len(self.params)
+        pairs = [self._buffer(i) for i in range(len(self.params))]
+        return [b for b, _ in pairs], [f for _, f in pairs]
+
+    def _drop_buffers(self, indices):
+        for i in indices:
+            self._bufs[i] = None
+        self._buffers_version += 1
+
+    def _count_steps(self, n):
+        self.steps += n
+
     def step(self):
         """Update every parameter from its gradient (one fused kernel call each)."""
-        lr, mom, damp, wd = self._lr, self._momentum, self._dampening, self._weight_decay
-        nesterov, maximize = self._nesterov, bool(self.maximize)
-        bufs = self._bufs
+        lr, mom, damp, wd, nesterov, maximize = self._hyper
         for i, p in enumerate(self.params):
-            if p._stale:                      # no gradient since zero_grad(): it is zero
-                p._grad.fill(0)
-                p._stale = False
-            first = False
+            p._materialize_grad()        # no gradient since zero_grad(): it is zero
             if mom != 0:
-                buf = bufs[i]
-                if buf is None or buf.shape[0] != p._flat.shape[0] or \
-                        buf.dtype != p._flat.dtype:
-                    buf = bufs[i] = np.empty_like(p._flat)
-                    first = True
+                buf, first = self._buffer(i)
             else:
-                buf = _EMPTY[p._flat.dtype]
-            _SGD[p._flat.dtype](p._flat, p._gflat, buf, lr, mom, damp, wd, nesterov, maximize, first)
-        self.steps += 1
+                buf, first = _EMPTY[p._flat.dtype], False
+            _SGD[p._flat.dtype](p._flat, p._gflat, buf, lr, mom, damp, wd, nesterov, maximize,
+                                first)
+        self._count_steps(1)
 
     def state_dict(self):
         """Hyperparameters, step count and copies of the momentum buffers (None for a
@@ -205,10 +263,12 @@ class SGD:
                              "dampening == 0")
         self._lr, self._momentum = hyper["lr"], hyper["momentum"]
         self._dampening, self._weight_decay = hyper["dampening"], hyper["weight_decay"]
-        self._nesterov, self.maximize = nesterov, maximize
+        self._nesterov, self._maximize = nesterov, maximize
         self.steps = int(state["steps"])
         self._bufs = new
+        self._buffers_version += 1
+        self._sync_hyper()
 
 
-_EMPTY = {dt: e1 for dt, (_, e1) in _OPS_EMPTY.items()}
+_EMPTY = EMPTY1
 _SGD = specialized(_ko._sgd)

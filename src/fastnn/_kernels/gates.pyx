@@ -83,85 +83,101 @@ cdef inline void _max_bwd_row(Py_ssize_t n, const floating *g, const floating *a
             gb[j] = zero if (a[j] >= b[j] or a[j] != a[j]) else g[j]
 
 
+# ------------------------------------------------------- nogil kernels (gates.pxd)
+cdef void binary_forward(Py_ssize_t m, Py_ssize_t n, const floating *a, Py_ssize_t ra,
+                         const floating *b, Py_ssize_t rb, floating *y, Py_ssize_t ry,
+                         int op, int n_threads) noexcept nogil:
+    """y = a + b (op 0), a * b (op 1) or max(a, b) (op 2); all (m, n)."""
+    cdef Py_ssize_t i
+    cdef int nt = elem_threads(m, n, n_threads)
+    if y == NULL:
+        return
+    if nt == 1:
+        for i in range(m):
+            _binary_row(n, a + i * ra, b + i * rb, y + i * ry, op)
+    else:
+        for i in prange(m, num_threads=nt, schedule='static'):
+            _binary_row(n, a + i * ra, b + i * rb, y + i * ry, op)
+
+
+cdef void binary_backward(Py_ssize_t m, Py_ssize_t n, const floating *g, Py_ssize_t rg,
+                          const floating *a, Py_ssize_t ra, const floating *b,
+                          Py_ssize_t rb, floating *ga, Py_ssize_t rga, floating *gb,
+                          Py_ssize_t rgb, int op, int n_threads) noexcept nogil:
+    """Input gradients of y = a * b (op 1) or max(a, b) (op 2) given g = dL/dy:
+    ga = g * b, gb = g * a (multiply); ga = g where a won else 0, gb the rest (maximum).
+    A NULL ga / gb is skipped."""
+    cdef Py_ssize_t i
+    cdef int nt = elem_threads(m, n, n_threads)
+    if g == NULL or (ga == NULL and gb == NULL):
+        return
+    if op == OP_MUL:
+        if nt == 1:
+            for i in range(m):
+                _mul_bwd_row(n, g + i * rg, a + i * ra, b + i * rb,
+                             ga + i * rga if ga != NULL else NULL,
+                             gb + i * rgb if gb != NULL else NULL)
+        else:
+            for i in prange(m, num_threads=nt, schedule='static'):
+                _mul_bwd_row(n, g + i * rg, a + i * ra, b + i * rb,
+                             ga + i * rga if ga != NULL else NULL,
+                             gb + i * rgb if gb != NULL else NULL)
+    else:
+        if nt == 1:
+            for i in range(m):
+                _max_bwd_row(n, g + i * rg, a + i * ra, b + i * rb,
+                             ga + i * rga if ga != NULL else NULL,
+                             gb + i * rgb if gb != NULL else NULL)
+        else:
+            for i in prange(m, num_threads=nt, schedule='static'):
+                _max_bwd_row(n, g + i * rg, a + i * ra, b + i * rb,
+                             ga + i * rga if ga != NULL else NULL,
+                             gb + i * rgb if gb != NULL else NULL)
+
+
+cdef void copy_rows(Py_ssize_t m, Py_ssize_t n, const floating *src, Py_ssize_t rs,
+                    floating *dst, Py_ssize_t rd, int n_threads) noexcept nogil:
+    """dst = src, (m, n) each, row by row: Concat writes each input into a column block of
+    its output, Split reads its outputs from column blocks of its input; their backward
+    passes do the reverse."""
+    cdef Py_ssize_t i
+    cdef size_t nbytes = <size_t>n * sizeof(floating)
+    cdef int nt = elem_threads(m, n, n_threads)
+    if dst == NULL:
+        return
+    if nt == 1:
+        for i in range(m):
+            memcpy(dst + i * rd, src + i * rs, nbytes)
+    else:
+        for i in prange(m, num_threads=nt, schedule='static'):
+            memcpy(dst + i * rd, src + i * rs, nbytes)
+
+
 # --------------------------------------------------------------------- entry points
 def _binary_forward(const floating[:, :] a, const floating[:, :] b, floating[:, :] out,
                     int op, int n_threads=-1):
     """out = a + b (op 0), a * b (op 1) or max(a, b) (op 2); all (m, n)."""
-    cdef Py_ssize_t m = out.shape[0], n = out.shape[1], i
-    cdef const floating *pa = _p2(a)
-    cdef const floating *pb = _p2(b)
-    cdef floating *py = _w2(out)
-    cdef Py_ssize_t ra = _rs(a), rb = _rs(b), ry = _rs(out)
-    cdef int nt = elem_threads(m, n, _threads(n_threads))
-    if py == NULL:
-        return
+    cdef int nt = _threads(n_threads)
     with nogil:
-        if nt == 1:
-            for i in range(m):
-                _binary_row(n, pa + i * ra, pb + i * rb, py + i * ry, op)
-        else:
-            for i in prange(m, num_threads=nt, schedule='static'):
-                _binary_row(n, pa + i * ra, pb + i * rb, py + i * ry, op)
+        binary_forward(out.shape[0], out.shape[1], _p2(a), _rs(a), _p2(b), _rs(b), _w2(out),
+                       _rs(out), op, nt)
 
 
 def _binary_backward(const floating[:, :] g, const floating[:, :] a, const floating[:, :] b,
                      floating[:, :] ga, floating[:, :] gb, int op, bint want_a, bint want_b,
                      int n_threads=-1):
-    """Input gradients of out = a * b (op 1) or max(a, b) (op 2) given g = dL/dout:
-    ga = g * b, gb = g * a (multiply); ga = g where a won else 0, gb the rest (maximum).
-    want_a / want_b False skips that gradient (its buffer may then be empty)."""
-    cdef Py_ssize_t m = g.shape[0], n = g.shape[1], i
-    cdef const floating *pg = _p2(g)
-    cdef const floating *pa = _p2(a)
-    cdef const floating *pb = _p2(b)
-    cdef floating *pga = _w2(ga) if want_a else NULL
-    cdef floating *pgb = _w2(gb) if want_b else NULL
-    cdef Py_ssize_t rg = _rs(g), ra = _rs(a), rb = _rs(b)
-    cdef Py_ssize_t rga = _rs(ga) if want_a else 0, rgb = _rs(gb) if want_b else 0
-    cdef int nt = elem_threads(m, n, _threads(n_threads))
-    if pg == NULL or (pga == NULL and pgb == NULL):
-        return
+    """Input gradients of out = a * b (op 1) or max(a, b) (op 2) given g = dL/dout (see
+    binary_backward).  want_a / want_b False skips that gradient (its buffer may then be
+    empty)."""
+    cdef int nt = _threads(n_threads)
     with nogil:
-        if op == OP_MUL:
-            if nt == 1:
-                for i in range(m):
-                    _mul_bwd_row(n, pg + i * rg, pa + i * ra, pb + i * rb,
-                                 pga + i * rga if pga != NULL else NULL,
-                                 pgb + i * rgb if pgb != NULL else NULL)
-            else:
-                for i in prange(m, num_threads=nt, schedule='static'):
-                    _mul_bwd_row(n, pg + i * rg, pa + i * ra, pb + i * rb,
-                                 pga + i * rga if pga != NULL else NULL,
-                                 pgb + i * rgb if pgb != NULL else NULL)
-        else:
-            if nt == 1:
-                for i in range(m):
-                    _max_bwd_row(n, pg + i * rg, pa + i * ra, pb + i * rb,
-                                 pga + i * rga if pga != NULL else NULL,
-                                 pgb + i * rgb if pgb != NULL else NULL)
-            else:
-                for i in prange(m, num_threads=nt, schedule='static'):
-                    _max_bwd_row(n, pg + i * rg, pa + i * ra, pb + i * rb,
-                                 pga + i * rga if pga != NULL else NULL,
-                                 pgb + i * rgb if pgb != NULL else NULL)
+        binary_backward(g.shape[0], g.shape[1], _p2(g), _rs(g), _p2(a), _rs(a), _p2(b),
+                        _rs(b), _w2(ga) if want_a else NULL, _rs(ga) if want_a else 0,
+                        _w2(gb) if want_b else NULL, _rs(gb) if want_b else 0, op, nt)
 
 
 def _copy_rows(const floating[:, :] src, floating[:, :] dst, int n_threads=-1):
-    """dst = src, (m, n) each, row by row: Concat writes each input into a column block of
-    its output (dst a column slice), Split reads its outputs from column blocks of its input
-    (src a column slice); their backward passes do the reverse."""
-    cdef Py_ssize_t m = dst.shape[0], n = dst.shape[1], i
-    cdef const floating *ps = _p2(src)
-    cdef floating *pd = _w2(dst)
-    cdef Py_ssize_t rs = _rs(src), rd = _rs(dst)
-    cdef size_t nbytes = <size_t>n * sizeof(floating)
-    cdef int nt = elem_threads(m, n, _threads(n_threads))
-    if pd == NULL:
-        return
+    """dst = src, (m, n) each, row by row (see copy_rows)."""
+    cdef int nt = _threads(n_threads)
     with nogil:
-        if nt == 1:
-            for i in range(m):
-                memcpy(pd + i * rd, ps + i * rs, nbytes)
-        else:
-            for i in prange(m, num_threads=nt, schedule='static'):
-                memcpy(pd + i * rd, ps + i * rs, nbytes)
+        copy_rows(dst.shape[0], dst.shape[1], _p2(src), _rs(src), _w2(dst), _rs(dst), nt)

@@ -1,58 +1,99 @@
 # cython: language_level=3
-"""The compiled training step: forward, loss, backward and the SGD update of a chain of
-Linear(+activation) layers in one nogil call, on workspaces allocated once.
+"""The compiled training step: forward, loss, backward and the SGD update of a whole network
+in one nogil call, on workspaces allocated once.
 
-It calls the very kernels the module path calls (dense.gemm_any with the same operands and
-strides, act_backward, col_sums, the loss kernels, sgd_update), in the same order, so after
-any number of steps the parameters are bitwise identical to zero_grad / forward / loss /
-backward / step through the modules.  fastnn/train.py plans the network, validates the
-model and owns every array this object points into; `_StepKernel` only checks, per call,
-that nothing it points into has been replaced since (otherwise train.py re-plans).
+The network is a *program* (fastnn/training/compiled.py builds it from the one planner's
+plan): value slots (one per value of the network, each a (batch, n) row-major buffer) and
+ops in execution order -- a Linear with its fused activation, an activation, or a gate
+(add, multiply, maximum, concat, split) -- each reading and writing slots.  Backward runs
+the ops in reverse; where a value branches, its gradient contributions are summed into the
+slot's buffer in the order they arrive, as Graph.backward does.
+
+Every op calls the very kernels the module path calls (dense.gemm_any with the same operands
+and strides, act_forward/act_backward, col_sums, the gate kernels, the loss kernels,
+sgd_update), in the same order, so after any number of steps the parameters are bitwise
+identical to zero_grad / forward / loss / backward / step through the modules.
+compiled.py validates the model and owns every array this object points into; `StepKernel`
+checks, per call, that nothing it points into has been replaced since (otherwise
+compiled.py re-plans), and talks to the optimizer and the parameters only through their
+contracts (SGD._hyper, _prepare_buffers, _buffers_version, _drop_buffers, _count_steps;
+Parameter._set_written and its kernel views _flat / _gflat).
 
 `run_batches` adds minibatch gathering (rows of X picked by a permutation) and per-step loss
 and accuracy bookkeeping, so a whole epoch runs without Python work per step.
 """
 from cython cimport floating
 from libc.stdlib cimport free, calloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from libc.math cimport isfinite
 from libc.stdint cimport int64_t, uint64_t
 cimport numpy as cnp
-from numpy import (dtype as np_dtype, empty_like as np_empty_like,
-                   ascontiguousarray as np_ascontiguousarray, int64 as np_int64)
+from numpy import (dtype as np_dtype, ascontiguousarray as np_ascontiguousarray,
+                   int64 as np_int64)
 
-from ._core cimport (current_engine, current_threads, act_backward, col_sums,
+from ._core cimport (current_engine, current_threads, act_forward, act_backward, col_sums,
                      ENGINE_BLAS, FNN_ACT_IDENTITY)
 from .dense cimport gemm_any
+from .gates cimport binary_forward, binary_backward, copy_rows
 from .losses cimport mse_loss, xent_loss, svm_loss
 from .optim cimport sgd_update
 
 cnp.import_array()
 
 cdef enum:
-    LOSS_MSE = 0
-    LOSS_XENT = 1
-    LOSS_SVM = 2
+    _LOSS_MSE = 0
+    _LOSS_XENT = 1
+    _LOSS_SVM = 2
 
-# error codes of _core
+# op kinds of the program, and the gate ops (the gates' codes, OP_ADD.. as in gates.pyx)
+cdef enum:
+    _OP_LINEAR = 0
+    _OP_ACT = 1
+    _OP_GATE = 2
+cdef enum:
+    _G_ADD = 0
+    _G_MUL = 1
+    _G_MAX = 2
+    _G_CONCAT = 3
+    _G_SPLIT = 4
+
+# error codes
 cdef enum:
     ERR_NONE = 0
     ERR_NOMEM = -1
     ERR_NONFINITE = 1
 
+LOSS_MSE, LOSS_XENT, LOSS_SVM = _LOSS_MSE, _LOSS_XENT, _LOSS_SVM
+OP_LINEAR, OP_ACT, OP_GATE = _OP_LINEAR, _OP_ACT, _OP_GATE
+OP_ADD, OP_MUL, OP_MAX, OP_CONCAT, OP_SPLIT = _G_ADD, _G_MUL, _G_MAX, _G_CONCAT, _G_SPLIT
 
-cdef struct Layer:
-    int K, N, act
+
+cdef struct Slot:
+    int n               # width: the value is (M, n), row-major
+    void *val           # (cap, n); the input slot points at the batch on each call
+    Py_ssize_t rs       # row stride of val (elements)
+    void *gsum          # (cap, n): sum of several gradient contributions, or NULL
+    const void *g       # during backward: the gradient so far (NULL: none yet)
+
+
+cdef struct Op:
+    int kind, gop, act
     double slope
-    void *W          # (N, K) row-major
-    void *b          # (N,) or NULL
+    int nin, nout
+    int *ins            # slot indices
+    int *outs
+    bint run            # backward runs this op (a gradient reaches an output)
+    bint want           # it computes input gradients
+    bint *needs         # per input: the input's value needs a gradient
+    void **gin          # per input: the buffer its gradient is written to (cap, width), NULL
+    int K, N            # Linear: in and out features
+    void *W             # (N, K) row-major
+    void *b             # (N,) or NULL
     void *gW
-    void *gb         # NULL when there is no bias
-    bint accW        # add into gW (the Parameter already got this step's gradient
-    bint accb        # from a later layer: it is shared), else overwrite; same for gb
-    void *out        # (cap, N): this layer's output
-    void *work       # (cap, N): act'(y) * grad_out, NULL for identity
-    void *gx         # (cap, K): gradient w.r.t. this layer's input, NULL for layer 0
+    void *gb            # NULL when there is no bias
+    bint accW           # add into gW (the Parameter already got this step's gradient
+    bint accb           # from an op later in the network: it is shared), else overwrite
+    void *work          # (cap, N): act'(y) * grad_out, NULL for identity
 
 
 cdef struct Param:
@@ -68,51 +109,173 @@ cdef struct Hyper:
     bint nesterov, maximize
 
 
-cdef double _core(Layer *L, int nl, Param *P, int np_, Hyper *h, int loss_kind,
-                  bint mean, double margin, int M, const floating *x, Py_ssize_t rsx,
-                  const floating *t, const int64_t *y, floating *gl, double *rows,
-                  bint check_finite, int64_t *correct, int *err) noexcept nogil:
+cdef inline void _contribute(Slot *s, const floating *g, Py_ssize_t M) noexcept nogil:
+    """Add a gradient contribution to a value: the first is used as is, later ones are
+    summed into the slot's buffer (cur + g, in arrival order, as Graph._accumulate)."""
+    cdef Py_ssize_t i, n = M * s.n
+    cdef const floating *cur = <const floating *>s.g
+    cdef floating *dst
+    if cur == NULL:
+        s.g = g
+        return
+    dst = <floating *>s.gsum
+    for i in range(n):
+        dst[i] = cur[i] + g[i]
+    s.g = dst
+
+
+cdef int _forward_op(Op *op, Slot *S, int M, int engine, int nt, int et,
+                     floating dummy) noexcept nogil:
+    cdef Slot *x = &S[op.ins[0]]
+    cdef Slot *y = &S[op.outs[0]]
+    cdef floating one = 1, zero = 0
+    cdef int j, off
+    if op.kind == _OP_LINEAR:
+        # out = act(in @ W^T + b), the same gemm_any call as linear_forward
+        return gemm_any(engine, nt, M, op.N, op.K, one, <const floating *>x.val, x.rs, 1,
+                        <const floating *>op.W, 1, op.K, zero, <floating *>y.val, op.N,
+                        <const floating *>op.b, op.act, <floating>op.slope)
+    if op.kind == _OP_ACT:
+        act_forward(M, x.n, <const floating *>x.val, x.rs, <floating *>y.val, y.rs, op.act,
+                    <floating>op.slope, et)
+        return 0
+    if op.gop == _G_CONCAT:
+        off = 0
+        for j in range(op.nin):
+            x = &S[op.ins[j]]
+            copy_rows(M, x.n, <const floating *>x.val, x.rs, <floating *>y.val + off, y.rs,
+                      et)
+            off += x.n
+    elif op.gop == _G_SPLIT:
+        off = 0
+        for j in range(op.nout):
+            y = &S[op.outs[j]]
+            copy_rows(M, y.n, <const floating *>x.val + off, x.rs, <floating *>y.val, y.rs,
+                      et)
+            off += y.n
+    else:
+        binary_forward(M, x.n, <const floating *>x.val, x.rs,
+                       <const floating *>S[op.ins[1]].val, S[op.ins[1]].rs,
+                       <floating *>y.val, y.rs, op.gop, et)
+    return 0
+
+
+cdef int _backward_op(Op *op, Slot *S, int M, int engine, int nt, int et,
+                      floating dummy) noexcept nogil:
+    cdef Slot *x = &S[op.ins[0]]
+    cdef Slot *y = &S[op.outs[0]]
+    cdef const floating *dy = <const floating *>y.g
+    cdef const floating *dz
+    cdef const floating *gj
+    cdef floating *gx
+    cdef floating one = 1, zero = 0
+    cdef int j, off, e = 0, N, K
+    cdef Py_ssize_t r
+    if op.kind == _OP_LINEAR:
+        N = op.N
+        K = op.K
+        if op.act == FNN_ACT_IDENTITY:
+            dz = dy
+        else:
+            act_backward(M, N, dy, N, <const floating *>y.val, N, <floating *>op.work, N,
+                         op.act, <floating>op.slope, et)
+            dz = <const floating *>op.work
+        # grad_W (N,K) (+)= dz^T @ in  (dense.linear_backward's calls)
+        e = gemm_any(engine, nt, N, K, M, one, dz, 1, N, <const floating *>x.val, x.rs, 1,
+                     one if op.accW else zero, <floating *>op.gW, K, <floating *>NULL,
+                     FNN_ACT_IDENTITY, zero)
+        if op.gb != NULL:
+            col_sums(M, N, dz, N, <floating *>op.gb, op.accb, et)
+        if op.gin[0] != NULL and e == 0:
+            # grad_in (M,K) = dz @ W
+            e = gemm_any(engine, nt, M, K, N, one, dz, N, 1, <const floating *>op.W, K, 1,
+                         zero, <floating *>op.gin[0], K, <floating *>NULL, FNN_ACT_IDENTITY,
+                         zero)
+            _contribute(x, <const floating *>op.gin[0], M)
+        return e
+    if not op.want:
+        return 0
+    if op.kind == _OP_ACT:
+        if op.gin[0] != NULL:
+            act_backward(M, x.n, dy, x.n, <const floating *>y.val, y.rs,
+                         <floating *>op.gin[0], x.n, op.act, <floating>op.slope, et)
+            _contribute(x, <const floating *>op.gin[0], M)
+        return 0
+    if op.gop == _G_ADD:
+        # the add gate distributes: both inputs receive dy itself
+        for j in range(2):
+            if op.needs[j]:
+                _contribute(&S[op.ins[j]], dy, M)
+    elif op.gop == _G_CONCAT:
+        off = 0
+        for j in range(op.nin):
+            x = &S[op.ins[j]]
+            if op.gin[j] != NULL:
+                copy_rows(M, x.n, dy + off, y.n, <floating *>op.gin[j], x.n, et)
+                _contribute(x, <const floating *>op.gin[j], M)
+            off += x.n
+    elif op.gop == _G_SPLIT:
+        gx = <floating *>op.gin[0]
+        if gx == NULL:
+            return 0
+        off = 0
+        for j in range(op.nout):
+            y = &S[op.outs[j]]
+            gj = <const floating *>y.g
+            if gj == NULL:          # an output without a gradient counts as zero
+                for r in range(M):
+                    memset(gx + r * x.n + off, 0, y.n * sizeof(floating))
+            else:
+                copy_rows(M, y.n, gj, y.n, gx + off, x.n, et)
+            off += y.n
+        _contribute(x, <const floating *>gx, M)
+    else:
+        # multiply swaps, maximum routes; both input gradients, as the module path
+        binary_backward(M, x.n, dy, x.n, <const floating *>x.val, x.rs,
+                        <const floating *>S[op.ins[1]].val, S[op.ins[1]].rs,
+                        <floating *>op.gin[0], x.n, <floating *>op.gin[1], x.n, op.gop, et)
+        for j in range(2):
+            if op.needs[j]:
+                _contribute(&S[op.ins[j]], <const floating *>op.gin[j], M)
+    return 0
+
+
+cdef double _core(Op *ops, int nops, Slot *S, int nslots, int s_in, int s_out, Param *P,
+                  int np_, Hyper *h, int loss_kind, bint mean, double margin, int M,
+                  const floating *x, Py_ssize_t rsx, const floating *t, const int64_t *y,
+                  floating *gl, double *rows, bint check_finite, int64_t *correct,
+                  int *err) noexcept nogil:
     """One step on M rows; returns the loss.  x is (M, K0) with row stride rsx, t (M, Nout)
     contiguous targets (MSE) or y (M,) labels.  err: ERR_NONFINITE stops before backward."""
     cdef int engine = current_engine(), nt = current_threads()
     cdef int et = 1 if engine == ENGINE_BLAS else nt      # elementwise threads
-    cdef int i, j, N, K, e = 0, c
-    cdef const floating *inp
-    cdef Py_ssize_t rsin, r
-    cdef const floating *dz
-    cdef const floating *g
+    cdef int i, j, N, k, e = 0, c
+    cdef Py_ssize_t r
     cdef floating *o
     cdef floating mx
-    cdef floating one = 1, zero = 0
+    cdef floating dummy = 0
     cdef double loss, scale
     err[0] = ERR_NONE
-    # ---- forward: out_i = act(in_i @ W_i^T + b_i), the same gemm_any call as linear_forward
-    inp = x
-    rsin = rsx
-    for i in range(nl):
-        N = L[i].N
-        K = L[i].K
-        e = gemm_any(engine, nt, M, N, K, one, inp, rsin, 1, <const floating *>L[i].W, 1, K,
-                     zero, <floating *>L[i].out, N, <const floating *>L[i].b, L[i].act,
-                     <floating>L[i].slope)
-        if e:
+    # ---- forward, op by op
+    S[s_in].val = <void *>x
+    S[s_in].rs = rsx
+    for k in range(nops):
+        if _forward_op(&ops[k], S, M, engine, nt, et, dummy):
             err[0] = ERR_NOMEM
             return 0
-        inp = <const floating *>L[i].out
-        rsin = N
     # ---- loss value and its gradient (gl), the kernels the Loss modules call
-    N = L[nl - 1].N
-    o = <floating *>L[nl - 1].out
-    if loss_kind == LOSS_MSE:
+    N = S[s_out].n
+    o = <floating *>S[s_out].val
+    if loss_kind == _LOSS_MSE:
         scale = 1.0 / (<double>M * N) if mean else 1.0
         loss = mse_loss(M, N, o, N, t, N, gl, N, scale, rows, et)
-    elif loss_kind == LOSS_XENT:
+    elif loss_kind == _LOSS_XENT:
         scale = 1.0 / M if mean else 1.0
         loss = xent_loss(M, N, o, N, y, gl, N, scale, rows, et)
     else:
         scale = 1.0 / M if mean else 1.0
         loss = svm_loss(M, N, o, N, y, gl, N, margin, scale, rows, et)
-    if correct != NULL and loss_kind != LOSS_MSE:
+    if correct != NULL and loss_kind != _LOSS_MSE:
         c = 0
         for r in range(M):       # argmax, first maximum on ties (as numpy.argmax)
             mx = o[r * N]
@@ -127,40 +290,17 @@ cdef double _core(Layer *L, int nl, Param *P, int np_, Hyper *h, int loss_kind,
     if check_finite and not isfinite(loss):
         err[0] = ERR_NONFINITE
         return loss
-    # ---- backward, layer by layer (dense.linear_backward's calls)
-    g = gl
-    i = nl - 1
-    while i >= 0:
-        N = L[i].N
-        K = L[i].K
-        if i > 0:
-            inp = <const floating *>L[i - 1].out
-            rsin = K
-        else:
-            inp = x
-            rsin = rsx
-        if L[i].act == FNN_ACT_IDENTITY:
-            dz = g
-        else:
-            act_backward(M, N, g, N, <const floating *>L[i].out, N, <floating *>L[i].work, N,
-                         L[i].act, <floating>L[i].slope, et)
-            dz = <const floating *>L[i].work
-        # grad_W (N,K) (+)= dz^T @ in
-        e = gemm_any(engine, nt, N, K, M, one, dz, 1, N, inp, rsin, 1,
-                     one if L[i].accW else zero, <floating *>L[i].gW, K, <floating *>NULL,
-                     FNN_ACT_IDENTITY, zero)
-        if L[i].gb != NULL:
-            col_sums(M, N, dz, N, <floating *>L[i].gb, L[i].accb, et)
-        if i > 0 and e == 0:
-            # grad_in (M,K) = dz @ W
-            e = gemm_any(engine, nt, M, K, N, one, dz, N, 1, <const floating *>L[i].W, K, 1,
-                         zero, <floating *>L[i].gx, K, <floating *>NULL, FNN_ACT_IDENTITY,
-                         zero)
-            g = <const floating *>L[i].gx
-        if e:
-            err[0] = ERR_NOMEM
-            return 0
-        i -= 1
+    # ---- backward, ops in reverse order
+    for k in range(nslots):
+        S[k].g = NULL
+    S[s_out].g = gl
+    k = nops - 1
+    while k >= 0:
+        if ops[k].run:
+            if _backward_op(&ops[k], S, M, engine, nt, et, dummy):
+                err[0] = ERR_NOMEM
+                return 0
+        k -= 1
     # ---- SGD, parameter by parameter (optim.sgd_update, PyTorch's order)
     for i in range(np_):
         sgd_update(P[i].n, <floating *>P[i].p, <const floating *>P[i].g, <floating *>P[i].buf,
@@ -217,19 +357,25 @@ def shuffle(int64_t[::1] perm, uint64_t seed, uint64_t epoch):
             i -= 1
 
 
+
 cdef inline void *_ptr(object a):
     return cnp.PyArray_DATA(<cnp.ndarray>a) if a is not None else NULL
 
 
-cdef class _StepKernel:
-    """Pointers into the arrays train.py planned; see the module docstring."""
-    cdef Layer *L
+cdef class StepKernel:
+    """The program compiled.py planned, as C structs pointing into its arrays; see the
+    module docstring."""
+    cdef Op *ops
+    cdef Slot *S
     cdef Param *P
-    cdef int nl, np_, loss_kind, dbl, typenum
-    cdef bint mean
+    cdef int *ipool
+    cdef bint *bpool
+    cdef void **gpool
+    cdef int nops, nslots, s_in, s_out, np_, loss_kind, dbl, typenum
+    cdef bint mean, have_bufs
     cdef double margin
     cdef Hyper h
-    cdef Py_ssize_t cap, K0, Nout
+    cdef Py_ssize_t cap, K0, Nout, bufs_version
     cdef void *gl
     cdef double *rows
     cdef void *xbuf
@@ -242,54 +388,108 @@ cdef class _StepKernel:
     cdef object opt
     cdef object loss_fn
     cdef object model
-    cdef object optbufs                # opt._bufs when planned, and its entries
-    cdef object bufs_seen
+    cdef object graph_plan             # a Graph's plan when planned (None for a chain)
+    cdef object bufs                   # the momentum buffers pointed at
     cdef object version_box
     cdef Py_ssize_t version
 
     def __cinit__(self):
-        self.L = NULL
+        self.ops = NULL
+        self.S = NULL
         self.P = NULL
+        self.ipool = NULL
+        self.bpool = NULL
+        self.gpool = NULL
+
+    cdef void _free(self) noexcept:
+        free(self.ops)
+        free(self.S)
+        free(self.P)
+        free(self.ipool)
+        free(self.bpool)
+        free(self.gpool)
+        self.ops = NULL
+        self.S = NULL
+        self.P = NULL
+        self.ipool = NULL
+        self.bpool = NULL
+        self.gpool = NULL
 
     def __dealloc__(self):
-        free(self.L)
-        free(self.P)
+        self._free()
 
-    def setup(self, object model, list layers, list params, list mparams, object opt,
-              object loss_fn, int loss_kind, Py_ssize_t cap, object dtype, list scratch,
-              object version_box, Py_ssize_t version):
-        """layers: dicts with K, N, act, slope, W, b, gW, gb, acc, out, work, gx (arrays or
-        None); params: Parameters in the optimizer's order; scratch: gl (cap, Nout),
-        rows (cap,) float64, xbuf (cap, K0), tbuf (cap, Nout), ybuf (cap,) int64."""
-        cdef int i
-        free(self.L)
-        free(self.P)
-        self.L = NULL
-        self.P = NULL
-        self.nl = len(layers)
+    def setup(self, object model, object graph_plan, list slots, list ops, int s_in,
+              int s_out, list params, list mparams, object opt, object loss_fn,
+              int loss_kind, Py_ssize_t cap, object dtype, list scratch, object version_box,
+              Py_ssize_t version):
+        """slots: dicts n, val, gsum (arrays (cap, n) or None); ops: dicts kind, gop, act,
+        slope, ins, outs, run, want, needs, gin, K, N, W, b, gW, gb, accW, accb, work;
+        params: Parameters in the optimizer's order; scratch: gl (cap, Nout), rows (cap,)
+        float64, xbuf (cap, K0), tbuf (cap, Nout), ybuf (cap,) int64."""
+        cdef int i, j, ni = 0, nb = 0, ng = 0
+        cdef Op *op
+        self._free()
+        self.nops = len(ops)
+        self.nslots = len(slots)
         self.np_ = len(params)
-        self.L = <Layer *>calloc(max(self.nl, 1), sizeof(Layer))
+        for d in ops:
+            ni += len(d["ins"]) + len(d["outs"])
+            nb += len(d["ins"])
+        ng = nb
+        self.ops = <Op *>calloc(max(self.nops, 1), sizeof(Op))
+        self.S = <Slot *>calloc(max(self.nslots, 1), sizeof(Slot))
         self.P = <Param *>calloc(max(self.np_, 1), sizeof(Param))
-        if self.L == NULL or self.P == NULL:
+        self.ipool = <int *>calloc(max(ni, 1), sizeof(int))
+        self.bpool = <bint *>calloc(max(nb, 1), sizeof(bint))
+        self.gpool = <void **>calloc(max(ng, 1), sizeof(void *))
+        if self.ops == NULL or self.S == NULL or self.P == NULL or self.ipool == NULL or \
+                self.bpool == NULL or self.gpool == NULL:
+            self._free()
             raise MemoryError("compile_step: out of memory")
         keep = []
-        for i, d in enumerate(layers):
-            self.L[i].K = d["K"]
-            self.L[i].N = d["N"]
-            self.L[i].act = d["act"]
-            self.L[i].slope = d["slope"]
-            self.L[i].accW = d["accW"]
-            self.L[i].accb = d["accb"]
-            for key in ("W", "b", "gW", "gb", "out", "work", "gx"):
-                if d[key] is not None:
-                    keep.append(d[key])
-            self.L[i].W = _ptr(d["W"])
-            self.L[i].b = _ptr(d["b"])
-            self.L[i].gW = _ptr(d["gW"])
-            self.L[i].gb = _ptr(d["gb"])
-            self.L[i].out = _ptr(d["out"])
-            self.L[i].work = _ptr(d["work"])
-            self.L[i].gx = _ptr(d["gx"])
+        for i, d in enumerate(slots):
+            self.S[i].n = d["n"]
+            self.S[i].rs = d["n"]
+            self.S[i].val = _ptr(d["val"])
+            self.S[i].gsum = _ptr(d["gsum"])
+            keep += [a for a in (d["val"], d["gsum"]) if a is not None]
+        ni = 0
+        nb = 0
+        for i, d in enumerate(ops):
+            op = &self.ops[i]
+            op.kind = d["kind"]
+            op.gop = d["gop"]
+            op.act = d["act"]
+            op.slope = d["slope"]
+            op.nin = len(d["ins"])
+            op.nout = len(d["outs"])
+            op.ins = &self.ipool[ni]
+            for j, s in enumerate(d["ins"]):
+                op.ins[j] = s
+            ni += op.nin
+            op.outs = &self.ipool[ni]
+            for j, s in enumerate(d["outs"]):
+                op.outs[j] = s
+            ni += op.nout
+            op.needs = &self.bpool[nb]
+            op.gin = &self.gpool[nb]
+            for j in range(op.nin):
+                op.needs[j] = d["needs"][j]
+                op.gin[j] = _ptr(d["gin"][j])
+            nb += op.nin
+            op.run = d["run"]
+            op.want = d["want"]
+            op.K = d["K"]
+            op.N = d["N"]
+            op.accW = d["accW"]
+            op.accb = d["accb"]
+            op.W = _ptr(d["W"])
+            op.b = _ptr(d["b"])
+            op.gW = _ptr(d["gW"])
+            op.gb = _ptr(d["gb"])
+            op.work = _ptr(d["work"])
+            keep += [d[k] for k in ("W", "b", "gW", "gb", "work") if d[k] is not None]
+            keep += [a for a in d["gin"] if a is not None]
         for i, p in enumerate(params):
             self.P[i].n = p._flat.shape[0]
             self.P[i].p = _ptr(p._flat)
@@ -305,18 +505,21 @@ cdef class _StepKernel:
         self.tbuf = _ptr(tbuf)
         self.ybuf = <int64_t *>_ptr(ybuf)
         self.keep = keep
+        self.s_in = s_in
+        self.s_out = s_out
         self.params = params
         self.datas = [p._data for p in params]
         self.mparams = mparams
         self.opt = opt
-        self.optbufs = None
-        self.bufs_seen = [None] * len(params)
+        self.have_bufs = False
+        self.bufs = None
         self.model = model
+        self.graph_plan = graph_plan
         self.loss_fn = loss_fn
         self.loss_kind = loss_kind
         self.cap = cap
-        self.K0 = layers[0]["K"]
-        self.Nout = layers[len(layers) - 1]["N"]
+        self.K0 = self.S[s_in].n
+        self.Nout = self.S[s_out].n
         self.dbl = np_dtype(dtype) == np_dtype("float64")
         self.typenum = cnp.NPY_FLOAT64 if self.dbl else cnp.NPY_FLOAT32
         self.version_box = version_box
@@ -326,52 +529,57 @@ cdef class _StepKernel:
         def __get__(self):
             return self.cap
 
-    property n_layers:
+    property n_ops:
         def __get__(self):
-            return self.nl
+            return self.nops
 
     cpdef bint valid(self):
-        """False when the model's structure, a parameter's array or the optimizer's parameter
-        list changed since setup (the step must be re-planned)."""
+        """False when the model's structure (a graph's nodes), a parameter's array or the
+        optimizer's parameter list changed since setup (the step must be re-planned)."""
         cdef int i
         if self.version_box[0] != self.version or self.opt.params is not self.params:
+            return False
+        if self.graph_plan is not None and self.model._plan is not self.graph_plan:
             return False
         for i in range(self.np_):
             if self.params[i]._data is not self.datas[i]:
                 return False
         return True
 
-    cdef int _sync_opt(self) except -1:
-        """Read the loss's reduction (and margin) and the optimizer's hyperparameters; point at
-        its momentum buffers, creating them (first step) as SGD.step does."""
+    cdef int _sync(self) except -1:
+        """Read the loss's reduction (and margin) and the optimizer's hyperparameters, and
+        point at its momentum buffers (asking for them again when they changed)."""
+        cdef int i
         lf = self.loss_fn
         self.mean = lf.reduction == "mean"
-        if self.loss_kind == LOSS_SVM:
+        if self.loss_kind == _LOSS_SVM:
             self.margin = lf.margin
         opt = self.opt
+        lr, mom, damp, wd, nest, maxi = opt._hyper
         h = &self.h
-        h.lr = opt._lr
-        h.momentum = opt._momentum
-        h.dampening = opt._dampening
-        h.weight_decay = opt._weight_decay
-        h.nesterov = opt._nesterov
-        h.maximize = bool(opt.maximize)
-        cdef int i
+        h.lr = lr
+        h.momentum = mom
+        h.dampening = damp
+        h.weight_decay = wd
+        h.nesterov = nest
+        h.maximize = maxi
         for i in range(self.np_):
             self.P[i].first = False
-            self.P[i].buf = NULL
         if h.momentum == 0:
+            if self.have_bufs:
+                for i in range(self.np_):
+                    self.P[i].buf = NULL
+                self.have_bufs = False
+                self.bufs = None
             return 0
-        bufs = opt._bufs
-        seen = self.bufs_seen
-        for i in range(self.np_):
-            b = bufs[i]
-            if b is None or (b is not seen[i] and (b.shape[0] != self.P[i].n or
-                                                   b.dtype != self.params[i]._flat.dtype)):
-                b = bufs[i] = np_empty_like(self.params[i]._flat)
-                self.P[i].first = True
-            seen[i] = b
-            self.P[i].buf = _ptr(b)
+        if not self.have_bufs or opt._buffers_version != self.bufs_version:
+            bufs, firsts = opt._prepare_buffers()
+            for i in range(self.np_):
+                self.P[i].buf = _ptr(bufs[i])
+                self.P[i].first = firsts[i]
+            self.bufs = bufs
+            self.bufs_version = opt._buffers_version
+            self.have_bufs = True
         return 0
 
     cdef _finish(self, int steps, int err):
@@ -382,19 +590,20 @@ cdef class _StepKernel:
         cdef int i
         cdef bint aborted = err != ERR_NONE
         for p in self.mparams:
-            p._stale = aborted
+            p._set_written(not aborted)
         if aborted and steps == 0:
-            bufs = self.opt._bufs
-            for i in range(self.np_):
-                if self.P[i].first:
-                    bufs[i] = None
-                    self.bufs_seen[i] = None
-        self.opt.steps += steps
+            created = [i for i in range(self.np_) if self.P[i].first]
+            if created:
+                self.opt._drop_buffers(created)
+                self.have_bufs = False
+        if steps:
+            self.opt._count_steps(steps)
+
 
     def step(self, x, y, bint check_finite=False):
         """One step on a batch: x (M, K0) of the model's dtype, y labels (M,) any int dtype
         or targets (M, Nout).  Checked here, run unchecked.  Returns the loss (float), or
-        None when train.py must re-plan first (the model or optimizer changed, or the batch
+        None when compiled.py must re-plan first (the model or optimizer changed, or the batch
         exceeds the workspaces)."""
         cdef cnp.ndarray xa, ya
         cdef int M, err = 0
@@ -423,7 +632,7 @@ cdef class _StepKernel:
         M = <int>cnp.PyArray_DIMS(xa)[0]
         if not cnp.PyArray_IS_C_CONTIGUOUS(xa) or not cnp.PyArray_ISALIGNED(xa):
             xa = np_ascontiguousarray(xa)
-        if self.loss_kind == LOSS_MSE:
+        if self.loss_kind == _LOSS_MSE:
             if not cnp.PyArray_Check(y) or cnp.PyArray_TYPE(<cnp.ndarray>y) != self.typenum \
                     or not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>y):
                 raise TypeError(f"compiled step: MSELoss targets must be a numpy.ndarray of "
@@ -453,18 +662,20 @@ cdef class _StepKernel:
                 raise ValueError(f"compiled step: labels must be in [0, {n_classes}) for "
                                  f"{n_classes} classes; labels[{bad}] = {ya[bad]}")
         if M > self.cap:
-            return None          # train.py re-plans with a larger capacity
-        self._sync_opt()
+            return None          # compiled.py re-plans with a larger capacity
+        self._sync()
         with nogil:
             if self.dbl:
-                loss = _core[double](self.L, self.nl, self.P, self.np_, &self.h, self.loss_kind,
+                loss = _core[double](self.ops, self.nops, self.S, self.nslots, self.s_in,
+                                     self.s_out, self.P, self.np_, &self.h, self.loss_kind,
                                      self.mean, self.margin, M,
                                      <const double *>cnp.PyArray_DATA(xa), self.K0,
                                      <const double *>cnp.PyArray_DATA(ya),
                                      <const int64_t *>cnp.PyArray_DATA(ya),
                                      <double *>self.gl, self.rows, check_finite, NULL, &err)
             else:
-                loss = _core[float](self.L, self.nl, self.P, self.np_, &self.h, self.loss_kind,
+                loss = _core[float](self.ops, self.nops, self.S, self.nslots, self.s_in,
+                                     self.s_out, self.P, self.np_, &self.h, self.loss_kind,
                                     self.mean, self.margin, M,
                                     <const float *>cnp.PyArray_DATA(xa), self.K0,
                                     <const float *>cnp.PyArray_DATA(ya),
@@ -484,19 +695,19 @@ cdef class _StepKernel:
                     double[::1] losses, int64_t[::1] correct):
         """Steps first .. first+n_steps-1 of an epoch over X (C-contiguous, the model's
         dtype) and Y (int64 labels in range, or contiguous targets) -- both validated once
-        by the Trainer.  Batch s holds rows perm[s*batch_size : (s+1)*batch_size].  Writes
+        by the caller.  Batch s holds rows perm[s*batch_size : (s+1)*batch_size].  Writes
         each step's loss (and correct count) at index s.  Stops before the update of a step
         whose loss is not finite; returns the number of steps completed."""
         cdef Py_ssize_t s, lo, hi, n = perm.shape[0], done = 0
         cdef int q
         cdef int M, err = 0
         cdef Py_ssize_t kx = self.K0 * (8 if self.dbl else 4)
-        cdef Py_ssize_t ky = self.Nout * (8 if self.dbl else 4) if self.loss_kind == LOSS_MSE \
+        cdef Py_ssize_t ky = self.Nout * (8 if self.dbl else 4) if self.loss_kind == _LOSS_MSE \
             else 8
         cdef const char *xs = <const char *>cnp.PyArray_DATA(X)
         cdef const char *ys = <const char *>cnp.PyArray_DATA(Y)
         cdef double loss
-        cdef bint clf = self.loss_kind != LOSS_MSE
+        cdef bint clf = self.loss_kind != _LOSS_MSE
         # the Trainer validated the data against the model it planned; re-check what this
         # kernel relies on (cheap, once per call), in case the model changed since
         if batch_size < 1 or batch_size > self.cap:
@@ -507,7 +718,7 @@ cdef class _StepKernel:
             raise TypeError(f"compiled step: X must be a C-contiguous "
                             f"{'float64' if self.dbl else 'float32'} array of shape ({n}, "
                             f"{self.K0}) for this model, got {X.dtype} {(<object>X).shape}")
-        if self.loss_kind == LOSS_MSE:
+        if self.loss_kind == _LOSS_MSE:
             ok = (cnp.PyArray_NDIM(Y) == 2 and cnp.PyArray_DIMS(Y)[0] == n and
                   cnp.PyArray_DIMS(Y)[1] == self.Nout and cnp.PyArray_TYPE(Y) == self.typenum)
         else:
@@ -521,12 +732,12 @@ cdef class _StepKernel:
                 correct.shape[0] < first + n_steps:
             raise ValueError("run_batches: steps out of range")
         cdef Py_ssize_t bad
-        if self.loss_kind != LOSS_MSE:
+        if self.loss_kind != _LOSS_MSE:
             bad = _bad_label(n, <const int64_t *>cnp.PyArray_DATA(Y), self.Nout)
             if bad >= 0:
                 raise ValueError(f"compiled step: labels must be in [0, {self.Nout}) for "
                                  f"{self.Nout} classes; labels[{bad}] = {Y[bad]}")
-        self._sync_opt()
+        self._sync()
         with nogil:
             s = first
             while s < first + n_steps:
@@ -541,14 +752,16 @@ cdef class _StepKernel:
                 else:
                     _gather(M, ky, ys, ky, &perm[lo], <char *>self.tbuf)
                 if self.dbl:
-                    loss = _core[double](self.L, self.nl, self.P, self.np_, &self.h,
+                    loss = _core[double](self.ops, self.nops, self.S, self.nslots, self.s_in,
+                                     self.s_out, self.P, self.np_, &self.h,
                                          self.loss_kind, self.mean, self.margin, M,
                                          <const double *>self.xbuf, self.K0,
                                          <const double *>self.tbuf, self.ybuf,
                                          <double *>self.gl, self.rows, True,
                                          &correct[s] if clf else NULL, &err)
                 else:
-                    loss = _core[float](self.L, self.nl, self.P, self.np_, &self.h,
+                    loss = _core[float](self.ops, self.nops, self.S, self.nslots, self.s_in,
+                                     self.s_out, self.P, self.np_, &self.h,
                                         self.loss_kind, self.mean, self.margin, M,
                                         <const float *>self.xbuf, self.K0,
                                         <const float *>self.tbuf, self.ybuf,

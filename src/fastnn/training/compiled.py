@@ -1,0 +1,428 @@
+"""compile_step: a whole training step (forward, loss, backward, SGD update) as one nogil
+kernel call.
+
+The steps come from the one planner (fastnn.nn.plan): a chain's ``plan_chain`` or a Graph's
+own plan.  This file turns a plan into a *program* -- value slots with their widths and
+buffers, and one op per step (Linear+activation, activation, gate) with the buffers its
+backward writes -- checks that the program does what the module path would do, and hands
+it to ``fastnn._kernels.step.StepKernel``, which points into the arrays allocated here and
+runs the program in C.  The kernel talks to the optimizer and the parameters only through
+their contracts (``SGD._hyper`` / ``_prepare_buffers`` / ..., ``Parameter._set_written``).
+"""
+import os
+import sys
+import warnings
+
+import numpy as np
+
+from ..losses import CrossEntropyLoss, Loss, MSELoss, SVMLoss
+from ..nn import Add, Concat, Graph, Identity, Linear, Maximum, Module, Multiply, \
+    Sequential, Split
+from ..nn.layers import _Activation
+from ..nn.module import _structure_version
+from ..nn.plan import ActStep, GateStep, LinearStep, fusable, plan_chain
+from ..optim import SGD
+from .._kernels import step as _ks
+
+__all__ = ["compile_step", "CompiledStep"]
+
+# codes of the step kernel's program (fastnn/_kernels/step.pyx)
+_LOSS_KINDS = {MSELoss: _ks.LOSS_MSE, CrossEntropyLoss: _ks.LOSS_XENT, SVMLoss: _ks.LOSS_SVM}
+_GATE_OPS = {Add: _ks.OP_ADD, Multiply: _ks.OP_MUL, Maximum: _ks.OP_MAX,
+             Concat: _ks.OP_CONCAT, Split: _ks.OP_SPLIT}
+
+
+class CannotCompile(Exception):
+    pass
+
+
+# the package's own directory, with a trailing separator ("fastnn_extra/" is not ours)
+_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def check_model_loss(who, model, loss_fn):
+    if not isinstance(model, Module):
+        raise TypeError(f"{who}: model must be a fastnn Module, got {type(model).__name__}")
+    if not isinstance(loss_fn, Loss):
+        raise TypeError(f"{who}: loss_fn must be a fastnn Loss, got {type(loss_fn).__name__}")
+
+
+def user_stacklevel():
+    """The stacklevel of the first caller outside the fastnn package (for warnings)."""
+    f, level = sys._getframe(1), 1
+    while f is not None and f.f_code.co_filename.startswith(_PKG_DIR):
+        f = f.f_back
+        level += 1
+    return level
+
+
+def flatten(model, out):
+    """The modules of a chain, nested Sequentials flattened and Identity skipped."""
+    if type(model) is Sequential:
+        for m in model:
+            flatten(m, out)
+    elif type(model) is not Identity:
+        out.append(model)
+    return out
+
+
+# --------------------------------------------------------------------------- planning
+def _chain_plan(model):
+    """The plan of a Sequential/Linear chain; every activation must follow a Linear."""
+    mods = flatten(model, [])
+    for i, m in enumerate(mods):
+        if type(m) is Linear:
+            continue
+        if not isinstance(m, _Activation):
+            raise CannotCompile(f"the model has a {type(m).__name__} ({m!r})")
+        if i == 0 or type(mods[i - 1]) is not Linear:
+            raise CannotCompile(f"the model has an activation that does not follow a Linear "
+                                f"({m!r})")
+        if not fusable(m):
+            raise CannotCompile(f"{m!r} does not fuse into the Linear before it")
+    return plan_chain(mods), (mods[0].in_features if mods else None)
+
+
+def _graph_plan(g):
+    try:
+        plan = g._plan or g._build_plan()
+    except (RuntimeError, ValueError) as e:
+        raise CannotCompile(str(e)) from None
+    if len(plan.in_slots) != 1 or len(plan.out_slots) != 1:
+        raise CannotCompile(f"the Graph has {len(plan.in_slots)} inputs and "
+                            f"{len(plan.out_slots)} outputs; one of each compiles")
+    for st in plan.steps:
+        if type(st) is ActStep:
+            if not fusable(st.act):
+                raise CannotCompile(f"{st.act!r} reads its input in backward; Sigmoid, ReLU, "
+                                    "Tanh and LeakyReLU(negative_slope >= 0) compile")
+        elif type(st) is GateStep:
+            if type(st.gate) not in _GATE_OPS:
+                raise CannotCompile(f"the graph has a {type(st.gate).__name__}")
+        elif type(st) is not LinearStep:
+            raise CannotCompile(f"the graph has a {type(st.module).__name__} "
+                                f"({st.module!r}) at node {st.index}")
+    declared = g._recs[list(g._input_ids.values())[0]].feats[0]
+    return plan, declared
+
+
+def _widths(plan, k0):
+    """The width (last-axis size) of every value, checking that each step fits its inputs;
+    k0 is the input's width when known."""
+    w = [None] * plan.nslots
+    s0 = plan.in_slots[0]
+    if k0 is None:        # read it off a Linear that takes the input
+        for st, ins in zip(plan.steps, plan.ins):
+            if type(st) is LinearStep and ins[0] == s0:
+                k0 = st.lin.in_features
+                break
+    if k0 is None:
+        raise CannotCompile("the input's number of features is unknown; declare it with "
+                            "g.input(name, features=n)")
+    w[s0] = k0
+    for st, ins, outs in zip(plan.steps, plan.ins, plan.outs):
+        f = [w[s] for s in ins]
+        if type(st) is LinearStep:
+            if f[0] != st.lin.in_features:
+                raise CannotCompile(f"{st.lin._who()} follows a layer with {f[0]} outputs")
+            w[outs[0]] = st.lin.out_features
+        elif type(st) is ActStep:
+            w[outs[0]] = f[0]
+        else:
+            gate = st.gate
+            if isinstance(gate, Concat):
+                w[outs[0]] = sum(f)
+            elif isinstance(gate, Split):
+                if sum(gate.sizes) != f[0]:
+                    raise CannotCompile(f"{gate!r} splits {sum(gate.sizes)} features but its "
+                                        f"input has {f[0]}")
+                for s, n in zip(outs, gate.sizes):
+                    w[s] = n
+            else:
+                if f[0] != f[1]:
+                    raise CannotCompile(f"{gate!r} adds inputs of {f[0]} and {f[1]} features")
+                w[outs[0]] = f[0]
+    return w
+
+
+def _program(model, loss_fn, optimizer):
+    """Everything StepKernel.setup needs, or CannotCompile(reason)."""
+    if type(optimizer) is not SGD:
+        raise CannotCompile(f"the optimizer is a {type(optimizer).__name__}, not fastnn.SGD")
+    if type(loss_fn) not in _LOSS_KINDS:
+        raise CannotCompile(f"the loss is a {type(loss_fn).__name__}; MSELoss, "
+                            "CrossEntropyLoss and SVMLoss compile")
+    if type(model) in (Sequential, Linear):
+        plan, k0 = _chain_plan(model)
+    elif type(model) is Graph:
+        plan, k0 = _graph_plan(model)
+    else:
+        raise CannotCompile(f"the model is a {type(model).__name__}; a Sequential of Linear "
+                            "and activation layers, or a Graph of Linear, activation and gate "
+                            "nodes, compiles")
+    lins = [st.lin for st in plan.steps if type(st) is LinearStep]
+    if not lins:
+        raise CannotCompile("the model has no Linear layer")
+    dt = lins[0].weight.dtype
+    for lin in lins:
+        if lin.weight.dtype != dt:
+            raise CannotCompile(f"its layers mix {dt} and {lin.weight.dtype}")
+    widths = _widths(plan, k0)
+    needs, want, skip = plan.flow(False)
+    # which steps backward runs (a gradient reaches one of their outputs) and how many
+    # gradient contributions reach each value (more than one: summed in a buffer)
+    out_slot = plan.out_slots[0]
+    contribs = [0] * plan.nslots
+    contribs[out_slot] = 1 if needs[out_slot] else 0
+    runs = [False] * len(plan.steps)
+    for k in range(len(plan.steps) - 1, -1, -1):
+        if skip[k] or not any(contribs[s] for s in plan.outs[k]):
+            continue
+        runs[k] = True
+        if want[k]:
+            for s in plan.ins[k]:
+                if needs[s]:
+                    contribs[s] += 1
+    # each Parameter's gradient is overwritten by its first use in backward order and added
+    # to by the later ones (a Linear used twice, or two Linears sharing a weight), as in
+    # the module path
+    seen, mparams = set(), []
+    acc = {}
+    for k in range(len(plan.steps) - 1, -1, -1):
+        st = plan.steps[k]
+        if runs[k] and type(st) is LinearStep:
+            flags = []
+            for p in (st.lin.weight, st.lin.bias):
+                flags.append(p is not None and id(p) in seen)
+                if p is not None and id(p) not in seen:
+                    seen.add(id(p))
+                    mparams.append(p)
+            acc[k] = flags
+    for i, p in enumerate(optimizer.params):
+        if id(p) not in seen:
+            raise CannotCompile(f"the optimizer's params[{i}] is not a parameter of the "
+                                "model")
+        if p.dtype != dt:
+            raise CannotCompile(f"the optimizer's params[{i}] is {p.dtype}, the model {dt}")
+    return plan, dt, widths, needs, want, runs, contribs, acc, mparams
+
+
+def _arrays(plan, dt, widths, needs, want, runs, contribs, acc, cap):
+    """The program's slots and ops with their buffers, for a batch capacity `cap`."""
+    emp = lambda n: np.empty((cap, n), dt)      # noqa: E731
+    s0 = plan.in_slots[0]
+    # (a slot of no step's output -- a Linear's fused into its activation -- stays empty)
+    slots = [{"n": widths[s] or 0,
+              "val": None if s == s0 or widths[s] is None else emp(widths[s]),
+              "gsum": emp(widths[s]) if contribs[s] > 1 else None}
+             for s in range(plan.nslots)]
+    ops = []
+    for k, st in enumerate(plan.steps):
+        ins, outs = plan.ins[k], plan.outs[k]
+        wk = want[k] and runs[k]
+        op = {"ins": ins, "outs": outs, "run": runs[k], "want": wk,
+              "needs": [bool(needs[s]) for s in ins], "act": 0, "slope": 0.0, "gop": 0,
+              "K": 0, "N": 0, "W": None, "b": None, "gW": None, "gb": None,
+              "accW": False, "accb": False, "work": None,
+              "gin": [None] * len(ins)}
+        if type(st) is LinearStep:
+            lin = st.lin
+            op.update(kind=_ks.OP_LINEAR, act=st.code, slope=float(st.slope),
+                      K=lin.in_features, N=lin.out_features, W=lin.weight._data,
+                      b=lin.bias._data if lin.bias is not None else None,
+                      gW=lin.weight._grad,
+                      gb=lin.bias._grad if lin.bias is not None else None,
+                      work=emp(lin.out_features) if st.code and runs[k] else None)
+            if runs[k]:
+                op["accW"], op["accb"] = acc[k]
+            if wk and needs[ins[0]]:
+                op["gin"][0] = emp(lin.in_features)
+        elif type(st) is ActStep:
+            op.update(kind=_ks.OP_ACT, act=st.act._code, slope=float(st.act._slope()))
+            if wk and needs[ins[0]]:
+                op["gin"][0] = emp(widths[ins[0]])
+        else:
+            gop = _GATE_OPS[type(st.gate)]
+            op.update(kind=_ks.OP_GATE, gop=gop)
+            if wk and gop != _ks.OP_ADD:       # Add hands its gradient itself to both inputs
+                # Multiply / Maximum compute both input gradients, as the module path does
+                op["gin"] = [emp(widths[s]) if (needs[s] or gop in (_ks.OP_MUL, _ks.OP_MAX))
+                             else None for s in ins]
+        ops.append(op)
+    return slots, ops
+
+
+class CompiledStep:
+    """``loss = step(x, y)``: zero_grad, forward, loss, backward and ``optimizer.step()`` of
+    ``model`` in one nogil kernel call (see :func:`compile_step`).
+
+    Attributes: ``compiled`` (False when it runs the module path), ``reason`` (why not, or
+    None), ``model``, ``loss_fn``, ``optimizer``; with a compiled model also
+    ``in_features``, ``out_features`` and ``dtype``.
+    """
+
+    def __init__(self, model, loss_fn, optimizer, batch_size=None, warn=True):
+        check_model_loss("compile_step", model, loss_fn)
+        if not hasattr(optimizer, "step") or not hasattr(optimizer, "zero_grad"):
+            raise TypeError(f"compile_step: optimizer must have step() and zero_grad(), got "
+                            f"{type(optimizer).__name__}")
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self._warn = warn
+        self._kernel = None
+        self.reason = None
+        self._cap = int(batch_size) if batch_size else 0
+        self._setup()
+
+    @property
+    def compiled(self):
+        """True when step(x, y) runs the compiled kernel (re-planned first if the model
+        changed since the last call)."""
+        if self._kernel is not None and not self._kernel.valid():
+            self._setup()
+        return self._kernel is not None
+
+    @property
+    def capacity(self):
+        """The largest batch the workspaces hold now (0 on the module path)."""
+        return self._kernel.capacity if self._kernel is not None else 0
+
+    def reserve(self, batch_size):
+        """Grow the workspaces to hold batches of batch_size rows (no-op when they do)."""
+        if self.compiled and self._kernel.capacity < batch_size:
+            self._setup(cap=batch_size)
+
+    def _setup(self, cap=None):
+        try:
+            prog = _program(self.model, self.loss_fn, self.optimizer)
+        except CannotCompile as e:
+            self._kernel = None
+            if self.reason is None and self._warn:
+                warnings.warn(f"compile_step: {e}; running the module path instead",
+                              RuntimeWarning, stacklevel=user_stacklevel())
+            self.reason = str(e)
+            return
+        self.reason = None
+        if cap is not None:
+            self._cap = max(self._cap, int(cap))
+        cap = max(self._cap, 1)
+        plan, dt, widths, needs, want, runs, contribs, acc, mparams = prog
+        slots, ops = _arrays(plan, dt, widths, needs, want, runs, contribs, acc, cap)
+        s0, s1 = plan.in_slots[0], plan.out_slots[0]
+        self.in_features, self.out_features, self.dtype = widths[s0], widths[s1], dt
+        nout = widths[s1]
+        scratch = [np.empty((cap, nout), dt), np.empty(cap, np.float64),
+                   np.empty((cap, widths[s0]), dt), np.empty((cap, nout), dt),
+                   np.empty(cap, np.int64)]
+        kernel = _ks.StepKernel()
+        lf = self.loss_fn
+        kernel.setup(self.model, plan if type(self.model) is Graph else None, slots, ops,
+                     s0, s1, self.optimizer.params, mparams, self.optimizer, lf,
+                     _LOSS_KINDS[type(lf)], cap, dt, scratch, _structure_version,
+                     _structure_version[0])
+        self._kernel = kernel
+
+    def _module_step(self, x, y):
+        model, lf, opt = self.model, self.loss_fn, self.optimizer
+        model.zero_grad()
+        opt.zero_grad()
+        loss = lf(model(x), y)
+        model.backward(lf.backward(), input_grad=False)
+        opt.step()
+        return loss
+
+    def __call__(self, x, y):
+        k = self._kernel
+        if k is not None:
+            loss = k.step(x, y)
+            if loss is not None:
+                return loss
+        return self._replan_and_call(x, y)
+
+    def _replan_and_call(self, x, y):
+        """The slow path: re-plan when the model, optimizer or batch size changed (falling
+        back to the module path when it no longer compiles), then take the step."""
+        if not self.model.training:
+            raise RuntimeError("compiled step: the model is in eval mode; a training step "
+                               "needs model.train() (as the module path's backward does)")
+        k = self._kernel
+        if k is None or not k.valid():
+            if k is not None or self.reason is not None:
+                self._setup()
+        elif isinstance(x, np.ndarray) and x.ndim == 2:
+            self._setup(cap=len(x))           # a larger batch: grow the workspaces
+        k = self._kernel
+        if k is None:
+            return self._module_step(x, y)
+        loss = k.step(x, y)
+        if loss is None:
+            self._setup(cap=len(x))
+            loss = self._kernel.step(x, y)
+        return loss
+
+    def run_batches(self, X, Y, perm, first, n_steps, batch_size, losses, correct):
+        """Steps first .. first+n_steps-1 of an epoch in one kernel call (the Trainer's
+        path): batch s holds rows perm[s*batch_size:(s+1)*batch_size] of X (C-contiguous,
+        the model's dtype) and Y (int64 labels or targets), validated once by the caller.
+        Writes each step's loss (and correct count) at index s; stops before the update of
+        a step whose loss is not finite.  Returns the number of steps completed, or None
+        when the model no longer compiles (re-planned first if it changed)."""
+        if not self.compiled:
+            return None
+        self.reserve(batch_size)
+        return self._kernel.run_batches(X, Y, perm, first, n_steps, batch_size, losses,
+                                        correct)
+
+    def __repr__(self):
+        state = "compiled" if self.compiled else f"module path: {self.reason}"
+        return f"CompiledStep({state})"
+
+
+def compile_step(model, loss_fn, optimizer, *, batch_size=None, warn=True):
+    """One training step as one compiled call: ``loss = step(x, y)``.
+
+    For a ``Sequential`` (nested ones are flattened) of ``Linear`` layers, each optionally
+    followed by a Sigmoid, ReLU, Tanh or LeakyReLU (negative_slope >= 0), or a ``Graph``
+    with one input and one output whose nodes are Linear layers, those activations and the
+    gates Add, Multiply, Maximum, Concat and Split, with an ``MSELoss``,
+    ``CrossEntropyLoss`` or ``SVMLoss`` and an ``SGD`` over (some of) the model's
+    parameters, ``step(x, y)`` runs forward, the loss, backward and the SGD update in one
+    nogil kernel call on workspaces allocated once (grown when a larger batch comes).
+    It equals::
+
+        model.zero_grad(); optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        model.backward(loss_fn.backward(), input_grad=False)
+        optimizer.step()
+
+    with bitwise identical parameters after any number of steps, for either dtype and any
+    thread count.  After a step each parameter's ``.grad`` holds that step's gradient and the
+    optimizer's momentum buffers and ``steps`` are updated, so compiled and module steps can
+    be mixed.  Optimizer hyperparameters are read on every call (schedules work); replacing
+    the model's layers, changing a graph or converting the model's dtype re-plans the step on
+    the next call.
+
+    x must have the model's dtype; y is an integer label array (classification losses,
+    checked against the number of classes) or a target array of the output's shape (MSE).
+    Anything else (another optimizer, loss or module type) falls back to exactly the module
+    code above behind the same API, with one RuntimeWarning saying why (``warn=False``
+    silences it); ``step.compiled`` and ``step.reason`` tell which path runs.
+    """
+    return CompiledStep(model, loss_fn, optimizer, batch_size=batch_size, warn=warn)
+
+
+def model_features(model):
+    """(input features, output features) of a chain or a one-input, one-output Graph where
+    they can be read off the model, else None for either."""
+    if type(model) in (Sequential, Linear):
+        mods = flatten(model, [])
+        lins = [m for m in mods if type(m) is Linear]
+        return (mods[0].in_features if mods and type(mods[0]) is Linear else None,
+                lins[-1].out_features if lins else None)
+    if type(model) is Graph:
+        try:
+            plan, k0 = _graph_plan(model)
+            w = _widths(plan, k0)
+        except CannotCompile:
+            return None, None
+        return w[plan.in_slots[0]], w[plan.out_slots[0]]
+    return None, None
