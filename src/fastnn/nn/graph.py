@@ -24,7 +24,7 @@ import numpy as np
 from .. import _checks as C
 from .gates import Split
 from .module import Module
-from .plan import Rec, owns, infer_features, n_inputs, n_outputs, plan_graph, reusable
+from .plan import Container, Rec, infer_features, n_inputs, n_outputs, plan_graph, reusable
 
 __all__ = ["Graph", "Node"]
 
@@ -42,7 +42,7 @@ class Node:
 
 
 
-class Graph(Module):
+class Graph(Container):
     """A network as a directed acyclic graph of modules (see the module docstring).
 
     ``input(name)`` declares an input, ``add(module, *nodes)`` applies a module to earlier
@@ -267,10 +267,6 @@ class Graph(Module):
             object.__setattr__(self, "_ran", None)
         return outs[0] if len(outs) == 1 else outs
 
-    def _owns(self, x):
-        # the graph's own gradient-sum buffers live in its ctx; each step has its own
-        return self._ctx.owns(x) or (self._plan is not None and owns(self._plan.steps, x))
-
     def backward(self, grad_out, input_grad=True):
         """Backpropagate ``grad_out`` (one gradient per output: an array, or a tuple/list in
         output order; None for an output without one).  Adds into the parameters' gradients
@@ -358,17 +354,6 @@ class Graph(Module):
             b = bufs[("sum", s)] = np.empty(cur.shape, cur.dtype)
         np.add(cur, g, out=b, casting="no")
         acc[s] = b
-
-    def _clear_state(self):
-        super()._clear_state()
-        if self._plan is not None:
-            for st in self._plan.steps:
-                st.ctx.clear()
-        object.__setattr__(self, "_ran", None)
-
-    def _reset(self):
-        super()._reset()
-        object.__setattr__(self, "_plan", None)
 
     # -- printing
     def __repr__(self):

@@ -29,10 +29,10 @@ import numpy as np
 
 from .gates import Concat, Split, _Binary, _Gate
 from .layers import Identity, Linear, _Activation
-from .module import Ctx
+from .module import Ctx, Module
 
 __all__ = ["Plan", "LinearStep", "ActStep", "GateStep", "ModuleStep", "fusable",
-           "reusable", "plan_chain", "plan_graph", "n_inputs", "n_outputs"]
+           "reusable", "Container", "plan_chain", "plan_graph", "n_inputs", "n_outputs"]
 
 
 def fusable(m):
@@ -151,6 +151,26 @@ def owns(steps, x):
         if type(st) is ModuleStep and st.m._owns(x):
             return True
     return False
+
+
+class Container(Module):
+    """What Sequential and Graph share: a plan (``_plan``, built on first use and dropped
+    when the structure or the dtype changes), the plan of the last training-mode forward
+    (``_ran``, what backward may run), and buffer ownership answered by the plan's steps."""
+
+    def _clear_state(self):
+        super()._clear_state()
+        if self._plan is not None:
+            for st in self._plan.steps:
+                st.ctx.clear()
+        object.__setattr__(self, "_ran", None)
+
+    def _reset(self):
+        super()._reset()
+        object.__setattr__(self, "_plan", None)
+
+    def _owns(self, x):
+        return self._ctx.owns(x) or (self._plan is not None and owns(self._plan.steps, x))
 
 
 # -------------------------------------------------------------------------------- plans

@@ -6,12 +6,12 @@ import numpy as np
 
 from .. import _checks as C
 from .module import Module
-from .plan import LinearStep, owns, plan_chain
+from .plan import Container, LinearStep, owns, plan_chain
 
 __all__ = ["Sequential"]
 
 
-class Sequential(Module):
+class Sequential(Container):
     """Modules applied in order: ``Sequential(Linear(784, 100), ReLU(), Linear(100, 10))``.
 
     Supports ``len``, iteration, indexing (an int gives the module, a slice a new Sequential
@@ -95,9 +95,6 @@ class Sequential(Module):
         object.__setattr__(self, "_ran", plan if self.training else None)
         return x
 
-    def _owns(self, x):
-        return self._plan is not None and owns(self._plan.steps, x)
-
     def backward(self, grad_out, input_grad=True):
         plan = self._ran
         if plan is None or plan is not self._plan:
@@ -117,17 +114,6 @@ class Sequential(Module):
         except (TypeError, ValueError, RuntimeError) as e:
             raise C.prefixed(e, f"Sequential[{steps[i].index}]") from None
         return g
-
-    def _clear_state(self):
-        super()._clear_state()
-        if self._plan is not None:
-            for s in self._plan.steps:
-                s.ctx.clear()
-        object.__setattr__(self, "_ran", None)
-
-    def _reset(self):
-        super()._reset()
-        object.__setattr__(self, "_plan", None)
 
     def _config(self):
         return {}
