@@ -4,11 +4,13 @@ import math
 import numpy as np
 
 import fastnn
+from fastnn._kernels._core import Activation, Engine
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-ENGINES = ("native", "blas")
+# the codes table of the kernels (fnn_types.h), as the library exposes it
+ENGINES = tuple(e.name.lower() for e in Engine)
 VARIANTS = tuple(fastnn.supported_kernel_variants())
-ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh")
+ACTIVATIONS = tuple(a.name.lower() for a in Activation)
 # every epilogue, leaky_relu with two slopes
 ACT_SLOPES = (("identity", 0.01), ("relu", 0.01), ("leaky_relu", 0.01), ("leaky_relu", 0.2),
               ("sigmoid", 0.01), ("tanh", 0.01))

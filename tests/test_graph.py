@@ -14,6 +14,7 @@ import pytest
 import fastnn as fnn
 from _util import assert_bitwise_equal, run_python
 from fastnn._kernels import gates as _gates
+from fastnn._kernels._core import GateOp
 
 F64 = np.float64
 HAVE_SKLEARN = importlib.util.find_spec("sklearn") is not None
@@ -338,7 +339,7 @@ def test_kernels_float_branches_called_directly(dtype, rng):
     # each fused-type specialization computes (not just dispatches)
     a, b = (rng.standard_normal((4, 5)).astype(dtype) for _ in range(2))
     out = np.empty_like(a)
-    for op, ref in ((0, np.add), (1, np.multiply), (2, np.maximum)):
+    for op, ref in ((GateOp.ADD, np.add), (GateOp.MUL, np.multiply), (GateOp.MAX, np.maximum)):
         fn = _gates._binary_forward["float" if dtype == np.float32 else "double"]
         out[...] = np.nan
         fn(a, b, out, op)

@@ -86,6 +86,17 @@ def array(fn, what, a, ndim, dtype=None):
     return _whole_elements(a)
 
 
+def x_and_W(fn, x, W, hint=""):
+    """x (batch, in_features) and W (out_features, in_features) of one dtype, whose feature
+    counts agree, for linear_forward / linear_backward; `hint` follows W's shape."""
+    x = array(fn, "x", x, 2)
+    W = array(fn, "W", W, 2, x.dtype)
+    if x.shape[1] != W.shape[1]:
+        raise ValueError(f"{fn}: x has {x.shape[1]} features ({fmt(x)}) but W expects "
+                         f"{W.shape[1]} ({fmt(W)}{hint})")
+    return x, W
+
+
 def _whole_elements(a):
     # the kernels index in whole elements of aligned memory
     isz = a.itemsize

@@ -6,8 +6,9 @@ import sys
 from . import _checks
 from ._kernels import _core
 
-ENGINES = ("native", "blas")
-_ENGINE_CODES = {"native": 0, "blas": 1}
+# name -> code, from the one table of codes (fnn_types.h)
+_ENGINE_CODES = {e.name.lower(): int(e) for e in _core.Engine}
+ENGINES = tuple(_ENGINE_CODES)
 
 
 def get_engine():

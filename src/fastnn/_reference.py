@@ -1,16 +1,20 @@
 """Plain NumPy oracle of fastnn's kernels, for the tests.
 
 Clear and slow on purpose: every function computes in float64 and casts the result back to
-the dtype of its (first) input.  Nothing here is optimised, and nothing here calls fastnn.
+the dtype of its (first) input.  Nothing here is optimised, and nothing here calls fastnn's
+kernels (it only reads their table of codes, for the activation names).
 
 Activations: "identity", "relu", "leaky_relu", "sigmoid", "tanh".
 """
 import numpy as np
 
+from ._kernels._core import Activation
+
 __all__ = ["ACTIVATIONS", "activation", "activation_grad", "gemm", "linear_forward",
            "linear_backward", "mse_loss", "cross_entropy_loss", "svm_loss", "sgd_step"]
 
-ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh")
+# the activation names, in the order of their codes (the table in fastnn/_kernels/fnn_types.h)
+ACTIVATIONS = tuple(a.name.lower() for a in Activation)
 
 
 def _f64(a):

@@ -13,8 +13,10 @@ import numpy as np
 from . import _checks as C
 from ._config import _ENGINE_CODES
 from ._kernels import dense as _dense
+from ._kernels._core import Activation
 
-ACTIVATIONS = {"identity": 0, "relu": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4}
+# name -> code, from the one table of codes (fnn_types.h)
+ACTIVATIONS = {a.name.lower(): int(a) for a in Activation}
 
 __all__ = ["ACTIVATIONS", "gemm", "linear_forward", "linear_backward",
            "activation_forward", "activation_backward"]
@@ -69,12 +71,8 @@ def linear_forward(x, W, b=None, activation="identity", out=None, *, negative_sl
     Returns out, (batch, out_features).
     """
     fn = "fastnn.linear_forward"
-    x = C.array(fn, "x", x, 2)
+    x, W = C.x_and_W(fn, x, W, ": (out_features, in_features)")
     dt = x.dtype
-    W = C.array(fn, "W", W, 2, dt)
-    if x.shape[1] != W.shape[1]:
-        raise ValueError(f"{fn}: x has {x.shape[1]} features ({C.fmt(x)}) but W expects "
-                         f"{W.shape[1]} ({C.fmt(W)}: (out_features, in_features))")
     M, N = x.shape[0], W.shape[0]
     b_ = C.bias(fn, "b", b, N, dt)
     code, slope = _activation(fn, activation, negative_slope)
@@ -103,12 +101,8 @@ def linear_backward(grad_out, x, W, y_saved=None, activation="identity", grad_x=
     Returns (grad_x or None, grad_W, grad_b or None).
     """
     fn = "fastnn.linear_backward"
-    x = C.array(fn, "x", x, 2)
+    x, W = C.x_and_W(fn, x, W)
     dt = x.dtype
-    W = C.array(fn, "W", W, 2, dt)
-    if x.shape[1] != W.shape[1]:
-        raise ValueError(f"{fn}: x has {x.shape[1]} features ({C.fmt(x)}) but W expects "
-                         f"{W.shape[1]} ({C.fmt(W)})")
     M, K, N = x.shape[0], x.shape[1], W.shape[0]
     grad_out = C.rowmajor(C.array(fn, "grad_out", grad_out, 2, dt))
     if grad_out.shape != (M, N):
@@ -116,7 +110,7 @@ def linear_backward(grad_out, x, W, y_saved=None, activation="identity", grad_x=
                          f"got {tuple(grad_out.shape)}")
     code, slope = _activation(fn, activation, negative_slope, backward=True)
     empty2, empty1 = C.EMPTY[dt]
-    if code != 0:
+    if code != Activation.IDENTITY:
         if y_saved is None:
             raise ValueError(f"{fn}: activation {activation!r} needs y_saved, the forward "
                              "output")

@@ -1,13 +1,38 @@
 # Shared state and elementwise kernels of fastnn's compiled core.
 from cython cimport floating
 
+# The table of codes lives in fnn_types.h; each is declared here once as a cpdef enum,
+# visible in Python as an IntEnum of this module (fastnn._kernels._core.Activation, ...),
+# and used under those scoped names by the kernels (Activation.IDENTITY, Engine.BLAS, ...).
 cdef extern from "fnn_types.h" nogil:
-    int FNN_ACT_IDENTITY
-    int FNN_ACT_RELU
-    int FNN_ACT_LEAKY_RELU
-    int FNN_ACT_SIGMOID
-    int FNN_ACT_TANH
-    int FNN_ACT_EXP_NEG
+    cpdef enum Activation "fnn_act":
+        IDENTITY "FNN_ACT_IDENTITY"
+        RELU "FNN_ACT_RELU"
+        LEAKY_RELU "FNN_ACT_LEAKY_RELU"
+        SIGMOID "FNN_ACT_SIGMOID"
+        TANH "FNN_ACT_TANH"
+    cpdef enum Engine "fnn_engine":
+        NATIVE "FNN_ENGINE_NATIVE"
+        BLAS "FNN_ENGINE_BLAS"
+    cpdef enum GateOp "fnn_gate":
+        ADD "FNN_GATE_ADD"
+        MUL "FNN_GATE_MUL"
+        MAX "FNN_GATE_MAX"
+        CONCAT "FNN_GATE_CONCAT"
+        SPLIT "FNN_GATE_SPLIT"
+    cpdef enum LossKind "fnn_loss":
+        MSE "FNN_LOSS_MSE"
+        XENT "FNN_LOSS_XENT"
+        SVM "FNN_LOSS_SVM"
+    cpdef enum OpKind "fnn_op":
+        LINEAR "FNN_OP_LINEAR"
+        ACT "FNN_OP_ACT"
+        GATE "FNN_OP_GATE"
+    # internal, not an activation (the softmax's exponential in act_fwd)
+    enum:
+        FNN_ACT_EXP_NEG
+
+cdef extern from "fnn_types.h" nogil:
     int FNN_N_VARIANTS
     int FNN_VARIANT_GENERIC
     int FNN_VARIANT_AVX2
@@ -57,10 +82,6 @@ cdef extern from "fnn_types.h" nogil:
         fnn_sgd_d_t sgd
 
 
-cdef enum:
-    ENGINE_NATIVE = 0
-    ENGINE_BLAS = 1
-
 # Work below this many elements runs on one thread (a parallel region costs a few us).
 cdef enum:
     ELEMWISE_PARALLEL_MIN = 65536
@@ -77,6 +98,15 @@ cdef inline int elem_threads(Py_ssize_t m, Py_ssize_t n, int n_threads) noexcept
 
 cdef int current_engine() noexcept nogil
 cdef int current_threads() noexcept nogil
+
+# The engine/threads rule, decided here once: with the BLAS engine our own loops stay on one
+# thread (two thread pools would fight over the cores); otherwise n_threads, or the current
+# setting when n_threads <= 0.
+cdef inline int loop_threads(int engine, int n_threads) noexcept nogil:
+    if engine == Engine.BLAS:
+        return 1
+    return n_threads if n_threads > 0 else current_threads()
+
 cdef const fnn_kern_s *kern_s() noexcept nogil
 cdef const fnn_kern_d *kern_d() noexcept nogil
 # 64-byte aligned scratch of at least nbytes owned by the calling OS thread (grow-only,

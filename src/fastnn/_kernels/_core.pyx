@@ -12,7 +12,7 @@ cdef extern from "fnn_simd.h" nogil:
     int fnn_variant_supported(int v)
     void *fnn_workspace(size_t nbytes)
 
-cdef int _engine = ENGINE_NATIVE
+cdef int _engine = Engine.NATIVE
 cdef int _threads = 0          # 0: follow omp_get_max_threads() (OMP_NUM_THREADS, threadpoolctl)
 cdef int _variant = 0
 
@@ -70,7 +70,7 @@ def get_engine_code():
 
 def set_engine_code(int code):
     global _engine
-    if code not in (ENGINE_NATIVE, ENGINE_BLAS):
+    if code not in (Engine.NATIVE, Engine.BLAS):
         raise ValueError(f"bad engine code {code}")
     _engine = code
 
@@ -150,7 +150,7 @@ cdef inline void _bias_act_row(Py_ssize_t n, floating *c, const floating *bias, 
     if bias != NULL:
         for j in range(n):
             c[j] = c[j] + bias[j]
-    if act != FNN_ACT_IDENTITY:
+    if act != Activation.IDENTITY:
         _act_row(n, c, c, act, slope)
 
 
@@ -158,7 +158,7 @@ cdef void bias_act(Py_ssize_t m, Py_ssize_t n, floating *c, Py_ssize_t rsc,
                    const floating *bias, int act, floating slope, int n_threads) noexcept nogil:
     """c[i, :] = act(c[i, :] + bias) in place."""
     cdef Py_ssize_t i
-    if bias == NULL and act == FNN_ACT_IDENTITY:
+    if bias == NULL and act == Activation.IDENTITY:
         return
     cdef int nt = elem_threads(m, n, n_threads)
     if nt == 1:

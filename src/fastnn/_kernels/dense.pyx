@@ -6,7 +6,8 @@ once in fastnn/ops.py (the public boundary).  Strides are element strides; every
 every array an elementwise pass reads has a unit column stride.
 """
 from ._core cimport (current_engine, current_threads, act_forward, act_backward, col_sums,
-                     ENGINE_BLAS, FNN_ACT_IDENTITY)
+                     Engine, Activation, loop_threads)
+from ._views cimport cptr2, ptr2, cptr1, row_stride, col_stride
 from .gemm cimport gemm_native
 from .blas cimport gemm_blas
 
@@ -16,32 +17,11 @@ cdef int gemm_any(int engine, int n_threads, int M, int N, int K, floating alpha
                   const floating *B, Py_ssize_t rsb, Py_ssize_t csb,
                   floating beta, floating *C, Py_ssize_t rsc,
                   const floating *bias, int act, floating slope) noexcept nogil:
-    if engine == ENGINE_BLAS:
+    if engine == Engine.BLAS:
         return gemm_blas(M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, rsc, bias, act,
                          slope)
     return gemm_native(M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, rsc, bias, act,
                        slope, n_threads)
-
-
-cdef inline const floating *_p2(const floating[:, :] X) noexcept nogil:
-    return &X[0, 0] if X.shape[0] > 0 and X.shape[1] > 0 else NULL
-
-
-cdef inline floating *_w2(floating[:, :] X) noexcept nogil:
-    return &X[0, 0] if X.shape[0] > 0 and X.shape[1] > 0 else NULL
-
-
-cdef inline const floating *_p1(const floating[::1] X) noexcept nogil:
-    # NULL for a zero-length vector: an empty bias means "no bias"
-    return &X[0] if X.shape[0] > 0 else NULL
-
-
-cdef inline Py_ssize_t _rs(const floating[:, :] X) noexcept nogil:
-    return X.strides[0] // <Py_ssize_t>sizeof(floating)
-
-
-cdef inline Py_ssize_t _cs(const floating[:, :] X) noexcept nogil:
-    return X.strides[1] // <Py_ssize_t>sizeof(floating)
 
 
 cdef inline void _resolve(int *engine, int *n_threads) noexcept nogil:
@@ -59,9 +39,9 @@ def _gemm(const floating[:, :] A, const floating[:, :] B, floating[:, :] C,
     _resolve(&engine, &n_threads)
     cdef int M = <int>C.shape[0], N = <int>C.shape[1], K = <int>A.shape[1], err
     with nogil:
-        err = gemm_any(engine, n_threads, M, N, K, <floating>alpha, _p2(A), _rs(A), _cs(A),
-                       _p2(B), _rs(B), _cs(B), <floating>beta, _w2(C), _rs(C),
-                       _p1(bias), act, <floating>slope)
+        err = gemm_any(engine, n_threads, M, N, K, <floating>alpha, cptr2(A), row_stride(A), col_stride(A),
+                       cptr2(B), row_stride(B), col_stride(B), <floating>beta, ptr2(C), row_stride(C),
+                       cptr1(bias), act, <floating>slope)
     if err:
         raise MemoryError("fastnn gemm: could not allocate its packing workspace")
 
@@ -74,9 +54,9 @@ def _linear_forward(const floating[:, :] x, const floating[:, :] W, const floati
     cdef int M = <int>x.shape[0], K = <int>x.shape[1], N = <int>W.shape[0], err
     with nogil:
         # B = W^T: element (k, j) is W[j, k]  ->  row stride = W's column stride
-        err = gemm_any(engine, n_threads, M, N, K, <floating>1, _p2(x), _rs(x), _cs(x),
-                       _p2(W), _cs(W), _rs(W), <floating>0, _w2(out), _rs(out),
-                       _p1(b), act, <floating>slope)
+        err = gemm_any(engine, n_threads, M, N, K, <floating>1, cptr2(x), row_stride(x), col_stride(x),
+                       cptr2(W), col_stride(W), row_stride(W), <floating>0, ptr2(out), row_stride(out),
+                       cptr1(b), act, <floating>slope)
     if err:
         raise MemoryError("fastnn linear_forward: could not allocate its packing workspace")
 
@@ -85,10 +65,10 @@ def _activation_forward(const floating[:, :] x, floating[:, :] out, int act, dou
                         int n_threads=-1):
     cdef int engine = -1
     _resolve(&engine, &n_threads)
-    if engine == ENGINE_BLAS:
+    if engine == Engine.BLAS:
         n_threads = 1
     with nogil:
-        act_forward(x.shape[0], x.shape[1], _p2(x), _rs(x), _w2(out), _rs(out), act,
+        act_forward(x.shape[0], x.shape[1], cptr2(x), row_stride(x), ptr2(out), row_stride(out), act,
                     <floating>slope, n_threads)
 
 
@@ -96,11 +76,11 @@ def _activation_backward(const floating[:, :] grad_out, const floating[:, :] y,
                          floating[:, :] grad_in, int act, double slope, int n_threads=-1):
     cdef int engine = -1
     _resolve(&engine, &n_threads)
-    if engine == ENGINE_BLAS:
+    if engine == Engine.BLAS:
         n_threads = 1
     with nogil:
-        act_backward(grad_out.shape[0], grad_out.shape[1], _p2(grad_out), _rs(grad_out),
-                     _p2(y), _rs(y), _w2(grad_in), _rs(grad_in), act, <floating>slope,
+        act_backward(grad_out.shape[0], grad_out.shape[1], cptr2(grad_out), row_stride(grad_out),
+                     cptr2(y), row_stride(y), ptr2(grad_in), row_stride(grad_in), act, <floating>slope,
                      n_threads)
 
 
@@ -115,29 +95,29 @@ def _linear_backward(const floating[:, :] grad_out, const floating[:, :] x,
     `accumulate` adds into grad_W / grad_b instead of overwriting; grad_x is overwritten."""
     _resolve(&engine, &n_threads)
     cdef int M = <int>x.shape[0], K = <int>x.shape[1], N = <int>W.shape[0], err = 0
-    cdef int elem_threads = 1 if engine == ENGINE_BLAS else n_threads
+    cdef int et = loop_threads(engine, n_threads)   # our own elementwise loops
     cdef const floating *dz
     cdef Py_ssize_t rsdz
     cdef floating zero = 0, one = 1
     with nogil:
-        if act == FNN_ACT_IDENTITY:
-            dz = _p2(grad_out)
-            rsdz = _rs(grad_out)
+        if act == Activation.IDENTITY:
+            dz = cptr2(grad_out)
+            rsdz = row_stride(grad_out)
         else:
-            act_backward(M, N, _p2(grad_out), _rs(grad_out), _p2(y), _rs(y), _w2(work),
-                         _rs(work), act, <floating>slope, elem_threads)
-            dz = _w2(work)
-            rsdz = _rs(work)
+            act_backward(M, N, cptr2(grad_out), row_stride(grad_out), cptr2(y), row_stride(y), ptr2(work),
+                         row_stride(work), act, <floating>slope, et)
+            dz = ptr2(work)
+            rsdz = row_stride(work)
         # grad_W (N,K) = dz^T (N,M) @ x (M,K)
-        err = gemm_any(engine, n_threads, N, K, M, one, dz, 1, rsdz, _p2(x), _rs(x), _cs(x),
-                       one if accumulate else zero, _w2(grad_W), _rs(grad_W), <floating *>NULL,
-                       FNN_ACT_IDENTITY, zero)
+        err = gemm_any(engine, n_threads, N, K, M, one, dz, 1, rsdz, cptr2(x), row_stride(x), col_stride(x),
+                       one if accumulate else zero, ptr2(grad_W), row_stride(grad_W), <floating *>NULL,
+                       Activation.IDENTITY, zero)
         if want_grad_b and N > 0:
-            col_sums(M, N, dz, rsdz, &grad_b[0], accumulate, elem_threads)
+            col_sums(M, N, dz, rsdz, &grad_b[0], accumulate, et)
         if want_grad_x and err == 0:
             # grad_x (M,K) = dz (M,N) @ W (N,K)
-            err = gemm_any(engine, n_threads, M, K, N, one, dz, rsdz, 1, _p2(W), _rs(W),
-                           _cs(W), zero, _w2(grad_x), _rs(grad_x), <floating *>NULL,
-                           FNN_ACT_IDENTITY, zero)
+            err = gemm_any(engine, n_threads, M, K, N, one, dz, rsdz, 1, cptr2(W), row_stride(W),
+                           col_stride(W), zero, ptr2(grad_x), row_stride(grad_x), <floating *>NULL,
+                           Activation.IDENTITY, zero)
     if err:
         raise MemoryError("fastnn linear_backward: could not allocate its packing workspace")

@@ -4,13 +4,43 @@
 #define FASTNN_TYPES_H
 #include <stddef.h>
 
-#define FNN_ACT_IDENTITY 0
-#define FNN_ACT_RELU 1
-#define FNN_ACT_LEAKY_RELU 2
-#define FNN_ACT_SIGMOID 3
-#define FNN_ACT_TANH 4
-/* internal, not an activation: exp(x) for x <= 0 (act_fwd only), the softmax's exponential */
-#define FNN_ACT_EXP_NEG 5
+/* ---- the table of codes: every code that crosses between Python and the kernels, once.
+ * _core.pxd declares each as a `cpdef enum`, so Python sees them as IntEnums
+ * (fastnn._kernels._core.Activation, Engine, GateOp, LossKind, OpKind). */
+typedef enum fnn_act {              /* activations (fused into the GEMM writeback) */
+    FNN_ACT_IDENTITY = 0,
+    FNN_ACT_RELU = 1,
+    FNN_ACT_LEAKY_RELU = 2,
+    FNN_ACT_SIGMOID = 3,
+    FNN_ACT_TANH = 4,
+    /* internal, not an activation: exp(x) for x <= 0 (act_fwd only), the softmax's exponential */
+    FNN_ACT_EXP_NEG = 5
+} fnn_act;
+
+typedef enum fnn_engine {              /* GEMM engines */
+    FNN_ENGINE_NATIVE = 0,
+    FNN_ENGINE_BLAS = 1
+} fnn_engine;
+
+typedef enum fnn_gate {              /* graph gates */
+    FNN_GATE_ADD = 0,
+    FNN_GATE_MUL = 1,
+    FNN_GATE_MAX = 2,
+    FNN_GATE_CONCAT = 3,
+    FNN_GATE_SPLIT = 4
+} fnn_gate;
+
+typedef enum fnn_loss {              /* losses of the compiled step */
+    FNN_LOSS_MSE = 0,
+    FNN_LOSS_XENT = 1,
+    FNN_LOSS_SVM = 2
+} fnn_loss;
+
+typedef enum fnn_op {              /* ops of the compiled step's program */
+    FNN_OP_LINEAR = 0,      /* Linear + fused activation */
+    FNN_OP_ACT = 1,         /* an activation on its own */
+    FNN_OP_GATE = 2         /* a gate (fnn_gate) */
+} fnn_op;
 
 /* ---- kernel tables ---- */
 typedef void (*fnn_ukr_s_t)(long, const float *, const float *, float *, long, int, int, float,

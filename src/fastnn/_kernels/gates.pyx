@@ -10,34 +10,8 @@ thread count.  Rows are shared out with a static prange above ELEMWISE_PARALLEL_
 from cython cimport floating
 from libc.string cimport memcpy
 from cython.parallel cimport prange
-from ._core cimport current_engine, current_threads, elem_threads, ENGINE_BLAS
-
-# binary gate codes (forward)
-cdef enum:
-    OP_ADD = 0
-    OP_MUL = 1
-    OP_MAX = 2
-
-
-cdef inline const floating *_p2(const floating[:, :] X) noexcept nogil:
-    return &X[0, 0] if X.shape[0] > 0 and X.shape[1] > 0 else NULL
-
-
-cdef inline floating *_w2(floating[:, :] X) noexcept nogil:
-    return &X[0, 0] if X.shape[0] > 0 and X.shape[1] > 0 else NULL
-
-
-cdef inline Py_ssize_t _rs(const floating[:, :] X) noexcept nogil:
-    return X.strides[0] // <Py_ssize_t>sizeof(floating)
-
-
-cdef inline int _threads(int n_threads) noexcept nogil:
-    # with the BLAS engine our own loops stay single-threaded (two thread pools fight)
-    if current_engine() == ENGINE_BLAS:
-        return 1
-    if n_threads <= 0:
-        return current_threads()
-    return n_threads
+from ._core cimport current_engine, current_threads, elem_threads, Engine, GateOp, loop_threads
+from ._views cimport cptr2, ptr2, row_stride
 
 
 # ------------------------------------------------------------------------- rows
@@ -45,10 +19,10 @@ cdef inline void _binary_row(Py_ssize_t n, const floating *a, const floating *b,
                              floating *y, int op) noexcept nogil:
     # one loop per op, so each inner loop is branch-free and vectorizes
     cdef Py_ssize_t j
-    if op == OP_ADD:
+    if op == GateOp.ADD:
         for j in range(n):
             y[j] = a[j] + b[j]
-    elif op == OP_MUL:
+    elif op == GateOp.MUL:
         for j in range(n):
             y[j] = a[j] * b[j]
     else:
@@ -87,7 +61,7 @@ cdef inline void _max_bwd_row(Py_ssize_t n, const floating *g, const floating *a
 cdef void binary_forward(Py_ssize_t m, Py_ssize_t n, const floating *a, Py_ssize_t ra,
                          const floating *b, Py_ssize_t rb, floating *y, Py_ssize_t ry,
                          int op, int n_threads) noexcept nogil:
-    """y = a + b (op 0), a * b (op 1) or max(a, b) (op 2); all (m, n)."""
+    """y = a + b, a * b or max(a, b) (op: GateOp.ADD, MUL, MAX); all (m, n)."""
     cdef Py_ssize_t i
     cdef int nt = elem_threads(m, n, n_threads)
     if y == NULL:
@@ -104,14 +78,14 @@ cdef void binary_backward(Py_ssize_t m, Py_ssize_t n, const floating *g, Py_ssiz
                           const floating *a, Py_ssize_t ra, const floating *b,
                           Py_ssize_t rb, floating *ga, Py_ssize_t rga, floating *gb,
                           Py_ssize_t rgb, int op, int n_threads) noexcept nogil:
-    """Input gradients of y = a * b (op 1) or max(a, b) (op 2) given g = dL/dy:
+    """Input gradients of y = a * b (GateOp.MUL) or max(a, b) (GateOp.MAX) given g = dL/dy:
     ga = g * b, gb = g * a (multiply); ga = g where a won else 0, gb the rest (maximum).
     A NULL ga / gb is skipped."""
     cdef Py_ssize_t i
     cdef int nt = elem_threads(m, n, n_threads)
     if g == NULL or (ga == NULL and gb == NULL):
         return
-    if op == OP_MUL:
+    if op == GateOp.MUL:
         if nt == 1:
             for i in range(m):
                 _mul_bwd_row(n, g + i * rg, a + i * ra, b + i * rb,
@@ -156,28 +130,28 @@ cdef void copy_rows(Py_ssize_t m, Py_ssize_t n, const floating *src, Py_ssize_t 
 # --------------------------------------------------------------------- entry points
 def _binary_forward(const floating[:, :] a, const floating[:, :] b, floating[:, :] out,
                     int op, int n_threads=-1):
-    """out = a + b (op 0), a * b (op 1) or max(a, b) (op 2); all (m, n)."""
-    cdef int nt = _threads(n_threads)
+    """out = a + b, a * b or max(a, b) (op: GateOp.ADD, MUL, MAX); all (m, n)."""
+    cdef int nt = loop_threads(current_engine(), n_threads)
     with nogil:
-        binary_forward(out.shape[0], out.shape[1], _p2(a), _rs(a), _p2(b), _rs(b), _w2(out),
-                       _rs(out), op, nt)
+        binary_forward(out.shape[0], out.shape[1], cptr2(a), row_stride(a), cptr2(b), row_stride(b), ptr2(out),
+                       row_stride(out), op, nt)
 
 
 def _binary_backward(const floating[:, :] g, const floating[:, :] a, const floating[:, :] b,
                      floating[:, :] ga, floating[:, :] gb, int op, bint want_a, bint want_b,
                      int n_threads=-1):
-    """Input gradients of out = a * b (op 1) or max(a, b) (op 2) given g = dL/dout (see
+    """Input gradients of out = a * b (GateOp.MUL) or max(a, b) (GateOp.MAX) given g = dL/dout (see
     binary_backward).  want_a / want_b False skips that gradient (its buffer may then be
     empty)."""
-    cdef int nt = _threads(n_threads)
+    cdef int nt = loop_threads(current_engine(), n_threads)
     with nogil:
-        binary_backward(g.shape[0], g.shape[1], _p2(g), _rs(g), _p2(a), _rs(a), _p2(b),
-                        _rs(b), _w2(ga) if want_a else NULL, _rs(ga) if want_a else 0,
-                        _w2(gb) if want_b else NULL, _rs(gb) if want_b else 0, op, nt)
+        binary_backward(g.shape[0], g.shape[1], cptr2(g), row_stride(g), cptr2(a), row_stride(a), cptr2(b),
+                        row_stride(b), ptr2(ga) if want_a else NULL, row_stride(ga) if want_a else 0,
+                        ptr2(gb) if want_b else NULL, row_stride(gb) if want_b else 0, op, nt)
 
 
 def _copy_rows(const floating[:, :] src, floating[:, :] dst, int n_threads=-1):
     """dst = src, (m, n) each, row by row (see copy_rows)."""
-    cdef int nt = _threads(n_threads)
+    cdef int nt = loop_threads(current_engine(), n_threads)
     with nogil:
-        copy_rows(dst.shape[0], dst.shape[1], _p2(src), _rs(src), _w2(dst), _rs(dst), nt)
+        copy_rows(dst.shape[0], dst.shape[1], cptr2(src), row_stride(src), ptr2(dst), row_stride(dst), nt)

@@ -17,7 +17,7 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from libc.string cimport memset
 
 from ._core cimport (fnn_kern_s, fnn_kern_d, kern_s, kern_d, workspace, scale_bias_act,
-                     FNN_ACT_IDENTITY)
+                     Activation)
 
 # Below PARALLEL_MIN_FLOPS flops (2*M*N*K) a GEMM runs on one thread, and each extra thread
 # must get at least FLOPS_PER_THREAD: a parallel region plus the duplicated packing costs more
@@ -213,7 +213,7 @@ cdef int _gemm_cell(int m0, int m1, int n0, int n1, int K, floating alpha,
                 last_act = act
                 bias_k = bias + jc if bias != NULL else NULL
             else:
-                last_act = FNN_ACT_IDENTITY
+                last_act = Activation.IDENTITY
                 bias_k = NULL
             ic = m0
             while ic < m1:

@@ -10,7 +10,8 @@ validate shapes, dtypes and label ranges.
 from libc.math cimport log
 from cython.parallel cimport prange
 from ._core cimport (current_engine, current_threads, elem_threads, kern_s, kern_d,
-                     ENGINE_BLAS, FNN_ACT_EXP_NEG)
+                     Engine, FNN_ACT_EXP_NEG, loop_threads)
+from ._views cimport cptr2, ptr2, row_stride
 
 cdef enum:
     EXP_CHUNK = 64      # softmax values exponentiated per vector call (value only)
@@ -198,43 +199,33 @@ cdef double svm_loss(Py_ssize_t m, Py_ssize_t n, const floating *s, Py_ssize_t r
 # ---------------------------------------------------------------- Python entry points
 # (validated by fastnn/losses.py: at least one row and one column, labels in range; `g` may
 # be an empty (0, 0) array for "no gradient")
-cdef inline int _nt(int n_threads) noexcept nogil:
-    if current_engine() == ENGINE_BLAS:
-        return 1
-    return n_threads if n_threads > 0 else current_threads()
-
-
-cdef inline floating *_gp(floating[:, :] g) noexcept nogil:
-    return &g[0, 0] if g.shape[0] > 0 and g.shape[1] > 0 else NULL
-
-
 def _mse(const floating[:, :] p, const floating[:, :] t, floating[:, :] g, double[::1] rows,
          double scale, int n_threads=-1):
     cdef double out
-    cdef int nt = _nt(n_threads)
+    cdef int nt = loop_threads(current_engine(), n_threads)
     with nogil:
-        out = mse_loss(p.shape[0], p.shape[1], &p[0, 0], p.strides[0] // sizeof(floating), &t[0, 0],
-                       t.strides[0] // sizeof(floating), _gp(g),
-                       g.strides[0] // sizeof(floating), scale, &rows[0], nt)
+        out = mse_loss(p.shape[0], p.shape[1], cptr2(p), row_stride(p), cptr2(t),
+                       row_stride(t), ptr2(g),
+                       row_stride(g), scale, &rows[0], nt)
     return out
 
 
 def _xent(const floating[:, :] s, const int64_t[::1] y, floating[:, :] g, double[::1] rows,
           double scale, int n_threads=-1):
     cdef double out
-    cdef int nt = _nt(n_threads)
+    cdef int nt = loop_threads(current_engine(), n_threads)
     with nogil:
-        out = xent_loss(s.shape[0], s.shape[1], &s[0, 0], s.strides[0] // sizeof(floating),
-                        &y[0], _gp(g), g.strides[0] // sizeof(floating), scale, &rows[0], nt)
+        out = xent_loss(s.shape[0], s.shape[1], cptr2(s), row_stride(s),
+                        &y[0], ptr2(g), row_stride(g), scale, &rows[0], nt)
     return out
 
 
 def _svm(const floating[:, :] s, const int64_t[::1] y, floating[:, :] g, double[::1] rows,
          double margin, double scale, int n_threads=-1):
     cdef double out
-    cdef int nt = _nt(n_threads)
+    cdef int nt = loop_threads(current_engine(), n_threads)
     with nogil:
-        out = svm_loss(s.shape[0], s.shape[1], &s[0, 0], s.strides[0] // sizeof(floating),
-                       &y[0], _gp(g), g.strides[0] // sizeof(floating), margin, scale,
+        out = svm_loss(s.shape[0], s.shape[1], cptr2(s), row_stride(s),
+                       &y[0], ptr2(g), row_stride(g), margin, scale,
                        &rows[0], nt)
     return out

@@ -6,8 +6,8 @@ Elementwise, so the result never depends on the thread count.  The caller
 """
 from cython.parallel cimport prange
 from ._core cimport (current_engine, current_threads, elem_threads, kern_s, kern_d,
-                     ENGINE_BLAS, FNN_SGD_WD, FNN_SGD_MOMENTUM, FNN_SGD_FIRST,
-                     FNN_SGD_NESTEROV)
+                     Engine, FNN_SGD_WD, FNN_SGD_MOMENTUM, FNN_SGD_FIRST,
+                     FNN_SGD_NESTEROV, loop_threads)
 
 cdef enum:
     CHUNK = 8192      # elements per parallel work item
@@ -88,9 +88,7 @@ def _sgd(floating[::1] p, const floating[::1] g, floating[::1] buf, double lr,
          double momentum, double dampening, double weight_decay, bint nesterov,
          bint maximize, bint first, int n_threads=-1):
     """Python entry point (fastnn/optim.py); pass an empty buf when momentum == 0."""
-    cdef int nt = 1
-    if current_engine() != ENGINE_BLAS:
-        nt = n_threads if n_threads > 0 else current_threads()
+    cdef int nt = loop_threads(current_engine(), n_threads)
     if p.shape[0] == 0:
         return
     with nogil:

@@ -32,7 +32,7 @@ from numpy import (dtype as np_dtype, ascontiguousarray as np_ascontiguousarray,
                    int64 as np_int64)
 
 from ._core cimport (current_engine, current_threads, act_forward, act_backward, col_sums,
-                     ENGINE_BLAS, FNN_ACT_IDENTITY)
+                     Engine, Activation, GateOp, LossKind, OpKind, loop_threads)
 from .dense cimport gemm_any
 from .gates cimport binary_forward, binary_backward, copy_rows
 from .losses cimport mse_loss, xent_loss, svm_loss
@@ -40,33 +40,11 @@ from .optim cimport sgd_update
 
 cnp.import_array()
 
-cdef enum:
-    _LOSS_MSE = 0
-    _LOSS_XENT = 1
-    _LOSS_SVM = 2
-
-# op kinds of the program, and the gate ops (the gates' codes, OP_ADD.. as in gates.pyx)
-cdef enum:
-    _OP_LINEAR = 0
-    _OP_ACT = 1
-    _OP_GATE = 2
-cdef enum:
-    _G_ADD = 0
-    _G_MUL = 1
-    _G_MAX = 2
-    _G_CONCAT = 3
-    _G_SPLIT = 4
-
 # error codes
 cdef enum:
     ERR_NONE = 0
     ERR_NOMEM = -1
     ERR_NONFINITE = 1
-
-LOSS_MSE, LOSS_XENT, LOSS_SVM = _LOSS_MSE, _LOSS_XENT, _LOSS_SVM
-OP_LINEAR, OP_ACT, OP_GATE = _OP_LINEAR, _OP_ACT, _OP_GATE
-OP_ADD, OP_MUL, OP_MAX, OP_CONCAT, OP_SPLIT = _G_ADD, _G_MUL, _G_MAX, _G_CONCAT, _G_SPLIT
-
 
 cdef struct Slot:
     int n               # width: the value is (M, n), row-major
@@ -77,7 +55,7 @@ cdef struct Slot:
 
 
 cdef struct Op:
-    int kind, gop, act
+    int kind, gop, act    # OpKind, GateOp, Activation (fnn_types.h)
     double slope
     int nin, nout
     int *ins            # slot indices
@@ -130,23 +108,23 @@ cdef int _forward_op(Op *op, Slot *S, int M, int engine, int nt, int et,
     cdef Slot *y = &S[op.outs[0]]
     cdef floating one = 1, zero = 0
     cdef int j, off
-    if op.kind == _OP_LINEAR:
+    if op.kind == OpKind.LINEAR:
         # out = act(in @ W^T + b), the same gemm_any call as linear_forward
         return gemm_any(engine, nt, M, op.N, op.K, one, <const floating *>x.val, x.rs, 1,
                         <const floating *>op.W, 1, op.K, zero, <floating *>y.val, op.N,
                         <const floating *>op.b, op.act, <floating>op.slope)
-    if op.kind == _OP_ACT:
+    if op.kind == OpKind.ACT:
         act_forward(M, x.n, <const floating *>x.val, x.rs, <floating *>y.val, y.rs, op.act,
                     <floating>op.slope, et)
         return 0
-    if op.gop == _G_CONCAT:
+    if op.gop == GateOp.CONCAT:
         off = 0
         for j in range(op.nin):
             x = &S[op.ins[j]]
             copy_rows(M, x.n, <const floating *>x.val, x.rs, <floating *>y.val + off, y.rs,
                       et)
             off += x.n
-    elif op.gop == _G_SPLIT:
+    elif op.gop == GateOp.SPLIT:
         off = 0
         for j in range(op.nout):
             y = &S[op.outs[j]]
@@ -171,10 +149,10 @@ cdef int _backward_op(Op *op, Slot *S, int M, int engine, int nt, int et,
     cdef floating one = 1, zero = 0
     cdef int j, off, e = 0, N, K
     cdef Py_ssize_t r
-    if op.kind == _OP_LINEAR:
+    if op.kind == OpKind.LINEAR:
         N = op.N
         K = op.K
-        if op.act == FNN_ACT_IDENTITY:
+        if op.act == Activation.IDENTITY:
             dz = dy
         else:
             act_backward(M, N, dy, N, <const floating *>y.val, N, <floating *>op.work, N,
@@ -183,30 +161,30 @@ cdef int _backward_op(Op *op, Slot *S, int M, int engine, int nt, int et,
         # grad_W (N,K) (+)= dz^T @ in  (dense.linear_backward's calls)
         e = gemm_any(engine, nt, N, K, M, one, dz, 1, N, <const floating *>x.val, x.rs, 1,
                      one if op.accW else zero, <floating *>op.gW, K, <floating *>NULL,
-                     FNN_ACT_IDENTITY, zero)
+                     Activation.IDENTITY, zero)
         if op.gb != NULL:
             col_sums(M, N, dz, N, <floating *>op.gb, op.accb, et)
         if op.gin[0] != NULL and e == 0:
             # grad_in (M,K) = dz @ W
             e = gemm_any(engine, nt, M, K, N, one, dz, N, 1, <const floating *>op.W, K, 1,
-                         zero, <floating *>op.gin[0], K, <floating *>NULL, FNN_ACT_IDENTITY,
+                         zero, <floating *>op.gin[0], K, <floating *>NULL, Activation.IDENTITY,
                          zero)
             _contribute(x, <const floating *>op.gin[0], M)
         return e
     if not op.want:
         return 0
-    if op.kind == _OP_ACT:
+    if op.kind == OpKind.ACT:
         if op.gin[0] != NULL:
             act_backward(M, x.n, dy, x.n, <const floating *>y.val, y.rs,
                          <floating *>op.gin[0], x.n, op.act, <floating>op.slope, et)
             _contribute(x, <const floating *>op.gin[0], M)
         return 0
-    if op.gop == _G_ADD:
+    if op.gop == GateOp.ADD:
         # the add gate distributes: both inputs receive dy itself
         for j in range(2):
             if op.needs[j]:
                 _contribute(&S[op.ins[j]], dy, M)
-    elif op.gop == _G_CONCAT:
+    elif op.gop == GateOp.CONCAT:
         off = 0
         for j in range(op.nin):
             x = &S[op.ins[j]]
@@ -214,7 +192,7 @@ cdef int _backward_op(Op *op, Slot *S, int M, int engine, int nt, int et,
                 copy_rows(M, x.n, dy + off, y.n, <floating *>op.gin[j], x.n, et)
                 _contribute(x, <const floating *>op.gin[j], M)
             off += x.n
-    elif op.gop == _G_SPLIT:
+    elif op.gop == GateOp.SPLIT:
         gx = <floating *>op.gin[0]
         if gx == NULL:
             return 0
@@ -248,7 +226,7 @@ cdef double _core(Op *ops, int nops, Slot *S, int nslots, int s_in, int s_out, P
     """One step on M rows; returns the loss.  x is (M, K0) with row stride rsx, t (M, Nout)
     contiguous targets (MSE) or y (M,) labels.  err: ERR_NONFINITE stops before backward."""
     cdef int engine = current_engine(), nt = current_threads()
-    cdef int et = 1 if engine == ENGINE_BLAS else nt      # elementwise threads
+    cdef int et = loop_threads(engine, nt)      # elementwise threads
     cdef int i, j, N, k, e = 0, c
     cdef Py_ssize_t r
     cdef floating *o
@@ -266,16 +244,16 @@ cdef double _core(Op *ops, int nops, Slot *S, int nslots, int s_in, int s_out, P
     # ---- loss value and its gradient (gl), the kernels the Loss modules call
     N = S[s_out].n
     o = <floating *>S[s_out].val
-    if loss_kind == _LOSS_MSE:
+    if loss_kind == LossKind.MSE:
         scale = 1.0 / (<double>M * N) if mean else 1.0
         loss = mse_loss(M, N, o, N, t, N, gl, N, scale, rows, et)
-    elif loss_kind == _LOSS_XENT:
+    elif loss_kind == LossKind.XENT:
         scale = 1.0 / M if mean else 1.0
         loss = xent_loss(M, N, o, N, y, gl, N, scale, rows, et)
     else:
         scale = 1.0 / M if mean else 1.0
         loss = svm_loss(M, N, o, N, y, gl, N, margin, scale, rows, et)
-    if correct != NULL and loss_kind != _LOSS_MSE:
+    if correct != NULL and loss_kind != LossKind.MSE:
         c = 0
         for r in range(M):       # argmax, first maximum on ties (as numpy.argmax)
             mx = o[r * N]
@@ -552,7 +530,7 @@ cdef class StepKernel:
         cdef int i
         lf = self.loss_fn
         self.mean = lf.reduction == "mean"
-        if self.loss_kind == _LOSS_SVM:
+        if self.loss_kind == LossKind.SVM:
             self.margin = lf.margin
         opt = self.opt
         lr, mom, damp, wd, nest, maxi = opt._hyper
@@ -632,7 +610,7 @@ cdef class StepKernel:
         M = <int>cnp.PyArray_DIMS(xa)[0]
         if not cnp.PyArray_IS_C_CONTIGUOUS(xa) or not cnp.PyArray_ISALIGNED(xa):
             xa = np_ascontiguousarray(xa)
-        if self.loss_kind == _LOSS_MSE:
+        if self.loss_kind == LossKind.MSE:
             if not cnp.PyArray_Check(y) or cnp.PyArray_TYPE(<cnp.ndarray>y) != self.typenum \
                     or not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>y):
                 raise TypeError(f"compiled step: MSELoss targets must be a numpy.ndarray of "
@@ -702,12 +680,12 @@ cdef class StepKernel:
         cdef int q
         cdef int M, err = 0
         cdef Py_ssize_t kx = self.K0 * (8 if self.dbl else 4)
-        cdef Py_ssize_t ky = self.Nout * (8 if self.dbl else 4) if self.loss_kind == _LOSS_MSE \
+        cdef Py_ssize_t ky = self.Nout * (8 if self.dbl else 4) if self.loss_kind == LossKind.MSE \
             else 8
         cdef const char *xs = <const char *>cnp.PyArray_DATA(X)
         cdef const char *ys = <const char *>cnp.PyArray_DATA(Y)
         cdef double loss
-        cdef bint clf = self.loss_kind != _LOSS_MSE
+        cdef bint clf = self.loss_kind != LossKind.MSE
         # the Trainer validated the data against the model it planned; re-check what this
         # kernel relies on (cheap, once per call), in case the model changed since
         if batch_size < 1 or batch_size > self.cap:
@@ -718,7 +696,7 @@ cdef class StepKernel:
             raise TypeError(f"compiled step: X must be a C-contiguous "
                             f"{'float64' if self.dbl else 'float32'} array of shape ({n}, "
                             f"{self.K0}) for this model, got {X.dtype} {(<object>X).shape}")
-        if self.loss_kind == _LOSS_MSE:
+        if self.loss_kind == LossKind.MSE:
             ok = (cnp.PyArray_NDIM(Y) == 2 and cnp.PyArray_DIMS(Y)[0] == n and
                   cnp.PyArray_DIMS(Y)[1] == self.Nout and cnp.PyArray_TYPE(Y) == self.typenum)
         else:
@@ -732,7 +710,7 @@ cdef class StepKernel:
                 correct.shape[0] < first + n_steps:
             raise ValueError("run_batches: steps out of range")
         cdef Py_ssize_t bad
-        if self.loss_kind != _LOSS_MSE:
+        if self.loss_kind != LossKind.MSE:
             bad = _bad_label(n, <const int64_t *>cnp.PyArray_DATA(Y), self.Nout)
             if bad >= 0:
                 raise ValueError(f"compiled step: labels must be in [0, {self.Nout}) for "

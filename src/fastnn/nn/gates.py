@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import _checks as C
 from .._kernels import gates as _gates
+from .._kernels._core import GateOp
 from .module import Module, buf, not_run
 
 __all__ = ["Add", "Multiply", "Maximum", "Concat", "Split"]
@@ -15,7 +16,6 @@ __all__ = ["Add", "Multiply", "Maximum", "Concat", "Split"]
 _BIN_FWD = C.specialized(_gates._binary_forward)
 _BIN_BWD = C.specialized(_gates._binary_backward)
 _COPY = C.specialized(_gates._copy_rows)
-OP_ADD, OP_MUL, OP_MAX = 0, 1, 2
 
 
 # --------------------------------------------------------------------------------- gates
@@ -67,7 +67,7 @@ class _Gate(Module):
 class _Binary(_Gate):
     """An elementwise gate of two inputs of one shape (no broadcasting)."""
     _arity = 2
-    _op = OP_ADD
+    _op = int(GateOp.ADD)
     _keeps_inputs = True     # multiply / maximum read both inputs in backward
 
     def _fwd(self, ctx, xs, training):
@@ -108,7 +108,7 @@ class _Binary(_Gate):
 class Add(_Binary):
     """y = a + b (elementwise, same shapes).  Backward distributes: both inputs receive
     grad_out itself (no copy)."""
-    _op = OP_ADD
+    _op = int(GateOp.ADD)
     _keeps_inputs = False
 
     def _bwd(self, ctx, grad_out, input_grad):
@@ -121,14 +121,14 @@ class Add(_Binary):
 class Multiply(_Binary):
     """y = a * b (elementwise, same shapes).  Backward swaps: da = dy * b, db = dy * a
     (both inputs are kept from the forward: do not modify them before backward)."""
-    _op = OP_MUL
+    _op = int(GateOp.MUL)
 
 
 class Maximum(_Binary):
     """y = max(a, b) (elementwise, same shapes).  Backward routes dy to the input that was
     chosen; a tie goes to the first input.  A NaN propagates (as numpy.maximum) and receives
     the gradient."""
-    _op = OP_MAX
+    _op = int(GateOp.MAX)
 
 
 def _axis(who, axis):

@@ -27,6 +27,7 @@ import heapq
 
 import numpy as np
 
+from .._kernels._core import Activation
 from .gates import Concat, Split, _Binary, _Gate
 from .layers import Identity, Linear, _Activation
 from .module import Ctx, Module
@@ -61,7 +62,7 @@ class LinearStep:
     def __init__(self, lin, act, index):
         self.lin, self.act, self.index, self.ctx = lin, act, index, Ctx()
         # fixed for the plan's lifetime (LeakyReLU's slope cannot change)
-        self.code = act._code if act is not None else 0
+        self.code = act._code if act is not None else int(Activation.IDENTITY)
         self.slope = act._slope() if act is not None else 0.0
 
     @property

@@ -23,13 +23,14 @@ from ..nn.module import _structure_version
 from ..nn.plan import ActStep, GateStep, LinearStep, fusable, plan_chain
 from ..optim import SGD
 from .._kernels import step as _ks
+from .._kernels._core import GateOp, LossKind, OpKind
 
 __all__ = ["compile_step", "CompiledStep"]
 
-# codes of the step kernel's program (fastnn/_kernels/step.pyx)
-_LOSS_KINDS = {MSELoss: _ks.LOSS_MSE, CrossEntropyLoss: _ks.LOSS_XENT, SVMLoss: _ks.LOSS_SVM}
-_GATE_OPS = {Add: _ks.OP_ADD, Multiply: _ks.OP_MUL, Maximum: _ks.OP_MAX,
-             Concat: _ks.OP_CONCAT, Split: _ks.OP_SPLIT}
+# codes of the step kernel's program (the table in fastnn/_kernels/fnn_types.h)
+_LOSS_KINDS = {MSELoss: LossKind.MSE, CrossEntropyLoss: LossKind.XENT, SVMLoss: LossKind.SVM}
+_GATE_OPS = {Add: GateOp.ADD, Multiply: GateOp.MUL, Maximum: GateOp.MAX,
+             Concat: GateOp.CONCAT, Split: GateOp.SPLIT}
 
 
 class CannotCompile(Exception):
@@ -227,7 +228,7 @@ def _arrays(plan, dt, widths, needs, want, runs, contribs, acc, cap):
               "gin": [None] * len(ins)}
         if type(st) is LinearStep:
             lin = st.lin
-            op.update(kind=_ks.OP_LINEAR, act=st.code, slope=float(st.slope),
+            op.update(kind=OpKind.LINEAR, act=st.code, slope=float(st.slope),
                       K=lin.in_features, N=lin.out_features, W=lin.weight._data,
                       b=lin.bias._data if lin.bias is not None else None,
                       gW=lin.weight._grad,
@@ -238,15 +239,15 @@ def _arrays(plan, dt, widths, needs, want, runs, contribs, acc, cap):
             if wk and needs[ins[0]]:
                 op["gin"][0] = emp(lin.in_features)
         elif type(st) is ActStep:
-            op.update(kind=_ks.OP_ACT, act=st.act._code, slope=float(st.act._slope()))
+            op.update(kind=OpKind.ACT, act=st.act._code, slope=float(st.act._slope()))
             if wk and needs[ins[0]]:
                 op["gin"][0] = emp(widths[ins[0]])
         else:
             gop = _GATE_OPS[type(st.gate)]
-            op.update(kind=_ks.OP_GATE, gop=gop)
-            if wk and gop != _ks.OP_ADD:       # Add hands its gradient itself to both inputs
+            op.update(kind=OpKind.GATE, gop=gop)
+            if wk and gop != GateOp.ADD:       # Add hands its gradient itself to both inputs
                 # Multiply / Maximum compute both input gradients, as the module path does
-                op["gin"] = [emp(widths[s]) if (needs[s] or gop in (_ks.OP_MUL, _ks.OP_MAX))
+                op["gin"] = [emp(widths[s]) if (needs[s] or gop in (GateOp.MUL, GateOp.MAX))
                              else None for s in ins]
         ops.append(op)
     return slots, ops
