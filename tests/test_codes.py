@@ -12,14 +12,14 @@ import pytest
 import fastnn as fnn
 from fastnn import _config, _reference, ops
 from fastnn._kernels import _core
-from fastnn._kernels._core import Activation, Engine, GateOp, LossKind, OpKind
+from fastnn._kernels._core import Activation, Engine, GateOp, LossKind, OpKind, OptKind
 from fastnn.training import compiled
 from _util import ACTIVATIONS, ENGINES
 
 HEADER = os.path.join(os.path.dirname(__file__), os.pardir, "src", "fastnn", "_kernels",
                       "fnn_types.h")
 ENUMS = {"fnn_act": Activation, "fnn_engine": Engine, "fnn_gate": GateOp,
-         "fnn_loss": LossKind, "fnn_op": OpKind}
+         "fnn_loss": LossKind, "fnn_op": OpKind, "fnn_opt": OptKind}
 
 
 def _header_enums():
@@ -45,8 +45,7 @@ def test_cpdef_enum_is_a_python_int_enum(tag):
 def test_enum_values_are_the_header_values(tag):
     table = _header_enums()[tag]
     E = ENUMS[tag]
-    prefix = os.path.commonprefix([n + "_" for n in table])
-    prefix = prefix[:prefix.rindex("_") + 1]
+    prefix = tag.upper() + "_"              # fnn_act -> FNN_ACT_
     expected = {k[len(prefix):]: v for k, v in table.items() if k != "FNN_ACT_EXP_NEG"}
     assert {m.name: int(m) for m in E} == expected
 
@@ -71,6 +70,7 @@ def test_python_tables_are_derived_from_the_enums():
     assert ACTIVATIONS == ("identity", "relu", "leaky_relu", "sigmoid", "tanh")
     assert set(compiled._GATE_OPS.values()) == set(GateOp)
     assert set(compiled._LOSS_KINDS.values()) == set(LossKind)
+    assert fnn.SGD._kind == OptKind.SGD
 
 
 def test_layer_and_gate_codes_come_from_the_table():

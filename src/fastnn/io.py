@@ -42,7 +42,7 @@ def record(m):
         return rec
     if isinstance(m, Graph):
         return _graph_record(m)
-    cfg = m._config()
+    cfg = m._arch()
     if cfg is None or _TYPES.get(type(m).__name__) is not type(m):
         raise TypeError(f"fastnn.save: {type(m).__name__} cannot be saved with its "
                         "architecture (only fastnn's own modules can); save "

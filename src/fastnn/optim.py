@@ -1,14 +1,42 @@
 """Optimizers.  ``SGD`` follows torch.optim.SGD exactly; each parameter's update is one fused
-kernel call."""
+kernel call.
+
+``Optimizer`` is the contract between an optimizer and the kernels, used by ``step()`` and
+by the compiled training step alike (fastnn.training.compiled never asks which optimizer
+it runs):
+
+``_kind``
+    the update's code (``fastnn._kernels._core.OptKind``): ``optim.opt_update`` dispatches
+    on it.
+``_hyper``
+    the hyperparameters as a tuple of floats in the kernel's order, kept current by the
+    setters (read on every step).
+``steps``
+    updates applied so far (the next one is number ``steps + 1``).
+``_prepare_state()``
+    each parameter's state buffers for the next update -- created where missing by the one
+    rule ``_state_for(i)`` -- as (list of tuples of arrays or None, list of "new" flags).
+``_state_version``
+    changes whenever a buffer is created, replaced or dropped, or the set of buffers an
+    update uses changes (a caller holding pointers to them knows when to ask again).
+``_drop_state(indices)``
+    forget buffers created for an update that was not applied.
+``_count_steps(n)``
+    n updates were applied.
+
+A new optimizer subclasses ``Optimizer``, sets ``_kind``, ``_hyper`` and ``_state_for``, and
+adds its kernel to ``opt_update``; ``step()``, ``compile_step`` and the ``Trainer`` then run it.
+"""
 import numbers
 
 import numpy as np
 
-from ._checks import EMPTY1, specialized
+from ._checks import specialized
 from ._kernels import optim as _ko
+from ._kernels._core import OptKind
 from .nn import Module, Parameter
 
-__all__ = ["SGD"]
+__all__ = ["Optimizer", "SGD"]
 
 
 def _hyper(who, name, value, minimum=0.0):
@@ -20,7 +48,91 @@ def _hyper(who, name, value, minimum=0.0):
     return v
 
 
-class SGD:
+def _param_list(who, params):
+    if isinstance(params, Module):
+        raise TypeError(f"{who}: pass model.parameters(), not the model")
+    if isinstance(params, Parameter):
+        raise TypeError(f"{who}: params must be an iterable of Parameters (e.g. "
+                        "model.parameters()), got a single Parameter")
+    try:
+        params = list(params)
+    except TypeError:
+        raise TypeError(f"{who}: params must be an iterable of Parameters, got "
+                        f"{type(params).__name__}") from None
+    if not params:
+        raise ValueError(f"{who}: got an empty parameter list")
+    seen = set()
+    for i, p in enumerate(params):
+        if not isinstance(p, Parameter):
+            raise TypeError(f"{who}: params[{i}] is a {type(p).__name__}, not a "
+                            "fastnn Parameter")
+        if id(p) in seen:
+            raise ValueError(f"{who}: params[{i}] appears more than once")
+        seen.add(id(p))
+    return params
+
+
+class Optimizer:
+    """Base class of fastnn's optimizers: the parameter list, the step count and the state
+    contract of the module docstring.  Subclasses set ``_kind``, keep ``_hyper`` current and
+    define ``_state_for(i)``."""
+    _kind = None
+
+    def __init__(self, params):
+        self.params = _param_list(type(self).__name__, params)
+        self._hyper = ()
+        self._state = [None] * len(self.params)    # per parameter: tuple of buffers or None
+        self._state_version = 0
+        self.steps = 0
+
+    def zero_grad(self):
+        """Set the gradient of every parameter to zero."""
+        for p in self.params:
+            p.zero_grad()
+
+    def _state_for(self, i):
+        """(buffers, new) for parameter i's next update: a tuple of the state buffers it
+        uses (None where unused), new=True when they were just created (the update
+        initialises them)."""
+        raise NotImplementedError
+
+    def _new_state(self, i, n):
+        """n fresh buffers for parameter i (uninitialised: the first update writes them)."""
+        flat = self.params[i]._flat
+        st = self._state[i] = tuple(np.empty_like(flat) for _ in range(n))
+        self._state_version += 1
+        return st
+
+    def _fits(self, i):
+        """Whether parameter i's buffers exist and still fit it (shape and dtype)."""
+        st = self._state[i]
+        flat = self.params[i]._flat
+        return st is not None and all(b.shape[0] == flat.shape[0] and b.dtype == flat.dtype
+                                      for b in st)
+
+    def _prepare_state(self):
+        pairs = [self._state_for(i) for i in range(len(self.params))]
+        return [b for b, _ in pairs], [f for _, f in pairs]
+
+    def _drop_state(self, indices):
+        for i in indices:
+            self._state[i] = None
+        self._state_version += 1
+
+    def _count_steps(self, n):
+        self.steps += n
+
+    def step(self):
+        """Update every parameter from its gradient (one fused kernel call each)."""
+        kind, hyper, t = int(self._kind), self._hyper, self.steps + 1
+        for i, p in enumerate(self.params):
+            p._materialize_grad()        # no gradient since zero_grad(): it is zero
+            state, first = self._state_for(i)
+            _UPDATE[p._flat.dtype](kind, hyper, t, p._flat, p._gflat, state, first)
+        self._count_steps(1)
+
+
+class SGD(Optimizer):
     """Stochastic gradient descent with momentum, as torch.optim.SGD.
 
     For each parameter p with gradient g, one step does, in this order::
@@ -45,50 +157,16 @@ class SGD:
     Attributes ``lr``, ``momentum``, ``dampening``, ``weight_decay``, ``nesterov`` and
     ``maximize`` may be changed between steps (e.g. for a learning-rate schedule).
 
-    The compiled training step (fastnn.training.compiled) updates the parameters with the
-    same kernel; it talks to the optimizer only through this contract:
-
-    ``_hyper``
-        (lr, momentum, dampening, weight_decay, nesterov, maximize), kept current by the
-        setters (read on every step).
-    ``_prepare_buffers()``
-        the momentum buffers for the next update -- created where missing by the one
-        buffer rule ``step()`` uses too -- as (buffers, first flags); None buffers when
-        momentum is 0.
-    ``_buffers_version``
-        changes whenever a buffer is created, replaced or dropped (so a caller holding
-        pointers to the buffers knows when to ask again).
-    ``_drop_buffers(indices)``
-        forget buffers created for an update that was not applied.
-    ``_count_steps(n)``
-        n updates were applied.
+    The compiled training step (fastnn.training.compiled) runs the same update through the
+    ``Optimizer`` contract: ``_hyper`` is (lr, momentum, dampening, weight_decay, nesterov,
+    maximize), the state one momentum buffer per parameter (none while momentum is 0).
     """
+    _kind = OptKind.SGD
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, maximize=False):
         who = "SGD"
-        if isinstance(params, Module):
-            raise TypeError("SGD: pass model.parameters(), not the model")
-        if isinstance(params, Parameter):
-            raise TypeError("SGD: params must be an iterable of Parameters (e.g. "
-                            "model.parameters()), got a single Parameter")
-        try:
-            params = list(params)
-        except TypeError:
-            raise TypeError(f"SGD: params must be an iterable of Parameters, got "
-                            f"{type(params).__name__}") from None
-        if not params:
-            raise ValueError("SGD: got an empty parameter list")
-        seen = set()
-        for i, p in enumerate(params):
-            if not isinstance(p, Parameter):
-                raise TypeError(f"SGD: params[{i}] is a {type(p).__name__}, not a "
-                                "fastnn Parameter")
-            if id(p) in seen:
-                raise ValueError(f"SGD: params[{i}] appears more than once")
-            seen.add(id(p))
-        self.params = params
-        self._hyper = None
+        super().__init__(params)
         self._lr = _hyper(who, "lr", lr)
         self._momentum = _hyper(who, "momentum", momentum)
         self._dampening = _hyper(who, "dampening", dampening)
@@ -96,13 +174,10 @@ class SGD:
         self._maximize = bool(maximize)
         self.weight_decay = weight_decay
         self.nesterov = nesterov
-        self._bufs = [None] * len(params)   # momentum buffers, created on the first step
-        self._buffers_version = 0
-        self.steps = 0
 
     def _sync_hyper(self):
         self._hyper = (self._lr, self._momentum, self._dampening, self._weight_decay,
-                       self._nesterov, self._maximize)
+                       float(self._nesterov), float(self._maximize))
 
     # hyperparameters are validated when set, so step() need not check them
     def _check_nesterov(self, nesterov, momentum, dampening):
@@ -127,6 +202,8 @@ class SGD:
     def momentum(self, v):
         v = _hyper("SGD", "momentum", v)
         self._check_nesterov(self._nesterov, v, self._dampening)
+        if (v == 0) != (self._momentum == 0):
+            self._state_version += 1         # the update starts / stops using its buffer
         self._momentum = v
         self._sync_hyper()
 
@@ -175,50 +252,21 @@ class SGD:
                 f"weight_decay={self.weight_decay}, nesterov={self.nesterov}, "
                 f"maximize={self.maximize})")
 
-    def zero_grad(self):
-        """Set the gradient of every parameter to zero."""
-        for p in self.params:
-            p.zero_grad()
-
     # -- the momentum-buffer rule (one place: step() and the compiled step)
-    def _buffer(self, i):
-        """(buffer, first) for parameter i's next update with momentum: a new buffer
-        (first=True: the update initialises it, buf = g) when there is none or it no longer
-        fits the parameter (shape or dtype changed)."""
-        buf = self._bufs[i]
-        flat = self.params[i]._flat
-        if buf is None or buf.shape[0] != flat.shape[0] or buf.dtype != flat.dtype:
-            buf = self._bufs[i] = np.empty_like(flat)
-            self._buffers_version += 1
-            return buf, True
-        return buf, False
-
-    def _prepare_buffers(self):
+    def _state_for(self, i):
+        """(buffers, new) for parameter i's next update: (None,) while momentum is 0; else its
+        momentum buffer, a new one (new=True: the update initialises it, buf = g) when there
+        is none or it no longer fits the parameter (shape or dtype changed)."""
         if self._momentum == 0:
-            return [None] * len(self.params), [False] * len(self.params)
-        pairs = [self._buffer(i) for i in range(len(self.params))]
-        return [b for b, _ in pairs], [f for _, f in pairs]
+            return (None,), False
+        if self._fits(i):
+            return self._state[i], False
+        return self._new_state(i, 1), True
 
-    def _drop_buffers(self, indices):
-        for i in indices:
-            self._bufs[i] = None
-        self._buffers_version += 1
-
-    def _count_steps(self, n):
-        self.steps += n
-
-    def step(self):
-        """Update every parameter from its gradient (one fused kernel call each)."""
-        lr, mom, damp, wd, nesterov, maximize = self._hyper
-        for i, p in enumerate(self.params):
-            p._materialize_grad()        # no gradient since zero_grad(): it is zero
-            if mom != 0:
-                buf, first = self._buffer(i)
-            else:
-                buf, first = _EMPTY[p._flat.dtype], False
-            _SGD[p._flat.dtype](p._flat, p._gflat, buf, lr, mom, damp, wd, nesterov, maximize,
-                                first)
-        self._count_steps(1)
+    @property
+    def _bufs(self):
+        """The momentum buffers (None for a parameter without one yet)."""
+        return [None if st is None else st[0] for st in self._state]
 
     def state_dict(self):
         """Hyperparameters, step count and copies of the momentum buffers (None for a
@@ -265,10 +313,9 @@ class SGD:
         self._dampening, self._weight_decay = hyper["dampening"], hyper["weight_decay"]
         self._nesterov, self._maximize = nesterov, maximize
         self.steps = int(state["steps"])
-        self._bufs = new
-        self._buffers_version += 1
+        self._state = [None if b is None else (b,) for b in new]
+        self._state_version += 1
         self._sync_hyper()
 
 
-_EMPTY = EMPTY1
-_SGD = specialized(_ko._sgd)
+_UPDATE = specialized(_ko._update)

@@ -20,7 +20,7 @@ The design, in four rules:
   nogil code; errors come back as integer codes that the entry point turns into exceptions.
   Every code that does cross (activations, engines, gates, losses, program ops) is defined
   once, in ``fnn_types.h``, and seen from Python as the IntEnums of ``_core``
-  (``Activation``, ``Engine``, ``GateOp``, ``LossKind``, ``OpKind``).
+  (``Activation``, ``Engine``, ``GateOp``, ``LossKind``, ``OptKind``, ``OpKind``).
 
 Layout: ``_core`` (settings, per-ISA kernel table, elementwise kernels, scratch), ``gemm``
 (the packed native GEMM engine), ``blas`` (the SciPy-BLAS engine), ``dense`` (Linear forward /

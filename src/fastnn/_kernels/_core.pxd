@@ -24,6 +24,8 @@ cdef extern from "fnn_types.h" nogil:
         MSE "FNN_LOSS_MSE"
         XENT "FNN_LOSS_XENT"
         SVM "FNN_LOSS_SVM"
+    cpdef enum OptKind "fnn_opt":
+        SGD "FNN_OPT_SGD"
     cpdef enum OpKind "fnn_op":
         LINEAR "FNN_OP_LINEAR"
         ACT "FNN_OP_ACT"

@@ -6,7 +6,7 @@
 
 /* ---- the table of codes: every code that crosses between Python and the kernels, once.
  * _core.pxd declares each as a `cpdef enum`, so Python sees them as IntEnums
- * (fastnn._kernels._core.Activation, Engine, GateOp, LossKind, OpKind). */
+ * (fastnn._kernels._core.Activation, Engine, GateOp, LossKind, OptKind, OpKind). */
 typedef enum fnn_act {              /* activations (fused into the GEMM writeback) */
     FNN_ACT_IDENTITY = 0,
     FNN_ACT_RELU = 1,
@@ -35,6 +35,10 @@ typedef enum fnn_loss {              /* losses of the compiled step */
     FNN_LOSS_XENT = 1,
     FNN_LOSS_SVM = 2
 } fnn_loss;
+
+typedef enum fnn_opt {             /* optimizer updates (optim.opt_update) */
+    FNN_OPT_SGD = 0
+} fnn_opt;
 
 typedef enum fnn_op {              /* ops of the compiled step's program */
     FNN_OP_LINEAR = 0,      /* Linear + fused activation */

@@ -2,12 +2,15 @@
 """Fused optimizer updates: one pass over a parameter, its gradient and its state.
 
 Elementwise, so the result never depends on the thread count.  The caller
-(fastnn/optim.py) checks that p, g and buf are contiguous, of one dtype and one size.
+(fastnn/optim.py) checks that p, g and the state buffers are contiguous, of one dtype and
+one size.  `opt_update` dispatches on the optimizer's kind (OptKind); a new optimizer adds
+its kind, its kernel and a branch there, and both the module path and the compiled step
+run it.
 """
 from cython.parallel cimport prange
 from ._core cimport (current_engine, current_threads, elem_threads, kern_s, kern_d,
-                     Engine, FNN_SGD_WD, FNN_SGD_MOMENTUM, FNN_SGD_FIRST,
-                     FNN_SGD_NESTEROV, loop_threads)
+                     FNN_SGD_WD, FNN_SGD_MOMENTUM, FNN_SGD_FIRST, FNN_SGD_NESTEROV,
+                     OptKind, loop_threads)
 
 cdef enum:
     CHUNK = 8192      # elements per parallel work item
@@ -84,14 +87,40 @@ cdef void sgd_update(Py_ssize_t n, floating *p, const floating *g, floating *buf
                    damp1, weight_decay, nesterov, sign, first)
 
 
-def _sgd(floating[::1] p, const floating[::1] g, floating[::1] buf, double lr,
-         double momentum, double dampening, double weight_decay, bint nesterov,
-         bint maximize, bint first, int n_threads=-1):
-    """Python entry point (fastnn/optim.py); pass an empty buf when momentum == 0."""
+cdef void opt_update(const OptHyper *h, Py_ssize_t n, floating *p, const floating *g,
+                     void **state, bint first, int n_threads) noexcept nogil:
+    """One update of parameter p (n contiguous values) from its gradient g and its state
+    buffers, as optimizer h.kind does it: the one dispatch that both Optimizer.step() (through
+    _update) and the compiled step call.  A NULL state buffer is one the update does not use
+    (SGD's momentum buffer when momentum == 0); `first`: the state buffers are new and this
+    update initialises them."""
+    if h.kind == OptKind.SGD:
+        # v: lr, momentum, dampening, weight_decay, nesterov, maximize; state: momentum buffer
+        sgd_update(n, p, g, <floating *>state[0], <floating>h.v[0], <floating>h.v[1],
+                   <floating>h.v[2], <floating>h.v[3], h.v[4] != 0, h.v[5] != 0, first,
+                   n_threads)
+
+
+def _update(int kind, tuple hyper, long long t, floating[::1] p, const floating[::1] g,
+            tuple state, bint first, int n_threads=-1):
+    """Python entry point (fastnn/optim.py, Optimizer.step): opt_update on one parameter.
+    hyper: the optimizer's _hyper (floats); state: its state buffers for p (each a
+    contiguous array of p's size and dtype, or None)."""
+    cdef OptHyper h
+    cdef void *bufs[OPT_MAX_STATE]
+    cdef int j
+    cdef floating[::1] b
     cdef int nt = loop_threads(current_engine(), n_threads)
+    h.kind = kind
+    h.t = t
+    for j in range(OPT_MAX_HYPER):
+        h.v[j] = hyper[j] if j < len(hyper) else 0.0
+    for j in range(OPT_MAX_STATE):
+        bufs[j] = NULL
+        if j < len(state) and state[j] is not None:
+            b = state[j]
+            bufs[j] = &b[0] if b.shape[0] > 0 else NULL
     if p.shape[0] == 0:
         return
     with nogil:
-        sgd_update(p.shape[0], &p[0], &g[0], &buf[0] if buf.shape[0] > 0 else NULL,
-                   <floating>lr, <floating>momentum, <floating>dampening,
-                   <floating>weight_decay, nesterov, maximize, first, nt)
+        opt_update(&h, p.shape[0], &p[0], &g[0], bufs, first, nt)

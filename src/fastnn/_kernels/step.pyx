@@ -1,6 +1,6 @@
 # cython: language_level=3
-"""The compiled training step: forward, loss, backward and the SGD update of a whole network
-in one nogil call, on workspaces allocated once.
+"""The compiled training step: forward, loss, backward and the optimizer's update of a whole
+network in one nogil call, on workspaces allocated once.
 
 The network is a *program* (fastnn/training/compiled.py builds it from the one planner's
 plan): value slots (one per value of the network, each a (batch, n) row-major buffer) and
@@ -11,13 +11,14 @@ slot's buffer in the order they arrive, as Graph.backward does.
 
 Every op calls the very kernels the module path calls (dense.gemm_any with the same operands
 and strides, act_forward/act_backward, col_sums, the gate kernels, the loss kernels,
-sgd_update), in the same order, so after any number of steps the parameters are bitwise
+optim.opt_update), in the same order, so after any number of steps the parameters are bitwise
 identical to zero_grad / forward / loss / backward / step through the modules.
 compiled.py validates the model and owns every array this object points into; `StepKernel`
 checks, per call, that nothing it points into has been replaced since (otherwise
 compiled.py re-plans), and talks to the optimizer and the parameters only through their
-contracts (SGD._hyper, _prepare_buffers, _buffers_version, _drop_buffers, _count_steps;
-Parameter._set_written and its kernel views _flat / _gflat).
+contracts (Optimizer._kind, _hyper, steps, _prepare_state, _state_version, _drop_state,
+_count_steps -- never which optimizer it is; Parameter._set_written and its kernel views
+_flat / _gflat).
 
 `run_batches` adds minibatch gathering (rows of X picked by a permutation) and per-step loss
 and accuracy bookkeeping, so a whole epoch runs without Python work per step.
@@ -36,7 +37,7 @@ from ._core cimport (current_engine, current_threads, act_forward, act_backward,
 from .dense cimport gemm_any
 from .gates cimport binary_forward, binary_backward, copy_rows
 from .losses cimport mse_loss, xent_loss, svm_loss
-from .optim cimport sgd_update
+from .optim cimport opt_update, OptHyper, OPT_MAX_STATE, OPT_MAX_HYPER
 
 cnp.import_array()
 
@@ -78,13 +79,8 @@ cdef struct Param:
     Py_ssize_t n
     void *p
     void *g
-    void *buf        # momentum buffer or NULL
-    bint first       # the buffer is new: this step initialises it (SGD's first step)
-
-
-cdef struct Hyper:
-    double lr, momentum, dampening, weight_decay
-    bint nesterov, maximize
+    void *state[OPT_MAX_STATE]   # the optimizer's state buffers for p (NULL: unused)
+    bint first       # the state is new: this step initialises it (e.g. SGD's first step)
 
 
 cdef inline void _contribute(Slot *s, const floating *g, Py_ssize_t M) noexcept nogil:
@@ -218,11 +214,11 @@ cdef int _backward_op(Op *op, Slot *S, int M, int engine, int nt, int et,
     return 0
 
 
-cdef double _core(Op *ops, int nops, Slot *S, int nslots, int s_in, int s_out, Param *P,
-                  int np_, Hyper *h, int loss_kind, bint mean, double margin, int M,
-                  const floating *x, Py_ssize_t rsx, const floating *t, const int64_t *y,
-                  floating *gl, double *rows, bint check_finite, int64_t *correct,
-                  int *err) noexcept nogil:
+cdef double _train_step(Op *ops, int nops, Slot *S, int nslots, int s_in, int s_out, Param *P,
+                        int np_, OptHyper *h, int loss_kind, bint mean, double margin, int M,
+                        const floating *x, Py_ssize_t rsx, const floating *t, const int64_t *y,
+                        floating *gl, double *rows, bint check_finite, int64_t *correct,
+                        int *err) noexcept nogil:
     """One step on M rows; returns the loss.  x is (M, K0) with row stride rsx, t (M, Nout)
     contiguous targets (MSE) or y (M,) labels.  err: ERR_NONFINITE stops before backward."""
     cdef int engine = current_engine(), nt = current_threads()
@@ -279,11 +275,11 @@ cdef double _core(Op *ops, int nops, Slot *S, int nslots, int s_in, int s_out, P
                 err[0] = ERR_NOMEM
                 return 0
         k -= 1
-    # ---- SGD, parameter by parameter (optim.sgd_update, PyTorch's order)
+    # ---- the optimizer's update, parameter by parameter in its order (optim.opt_update,
+    # the dispatch Optimizer.step() calls too)
     for i in range(np_):
-        sgd_update(P[i].n, <floating *>P[i].p, <const floating *>P[i].g, <floating *>P[i].buf,
-                   <floating>h.lr, <floating>h.momentum, <floating>h.dampening,
-                   <floating>h.weight_decay, h.nesterov, h.maximize, P[i].first, et)
+        opt_update(h, P[i].n, <floating *>P[i].p, <const floating *>P[i].g, P[i].state,
+                   P[i].first, et)
     return loss
 
 
@@ -350,10 +346,10 @@ cdef class StepKernel:
     cdef bint *bpool
     cdef void **gpool
     cdef int nops, nslots, s_in, s_out, np_, loss_kind, dbl, typenum
-    cdef bint mean, have_bufs
+    cdef bint mean, have_state
     cdef double margin
-    cdef Hyper h
-    cdef Py_ssize_t cap, K0, Nout, bufs_version
+    cdef OptHyper h
+    cdef Py_ssize_t cap, K0, Nout, state_version
     cdef void *gl
     cdef double *rows
     cdef void *xbuf
@@ -367,7 +363,7 @@ cdef class StepKernel:
     cdef object loss_fn
     cdef object model
     cdef object graph_plan             # a Graph's plan when planned (None for a chain)
-    cdef object bufs                   # the momentum buffers pointed at
+    cdef object state                  # the optimizer's state buffers pointed at
     cdef object version_box
     cdef Py_ssize_t version
 
@@ -472,7 +468,8 @@ cdef class StepKernel:
             self.P[i].n = p._flat.shape[0]
             self.P[i].p = _ptr(p._flat)
             self.P[i].g = _ptr(p._gflat)
-            self.P[i].buf = NULL
+            for j in range(OPT_MAX_STATE):
+                self.P[i].state[j] = NULL
             keep.append(p._flat)
             keep.append(p._gflat)
         gl, rows, xbuf, tbuf, ybuf = scratch
@@ -489,8 +486,8 @@ cdef class StepKernel:
         self.datas = [p._data for p in params]
         self.mparams = mparams
         self.opt = opt
-        self.have_bufs = False
-        self.bufs = None
+        self.have_state = False
+        self.state = None
         self.model = model
         self.graph_plan = graph_plan
         self.loss_fn = loss_fn
@@ -525,45 +522,38 @@ cdef class StepKernel:
         return True
 
     cdef int _sync(self) except -1:
-        """Read the loss's reduction (and margin) and the optimizer's hyperparameters, and
-        point at its momentum buffers (asking for them again when they changed)."""
-        cdef int i
+        """Read the loss's reduction (and margin) and the optimizer's contract: its kind and
+        hyperparameters, the number of the next update, and its state buffers (asked for
+        again only when they changed)."""
+        cdef int i, j
         lf = self.loss_fn
         self.mean = lf.reduction == "mean"
         if self.loss_kind == LossKind.SVM:
             self.margin = lf.margin
         opt = self.opt
-        lr, mom, damp, wd, nest, maxi = opt._hyper
+        hyper = opt._hyper
         h = &self.h
-        h.lr = lr
-        h.momentum = mom
-        h.dampening = damp
-        h.weight_decay = wd
-        h.nesterov = nest
-        h.maximize = maxi
+        h.kind = opt._kind
+        for j in range(OPT_MAX_HYPER):
+            h.v[j] = hyper[j] if j < len(hyper) else 0.0
+        h.t = opt.steps + 1
         for i in range(self.np_):
             self.P[i].first = False
-        if h.momentum == 0:
-            if self.have_bufs:
-                for i in range(self.np_):
-                    self.P[i].buf = NULL
-                self.have_bufs = False
-                self.bufs = None
-            return 0
-        if not self.have_bufs or opt._buffers_version != self.bufs_version:
-            bufs, firsts = opt._prepare_buffers()
+        if not self.have_state or opt._state_version != self.state_version:
+            state, firsts = opt._prepare_state()
             for i in range(self.np_):
-                self.P[i].buf = _ptr(bufs[i])
+                for j in range(OPT_MAX_STATE):
+                    self.P[i].state[j] = _ptr(state[i][j]) if j < len(state[i]) else NULL
                 self.P[i].first = firsts[i]
-            self.bufs = bufs
-            self.bufs_version = opt._buffers_version
-            self.have_bufs = True
+            self.state = state
+            self.state_version = opt._state_version
+            self.have_state = True
         return 0
 
     cdef _finish(self, int steps, int err):
         """Bookkeeping after `steps` completed steps.  A step stopped by a non-finite loss (or
         out of memory) applied no update: the gradients then read as zero, as after the
-        module path's zero_grad, and momentum buffers created for it (uninitialised) are
+        module path's zero_grad, and state buffers created for it (uninitialised) are
         dropped, so the optimizer's state is that of the last completed step."""
         cdef int i
         cdef bint aborted = err != ERR_NONE
@@ -572,8 +562,8 @@ cdef class StepKernel:
         if aborted and steps == 0:
             created = [i for i in range(self.np_) if self.P[i].first]
             if created:
-                self.opt._drop_buffers(created)
-                self.have_bufs = False
+                self.opt._drop_state(created)
+                self.have_state = False
         if steps:
             self.opt._count_steps(steps)
 
@@ -644,21 +634,21 @@ cdef class StepKernel:
         self._sync()
         with nogil:
             if self.dbl:
-                loss = _core[double](self.ops, self.nops, self.S, self.nslots, self.s_in,
-                                     self.s_out, self.P, self.np_, &self.h, self.loss_kind,
-                                     self.mean, self.margin, M,
-                                     <const double *>cnp.PyArray_DATA(xa), self.K0,
-                                     <const double *>cnp.PyArray_DATA(ya),
-                                     <const int64_t *>cnp.PyArray_DATA(ya),
-                                     <double *>self.gl, self.rows, check_finite, NULL, &err)
+                loss = _train_step[double](self.ops, self.nops, self.S, self.nslots, self.s_in,
+                                           self.s_out, self.P, self.np_, &self.h, self.loss_kind,
+                                           self.mean, self.margin, M,
+                                           <const double *>cnp.PyArray_DATA(xa), self.K0,
+                                           <const double *>cnp.PyArray_DATA(ya),
+                                           <const int64_t *>cnp.PyArray_DATA(ya),
+                                           <double *>self.gl, self.rows, check_finite, NULL, &err)
             else:
-                loss = _core[float](self.ops, self.nops, self.S, self.nslots, self.s_in,
-                                     self.s_out, self.P, self.np_, &self.h, self.loss_kind,
-                                    self.mean, self.margin, M,
-                                    <const float *>cnp.PyArray_DATA(xa), self.K0,
-                                    <const float *>cnp.PyArray_DATA(ya),
-                                    <const int64_t *>cnp.PyArray_DATA(ya),
-                                    <float *>self.gl, self.rows, check_finite, NULL, &err)
+                loss = _train_step[float](self.ops, self.nops, self.S, self.nslots, self.s_in,
+                                          self.s_out, self.P, self.np_, &self.h, self.loss_kind,
+                                          self.mean, self.margin, M,
+                                          <const float *>cnp.PyArray_DATA(xa), self.K0,
+                                          <const float *>cnp.PyArray_DATA(ya),
+                                          <const int64_t *>cnp.PyArray_DATA(ya),
+                                          <float *>self.gl, self.rows, check_finite, NULL, &err)
         if err != ERR_NONE:
             self._finish(0, err)
             if err == ERR_NOMEM:
@@ -703,8 +693,8 @@ cdef class StepKernel:
             ok = (cnp.PyArray_NDIM(Y) == 1 and cnp.PyArray_DIMS(Y)[0] == n and
                   cnp.PyArray_TYPE(Y) == cnp.NPY_INT64)
         if not ok or not cnp.PyArray_ISNOTSWAPPED(Y) or not cnp.PyArray_IS_C_CONTIGUOUS(Y):
-            raise TypeError(f"compiled step: targets of dtype {Y.dtype} and shape {(<object>Y).shape} do "
-                            "not fit this model and loss")
+            raise TypeError(f"compiled step: targets of dtype {Y.dtype} and shape "
+                            f"{(<object>Y).shape} do not fit this model and loss")
         if first < 0 or n_steps < 0 or (first + n_steps) * batch_size - batch_size >= n \
                 and n_steps > 0 or losses.shape[0] < first + n_steps or \
                 correct.shape[0] < first + n_steps:
@@ -730,26 +720,27 @@ cdef class StepKernel:
                 else:
                     _gather(M, ky, ys, ky, &perm[lo], <char *>self.tbuf)
                 if self.dbl:
-                    loss = _core[double](self.ops, self.nops, self.S, self.nslots, self.s_in,
-                                     self.s_out, self.P, self.np_, &self.h,
-                                         self.loss_kind, self.mean, self.margin, M,
-                                         <const double *>self.xbuf, self.K0,
-                                         <const double *>self.tbuf, self.ybuf,
-                                         <double *>self.gl, self.rows, True,
-                                         &correct[s] if clf else NULL, &err)
+                    loss = _train_step[double](self.ops, self.nops, self.S, self.nslots, self.s_in,
+                                               self.s_out, self.P, self.np_, &self.h,
+                                               self.loss_kind, self.mean, self.margin, M,
+                                               <const double *>self.xbuf, self.K0,
+                                               <const double *>self.tbuf, self.ybuf,
+                                               <double *>self.gl, self.rows, True,
+                                               &correct[s] if clf else NULL, &err)
                 else:
-                    loss = _core[float](self.ops, self.nops, self.S, self.nslots, self.s_in,
-                                     self.s_out, self.P, self.np_, &self.h,
-                                        self.loss_kind, self.mean, self.margin, M,
-                                        <const float *>self.xbuf, self.K0,
-                                        <const float *>self.tbuf, self.ybuf,
-                                        <float *>self.gl, self.rows, True,
-                                        &correct[s] if clf else NULL, &err)
+                    loss = _train_step[float](self.ops, self.nops, self.S, self.nslots, self.s_in,
+                                              self.s_out, self.P, self.np_, &self.h,
+                                              self.loss_kind, self.mean, self.margin, M,
+                                              <const float *>self.xbuf, self.K0,
+                                              <const float *>self.tbuf, self.ybuf,
+                                              <float *>self.gl, self.rows, True,
+                                              &correct[s] if clf else NULL, &err)
                 losses[s] = loss
                 if err != ERR_NONE:
                     break
                 for q in range(self.np_):
                     self.P[q].first = False
+                self.h.t += 1
                 done += 1
                 s += 1
         self._finish(<int>done, err)

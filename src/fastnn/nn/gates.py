@@ -28,7 +28,7 @@ class _Gate(Module):
     def _who(self):
         return repr(self)
 
-    def _config(self):
+    def _arch(self):
         return {}
 
     def _n_outputs(self):
@@ -149,7 +149,7 @@ class Concat(_Gate):
     def extra_repr(self):
         return f"axis={self.axis}"
 
-    def _config(self):
+    def _arch(self):
         return {"axis": self.axis}
 
     def _fwd(self, ctx, xs, training):
@@ -220,7 +220,7 @@ class Split(_Gate):
     def extra_repr(self):
         return f"{list(self.sizes)}"
 
-    def _config(self):
+    def _arch(self):
         return {"sizes": list(self.sizes), "axis": self.axis}
 
     def _n_outputs(self):

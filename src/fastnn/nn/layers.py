@@ -58,7 +58,7 @@ class Linear(Module):
             s += f", dtype={self.weight.dtype}"
         return s
 
-    def _config(self):
+    def _arch(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
                 "bias": self.bias is not None, "dtype": str(self.weight.dtype)}
 
@@ -195,7 +195,7 @@ class _Activation(Module):
             np.multiply(g2, np.where(ctx.x > 0, 1.0, self._slope()).astype(y.dtype), out=gi)
         return gi.reshape(ctx.shape) if len(ctx.shape) != 2 else gi
 
-    def _config(self):
+    def _arch(self):
         return {}
 
 
@@ -263,7 +263,7 @@ class LeakyReLU(_Activation):
     def extra_repr(self):
         return f"negative_slope={self._negative_slope}"
 
-    def _config(self):
+    def _arch(self):
         return {"negative_slope": self._negative_slope}
 
 

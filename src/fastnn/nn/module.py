@@ -305,7 +305,7 @@ class Module:
         return IncompatibleKeys(missing, unexpected)
 
     # -- architecture (fastnn.save / fastnn.load write and read the records: fastnn.io)
-    def _config(self):
+    def _arch(self):
         """Constructor keyword arguments (JSON values) that rebuild this module, or None
         when it cannot be rebuilt from a record."""
         return None

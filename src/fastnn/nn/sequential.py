@@ -115,5 +115,5 @@ class Sequential(Container):
             raise C.prefixed(e, f"Sequential[{steps[i].index}]") from None
         return g
 
-    def _config(self):
+    def _arch(self):
         return {}

@@ -1,5 +1,5 @@
-"""compile_step: a whole training step (forward, loss, backward, SGD update) as one nogil
-kernel call.
+"""compile_step: a whole training step (forward, loss, backward, the optimizer's update) as
+one nogil kernel call.
 
 The steps come from the one planner (fastnn.nn.plan): a chain's ``plan_chain`` or a Graph's
 own plan.  This file turns a plan into a *program* -- value slots with their widths and
@@ -7,7 +7,8 @@ buffers, and one op per step (Linear+activation, activation, gate) with the buff
 backward writes -- checks that the program does what the module path would do, and hands
 it to ``fastnn._kernels.step.StepKernel``, which points into the arrays allocated here and
 runs the program in C.  The kernel talks to the optimizer and the parameters only through
-their contracts (``SGD._hyper`` / ``_prepare_buffers`` / ..., ``Parameter._set_written``).
+their contracts (``fastnn.optim.Optimizer``: ``_kind``, ``_hyper``, ``_prepare_state``, ...;
+``Parameter._set_written``), so any optimizer built on that contract compiles.
 """
 import os
 import sys
@@ -21,7 +22,7 @@ from ..nn import Add, Concat, Graph, Identity, Linear, Maximum, Module, Multiply
 from ..nn.layers import _Activation
 from ..nn.module import _structure_version
 from ..nn.plan import ActStep, GateStep, LinearStep, fusable, plan_chain
-from ..optim import SGD
+from ..optim import Optimizer
 from .._kernels import step as _ks
 from .._kernels._core import GateOp, LossKind, OpKind
 
@@ -148,8 +149,12 @@ def _widths(plan, k0):
 
 def _program(model, loss_fn, optimizer):
     """Everything StepKernel.setup needs, or CannotCompile(reason)."""
-    if type(optimizer) is not SGD:
-        raise CannotCompile(f"the optimizer is a {type(optimizer).__name__}, not fastnn.SGD")
+    if not isinstance(optimizer, Optimizer) or optimizer._kind is None:
+        raise CannotCompile(f"the optimizer is a {type(optimizer).__name__}, not one of "
+                            "fastnn's optimizers")
+    if type(optimizer).step is not Optimizer.step:
+        raise CannotCompile(f"{type(optimizer).__name__} overrides step(); the compiled step "
+                            "would not run it")
     if type(loss_fn) not in _LOSS_KINDS:
         raise CannotCompile(f"the loss is a {type(loss_fn).__name__}; MSELoss, "
                             "CrossEntropyLoss and SVMLoss compile")
@@ -385,8 +390,8 @@ def compile_step(model, loss_fn, optimizer, *, batch_size=None, warn=True):
     followed by a Sigmoid, ReLU, Tanh or LeakyReLU (negative_slope >= 0), or a ``Graph``
     with one input and one output whose nodes are Linear layers, those activations and the
     gates Add, Multiply, Maximum, Concat and Split, with an ``MSELoss``,
-    ``CrossEntropyLoss`` or ``SVMLoss`` and an ``SGD`` over (some of) the model's
-    parameters, ``step(x, y)`` runs forward, the loss, backward and the SGD update in one
+    ``CrossEntropyLoss`` or ``SVMLoss`` and a fastnn optimizer (``SGD``) over (some of) the
+    model's parameters, ``step(x, y)`` runs forward, the loss, backward and the update in one
     nogil kernel call on workspaces allocated once (grown when a larger batch comes).
     It equals::
 
@@ -397,7 +402,7 @@ def compile_step(model, loss_fn, optimizer, *, batch_size=None, warn=True):
 
     with bitwise identical parameters after any number of steps, for either dtype and any
     thread count.  After a step each parameter's ``.grad`` holds that step's gradient and the
-    optimizer's momentum buffers and ``steps`` are updated, so compiled and module steps can
+    optimizer's state (momentum buffers) and ``steps`` are updated, so compiled and module steps can
     be mixed.  Optimizer hyperparameters are read on every call (schedules work); replacing
     the model's layers, changing a graph or converting the model's dtype re-plans the step on
     the next call.
