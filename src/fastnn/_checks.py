@@ -10,6 +10,7 @@ stand for "no array" (``EMPTY``) and the per-dtype specializations of fused-type
 (``specialized``).
 """
 import math
+import numbers
 
 import numpy as np
 
@@ -246,3 +247,13 @@ def prefixed(exc, prefix):
     except Exception:
         return exc
     return new
+
+
+def real(who, name, value, minimum=0.0):
+    """A hyperparameter: a finite real number >= minimum, as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{who}: {name} must be a real number, got {value!r}")
+    v = float(value)
+    if not np.isfinite(v) or v < minimum:
+        raise ValueError(f"{who}: {name} must be finite and >= {minimum}, got {value!r}")
+    return v

@@ -2,7 +2,7 @@ from cython cimport floating
 
 # The optimizer contract on the kernel side: an update is (kind, up to OPT_MAX_HYPER
 # hyperparameters, up to OPT_MAX_STATE state buffers per parameter, the update's number t).
-# fastnn/optim.py's Optimizer fills it (Optimizer._kind, _hyper, _prepare_state); the
+# fastnn/optim/optimizer.py's Optimizer fills it (Optimizer._kind, _hyper, _prepare_state); the
 # compiled step passes it through without knowing which optimizer it is.
 cdef enum:
     OPT_MAX_HYPER = 8

@@ -2,7 +2,7 @@
 """Fused optimizer updates: one pass over a parameter, its gradient and its state.
 
 Elementwise, so the result never depends on the thread count.  The caller
-(fastnn/optim.py) checks that p, g and the state buffers are contiguous, of one dtype and
+(fastnn/optim/) checks that p, g and the state buffers are contiguous, of one dtype and
 one size.  `opt_update` dispatches on the optimizer's kind (OptKind); a new optimizer adds
 its kind, its kernel and a branch there, and both the module path and the compiled step
 run it.
@@ -103,7 +103,7 @@ cdef void opt_update(const OptHyper *h, Py_ssize_t n, floating *p, const floatin
 
 def _update(int kind, tuple hyper, long long t, floating[::1] p, const floating[::1] g,
             tuple state, bint first, int n_threads=-1):
-    """Python entry point (fastnn/optim.py, Optimizer.step): opt_update on one parameter.
+    """Python entry point (fastnn/optim/optimizer.py, Optimizer.step): opt_update on one parameter.
     hyper: the optimizer's _hyper (floats); state: its state buffers for p (each a
     contiguous array of p's size and dtype, or None)."""
     cdef OptHyper h

@@ -1,135 +1,11 @@
-"""Optimizers.  ``SGD`` follows torch.optim.SGD exactly; each parameter's update is one fused
-kernel call.
-
-``Optimizer`` is the contract between an optimizer and the kernels, used by ``step()`` and
-by the compiled training step alike (fastnn.training.compiled never asks which optimizer
-it runs):
-
-``_kind``
-    the update's code (``fastnn._kernels._core.OptKind``): ``optim.opt_update`` dispatches
-    on it.
-``_hyper``
-    the hyperparameters as a tuple of floats in the kernel's order, kept current by the
-    setters (read on every step).
-``steps``
-    updates applied so far (the next one is number ``steps + 1``).
-``_prepare_state()``
-    each parameter's state buffers for the next update -- created where missing by the one
-    rule ``_state_for(i)`` -- as (list of tuples of arrays or None, list of "new" flags).
-``_state_version``
-    changes whenever a buffer is created, replaced or dropped, or the set of buffers an
-    update uses changes (a caller holding pointers to them knows when to ask again).
-``_drop_state(indices)``
-    forget buffers created for an update that was not applied.
-``_count_steps(n)``
-    n updates were applied.
-
-A new optimizer subclasses ``Optimizer``, sets ``_kind``, ``_hyper`` and ``_state_for``, and
-adds its kernel to ``opt_update``; ``step()``, ``compile_step`` and the ``Trainer`` then run it.
-"""
-import numbers
-
+"""SGD, as torch.optim.SGD."""
 import numpy as np
 
-from ._checks import specialized
-from ._kernels import optim as _ko
-from ._kernels._core import OptKind
-from .nn import Module, Parameter
+from .._kernels._core import OptKind
+from .._checks import real
+from .optimizer import Optimizer
 
-__all__ = ["Optimizer", "SGD"]
-
-
-def _hyper(who, name, value, minimum=0.0):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{who}: {name} must be a real number, got {value!r}")
-    v = float(value)
-    if not np.isfinite(v) or v < minimum:
-        raise ValueError(f"{who}: {name} must be finite and >= {minimum}, got {value!r}")
-    return v
-
-
-def _param_list(who, params):
-    if isinstance(params, Module):
-        raise TypeError(f"{who}: pass model.parameters(), not the model")
-    if isinstance(params, Parameter):
-        raise TypeError(f"{who}: params must be an iterable of Parameters (e.g. "
-                        "model.parameters()), got a single Parameter")
-    try:
-        params = list(params)
-    except TypeError:
-        raise TypeError(f"{who}: params must be an iterable of Parameters, got "
-                        f"{type(params).__name__}") from None
-    if not params:
-        raise ValueError(f"{who}: got an empty parameter list")
-    seen = set()
-    for i, p in enumerate(params):
-        if not isinstance(p, Parameter):
-            raise TypeError(f"{who}: params[{i}] is a {type(p).__name__}, not a "
-                            "fastnn Parameter")
-        if id(p) in seen:
-            raise ValueError(f"{who}: params[{i}] appears more than once")
-        seen.add(id(p))
-    return params
-
-
-class Optimizer:
-    """Base class of fastnn's optimizers: the parameter list, the step count and the state
-    contract of the module docstring.  Subclasses set ``_kind``, keep ``_hyper`` current and
-    define ``_state_for(i)``."""
-    _kind = None
-
-    def __init__(self, params):
-        self.params = _param_list(type(self).__name__, params)
-        self._hyper = ()
-        self._state = [None] * len(self.params)    # per parameter: tuple of buffers or None
-        self._state_version = 0
-        self.steps = 0
-
-    def zero_grad(self):
-        """Set the gradient of every parameter to zero."""
-        for p in self.params:
-            p.zero_grad()
-
-    def _state_for(self, i):
-        """(buffers, new) for parameter i's next update: a tuple of the state buffers it
-        uses (None where unused), new=True when they were just created (the update
-        initialises them)."""
-        raise NotImplementedError
-
-    def _new_state(self, i, n):
-        """n fresh buffers for parameter i (uninitialised: the first update writes them)."""
-        flat = self.params[i]._flat
-        st = self._state[i] = tuple(np.empty_like(flat) for _ in range(n))
-        self._state_version += 1
-        return st
-
-    def _fits(self, i):
-        """Whether parameter i's buffers exist and still fit it (shape and dtype)."""
-        st = self._state[i]
-        flat = self.params[i]._flat
-        return st is not None and all(b.shape[0] == flat.shape[0] and b.dtype == flat.dtype
-                                      for b in st)
-
-    def _prepare_state(self):
-        pairs = [self._state_for(i) for i in range(len(self.params))]
-        return [b for b, _ in pairs], [f for _, f in pairs]
-
-    def _drop_state(self, indices):
-        for i in indices:
-            self._state[i] = None
-        self._state_version += 1
-
-    def _count_steps(self, n):
-        self.steps += n
-
-    def step(self):
-        """Update every parameter from its gradient (one fused kernel call each)."""
-        kind, hyper, t = int(self._kind), self._hyper, self.steps + 1
-        for i, p in enumerate(self.params):
-            p._materialize_grad()        # no gradient since zero_grad(): it is zero
-            state, first = self._state_for(i)
-            _UPDATE[p._flat.dtype](kind, hyper, t, p._flat, p._gflat, state, first)
-        self._count_steps(1)
+__all__ = ["SGD"]
 
 
 class SGD(Optimizer):
@@ -167,9 +43,9 @@ class SGD(Optimizer):
                  nesterov=False, maximize=False):
         who = "SGD"
         super().__init__(params)
-        self._lr = _hyper(who, "lr", lr)
-        self._momentum = _hyper(who, "momentum", momentum)
-        self._dampening = _hyper(who, "dampening", dampening)
+        self._lr = real(who, "lr", lr)
+        self._momentum = real(who, "momentum", momentum)
+        self._dampening = real(who, "dampening", dampening)
         self._nesterov = False
         self._maximize = bool(maximize)
         self.weight_decay = weight_decay
@@ -191,7 +67,7 @@ class SGD(Optimizer):
 
     @lr.setter
     def lr(self, v):
-        self._lr = _hyper("SGD", "lr", v)
+        self._lr = real("SGD", "lr", v)
         self._sync_hyper()
 
     @property
@@ -200,7 +76,7 @@ class SGD(Optimizer):
 
     @momentum.setter
     def momentum(self, v):
-        v = _hyper("SGD", "momentum", v)
+        v = real("SGD", "momentum", v)
         self._check_nesterov(self._nesterov, v, self._dampening)
         if (v == 0) != (self._momentum == 0):
             self._state_version += 1         # the update starts / stops using its buffer
@@ -213,7 +89,7 @@ class SGD(Optimizer):
 
     @dampening.setter
     def dampening(self, v):
-        v = _hyper("SGD", "dampening", v)
+        v = real("SGD", "dampening", v)
         self._check_nesterov(self._nesterov, self._momentum, v)
         self._dampening = v
         self._sync_hyper()
@@ -224,7 +100,7 @@ class SGD(Optimizer):
 
     @weight_decay.setter
     def weight_decay(self, v):
-        self._weight_decay = _hyper("SGD", "weight_decay", v)
+        self._weight_decay = real("SGD", "weight_decay", v)
         self._sync_hyper()
 
     @property
@@ -288,7 +164,7 @@ class SGD(Optimizer):
         if set(state) != keys:
             raise KeyError(f"{who}: missing keys {sorted(keys - set(state))}, unexpected "
                            f"keys {sorted(set(state) - keys)}")
-        hyper = {k: _hyper(who, k, state[k]) for k in
+        hyper = {k: real(who, k, state[k]) for k in
                  ("lr", "momentum", "dampening", "weight_decay")}
         bufs = list(state["momentum_buffers"])
         if len(bufs) != len(self.params):
@@ -316,6 +192,3 @@ class SGD(Optimizer):
         self._state = [None if b is None else (b,) for b in new]
         self._state_version += 1
         self._sync_hyper()
-
-
-_UPDATE = specialized(_ko._update)
