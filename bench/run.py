@@ -10,7 +10,8 @@ one process, interleaved:
   compiled  fastnn's one-call training step (fnn.compile_step); for digits fnn.Trainer
   modules   fastnn's module path: zero_grad, forward, loss, backward, SGD step; for digits
             fnn.Trainer(compiled=False)
-  numpy     hand-written NumPy backprop (the CS231n lecture's 20 lines for cs231n)
+  numpy     hand-written NumPy backprop, the twins in fastnn/_reference.py (the CS231n
+            lecture's 20 lines for cs231n, NumpyMLP)
   torch     PyTorch autograd + torch.optim.SGD (when installed)
   sklearn   scikit-learn's MLPClassifier (digits only, when installed)
 
@@ -48,6 +49,7 @@ import warnings
 import numpy as np
 
 import fastnn as fnn
+from fastnn._reference import NumpyMLP, two_layer_step
 
 FLOP_CONVENTION = (
     "GFLOP/s count the matrix products only, 2*M*N*K per product: for every Linear layer "
@@ -251,6 +253,7 @@ class StepScenario:
     """One training step of a fully-connected network, every contender from the same
     weights and data."""
     kind = "step"
+    numpy_twin = NumpyMLP            # the NumPy contender (cs231n: the lecture's code)
 
     def __init__(self, key, group, title, sizes, batch, dtype, act, loss, bias, lr, init,
                  seed, check_steps=3):
@@ -315,8 +318,7 @@ class StepScenario:
         x, y, weights = self.problem()
         out = {"compiled": self._compiled(x, y, weights),
                "modules": self._modules(x, y, weights),
-               "numpy": (_cs231n_numpy(x, y, weights, self.lr) if self.group == "cs231n"
-                         else _relu_ce_numpy(x, y, weights, self.lr))}
+               "numpy": self._numpy(x, y, weights)}
         if torch is not None:
             out["torch"] = self._torch(torch, x, y, weights)
         return out
@@ -341,6 +343,13 @@ class StepScenario:
             opt.step()
             return loss
         return step
+
+    def _numpy(self, x, y, weights):
+        if self.group == "cs231n":       # the lecture's code keeps its weights as (in, out)
+            w1, w2 = weights[0][0].T.copy(), weights[1][0].T.copy()
+            return lambda: two_layer_step(x, y, w1, w2, self.lr)
+        net = self.numpy_twin(weights, self.lr)
+        return lambda: net.step(x, y)
 
     def _torch(self, torch, x, y, weights):
         tdt = torch.float64 if self.dtype == np.float64 else torch.float32
@@ -405,60 +414,6 @@ class StepScenario:
             s["steps_per_block"] = reps[k]
             res[k] = s
         return res
-
-
-def _cs231n_numpy(x, y, weights, lr):
-    """The CS231n lecture's two-layer network in NumPy (weights as (in, out))."""
-    W = [weights[0][0].T.copy(), weights[1][0].T.copy()]
-
-    def step():
-        w1, w2 = W
-        with np.errstate(over="ignore"):      # randn weights saturate the sigmoid
-            h = 1 / (1 + np.exp(-x.dot(w1)))
-        y_pred = h.dot(w2)
-        loss = np.square(y_pred - y).sum()
-        grad_y_pred = 2.0 * (y_pred - y)
-        grad_w2 = h.T.dot(grad_y_pred)
-        grad_h = grad_y_pred.dot(w2.T)
-        grad_w1 = x.T.dot(grad_h * h * (1 - h))
-        w1 -= lr * grad_w1
-        w2 -= lr * grad_w2
-        return loss
-    return step
-
-
-def _relu_ce_numpy(x, y, weights, lr):
-    """ReLU hidden layers, softmax cross-entropy (mean), plain SGD, in NumPy."""
-    Ws = [W.T.copy() for W, _ in weights]                         # (in, out)
-    bs = [b.copy() if b is not None else None for _, b in weights]
-    n = x.shape[0]
-    rows = np.arange(n)
-
-    def step():
-        hs = [x]
-        for i, (W, b) in enumerate(zip(Ws, bs)):
-            z = hs[-1] @ W
-            if b is not None:
-                z += b
-            hs.append(np.maximum(z, 0) if i < len(Ws) - 1 else z)
-        s = hs[-1] - hs[-1].max(axis=1, keepdims=True)
-        p = np.exp(s)
-        p /= p.sum(axis=1, keepdims=True)
-        loss = -np.log(p[rows, y]).mean()
-        d = p
-        d[rows, y] -= 1
-        d /= n
-        for i in range(len(Ws) - 1, -1, -1):
-            gW = hs[i].T @ d
-            gb = d.sum(axis=0) if bs[i] is not None else None
-            if i:
-                d = d @ Ws[i].T
-                d *= hs[i] > 0
-            Ws[i] -= lr * gW
-            if gb is not None:
-                bs[i] -= lr * gb
-        return loss
-    return step
 
 
 # ---------------------------------------------------------------------- digits (fit)
@@ -534,8 +489,7 @@ class DigitsScenario:
         out["modules"] = trainer(False)
 
         def numpy_prepare():
-            from fastnn.__main__ import _NumpyMLP
-            ref = _NumpyMLP(self._model(), self.lr, self.momentum)
+            ref = NumpyMLP.from_model(self._model(), self.lr, self.momentum)
             return (lambda: ref.fit(Xtr, ytr, self.batch, self.epochs, seed=0),
                     lambda: ref.accuracy(Xte, yte))
         out["numpy"] = numpy_prepare
