@@ -2,7 +2,7 @@
                                         [--scenarios cs231n,tiny,mnist,digits,large]
                                         [--blocks N] [--json PATH] [--no-plot]
 
-(also ``python bench/run.py ...``; needs fastnn importable, e.g. PYTHONPATH=src)
+(run from the repository root; needs fastnn importable, e.g. PYTHONPATH=src)
 
 Training steps and whole fits of small fully-connected networks, with every contender in
 one process, interleaved:
@@ -102,7 +102,7 @@ def _runnable():
         return None
 
 
-def _cpu_model():
+def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -120,7 +120,7 @@ def machine_info():
         m = _optional(mod)
         versions[mod] = getattr(m, "__version__", None) if m is not None else None
     cfg = fnn.config()
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(),
             "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
             else None,
             "platform": platform.platform(), "versions": versions,
@@ -783,6 +783,18 @@ def plot_ratios(doc, path):
     return path
 
 
+def write_json(doc, path=None, prefix=""):
+    """Write doc to path, by default bench/results/<prefix><timestamp>.json; returns the
+    path."""
+    if path is None:
+        out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+        path = os.path.join(out, time.strftime(f"{prefix}%Y%m%d-%H%M%S.json"))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1, default=str)
+    return path
+
+
 def _parse_list(s, what, allowed=None, conv=str):
     items = [conv(t.strip()) for t in s.split(",") if t.strip()]
     if not items:
@@ -827,13 +839,7 @@ def main(argv=None):
 
     doc = run_suite(groups, threads, quick=args.quick, large=args.large, blocks=args.blocks)
     doc["argv"] = list(sys.argv[1:] if argv is None else argv)
-    path = args.json
-    if path is None:
-        out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-        path = os.path.join(out, time.strftime("%Y%m%d-%H%M%S.json"))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(doc, f, indent=1, default=str)
+    path = write_json(doc, args.json)
     print(f"\nwrote {path}")
     if not args.no_plot:
         png = os.path.splitext(path)[0] + ".png"
