@@ -1,8 +1,8 @@
 """fastnn benchmark suite: python -m bench [--quick] [--large] [--threads 1,2]
-                                        [--scenarios cs231n,tiny,mnist,digits,large]
+                                        [--scenarios cs231n,tiny,mnist,residual,digits,large]
                                         [--blocks N] [--json PATH] [--no-plot]
 
-(also ``python bench/run.py ...``; needs fastnn importable, e.g. PYTHONPATH=src)
+(run from the repository root; needs fastnn importable, e.g. PYTHONPATH=src)
 
 Training steps and whole fits of small fully-connected networks, with every contender in
 one process, interleaved:
@@ -10,15 +10,18 @@ one process, interleaved:
   compiled  fastnn's one-call training step (fnn.compile_step); for digits fnn.Trainer
   modules   fastnn's module path: zero_grad, forward, loss, backward, SGD step; for digits
             fnn.Trainer(compiled=False)
-  numpy     hand-written NumPy backprop (the CS231n lecture's 20 lines for cs231n)
+  numpy     hand-written NumPy backprop, the twins in fastnn/_reference.py (the CS231n
+            lecture's 20 lines for cs231n, NumpyMLP, NumpyResidualMLP)
   torch     PyTorch autograd + torch.optim.SGD (when installed)
   sklearn   scikit-learn's MLPClassifier (digits only, when installed)
 
 Scenarios: cs231n (64x1000-100-10 sigmoid, sum of squares, no biases, SGD lr 1e-4,
 float64 and float32), tiny (2-64-64-3 ReLU, softmax CE, batch 32), mnist (784-512-512-10
-ReLU, softmax CE, batch 128 and 1024), large (4096-4096-4096-10, batch 512; only with
---large) and digits (scikit-learn's load_digits, 64-100-10 ReLU, 50 epochs of SGD with
-momentum, end-to-end fit time and test accuracy).
+ReLU, softmax CE, batch 128 and 1024), residual (a fastnn.Graph: 64-128 ReLU, two
+residual blocks relu(h + W2 relu(W1 h)) of width 128, 128-10; softmax CE, SGD lr 0.05
+momentum 0.9, batch 64), large (4096-4096-4096-10, batch 512; only with --large) and
+digits (scikit-learn's load_digits, 64-100-10 ReLU, 50 epochs of SGD with momentum,
+end-to-end fit time and test accuracy).
 
 Method: the same initial weights and data for every contender; a cross-check before
 timing (a few steps from the same state must give the same losses, rtol 1e-5 in float64
@@ -48,6 +51,7 @@ import warnings
 import numpy as np
 
 import fastnn as fnn
+from fastnn._reference import NumpyMLP, NumpyResidualMLP, two_layer_step
 
 FLOP_CONVENTION = (
     "GFLOP/s count the matrix products only, 2*M*N*K per product: for every Linear layer "
@@ -56,7 +60,7 @@ FLOP_CONVENTION = (
 RATIO_CONVENTION = ("ratio = contender's median time / fastnn compiled's median time in the "
                     "same run (> 1: fastnn compiled is faster)")
 CONTENDERS = ("compiled", "modules", "numpy", "torch", "sklearn")
-GROUPS = ("cs231n", "tiny", "mnist", "large", "digits")
+GROUPS = ("cs231n", "tiny", "mnist", "residual", "large", "digits")
 
 SETTLE_S = 0.3          # pause before each multi-threaded block
 UTIL_MIN = 0.9          # CPU time / wall time below this: the main thread lost its core
@@ -100,7 +104,7 @@ def _runnable():
         return None
 
 
-def _cpu_model():
+def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -118,7 +122,7 @@ def machine_info():
         m = _optional(mod)
         versions[mod] = getattr(m, "__version__", None) if m is not None else None
     cfg = fnn.config()
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(),
             "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
             else None,
             "platform": platform.platform(), "versions": versions,
@@ -249,16 +253,19 @@ class ScenarioAborted(Exception):
 # ------------------------------------------------------------------- step scenarios
 class StepScenario:
     """One training step of a fully-connected network, every contender from the same
-    weights and data."""
+    weights and data.  ``sizes``: the widths of its Linear layers' chain (input first)."""
     kind = "step"
+    numpy_twin = NumpyMLP            # the NumPy contender (cs231n: the lecture's code)
 
     def __init__(self, key, group, title, sizes, batch, dtype, act, loss, bias, lr, init,
-                 seed, check_steps=3):
+                 seed, check_steps=3, momentum=0.0):
         self.key, self.group, self.title = key, group, title
         self.sizes, self.batch = tuple(sizes), batch
         self.dtype = np.dtype(dtype)
         self.act, self.loss, self.bias, self.lr, self.init = act, loss, bias, lr, init
+        self.momentum = momentum
         self.seed, self.check_steps = seed, check_steps
+        self.compiled = None             # step.compiled of the last compiled contender
         self.flop = step_flops(self.sizes, batch)
         self.rtol = 1e-5 if self.dtype == np.float64 else 1e-3
         self._problem = None
@@ -267,7 +274,8 @@ class StepScenario:
         return {"key": self.key, "group": self.group, "kind": self.kind, "title": self.title,
                 "sizes": list(self.sizes), "batch": self.batch, "dtype": self.dtype.name,
                 "activation": self.act, "loss": self.loss, "bias": self.bias, "lr": self.lr,
-                "init": self.init, "flop_per_step": self.flop, "time_unit": "µs per step"}
+                "momentum": self.momentum, "init": self.init, "flop_per_step": self.flop,
+                "time_unit": "µs per step"}
 
     def problem(self):
         """(x, y, [(W (out, in), b or None)]) -- the same for every contender."""
@@ -294,18 +302,28 @@ class StepScenario:
         return self._problem
 
     # -- contenders: each returns step() -> loss (a float)
-    def fastnn_model(self, weights):
-        layers = []
-        for i, (W, b) in enumerate(weights):
+    def fastnn_linears(self, weights):
+        lins = []
+        for W, b in weights:
             lin = fnn.Linear(W.shape[1], W.shape[0], bias=b is not None, dtype=self.dtype,
                              rng=0)
             lin.weight.data = W
             if b is not None:
                 lin.bias.data = b
+            lins.append(lin)
+        return lins
+
+    def fastnn_model(self, weights):
+        layers = []
+        lins = self.fastnn_linears(weights)
+        for i, lin in enumerate(lins):
             layers.append(lin)
-            if i < len(weights) - 1:
+            if i < len(lins) - 1:
                 layers.append(fnn.Sigmoid() if self.act == "sigmoid" else fnn.ReLU())
         return fnn.Sequential(*layers)
+
+    def sgd(self, model):
+        return fnn.SGD(model.parameters(), lr=self.lr, momentum=self.momentum)
 
     def fastnn_loss(self):
         return (fnn.MSELoss(reduction="sum") if self.loss == "mse_sum"
@@ -315,16 +333,15 @@ class StepScenario:
         x, y, weights = self.problem()
         out = {"compiled": self._compiled(x, y, weights),
                "modules": self._modules(x, y, weights),
-               "numpy": (_cs231n_numpy(x, y, weights, self.lr) if self.group == "cs231n"
-                         else _relu_ce_numpy(x, y, weights, self.lr))}
+               "numpy": self._numpy(x, y, weights)}
         if torch is not None:
             out["torch"] = self._torch(torch, x, y, weights)
         return out
 
     def _compiled(self, x, y, weights):
         model = self.fastnn_model(weights)
-        step = fnn.compile_step(model, self.fastnn_loss(),
-                                fnn.SGD(model.parameters(), lr=self.lr))
+        step = fnn.compile_step(model, self.fastnn_loss(), self.sgd(model), warn=False)
+        self.compiled = bool(step.compiled)
         if not step.compiled:
             raise ScenarioAborted(f"compile_step did not compile: {step.reason}")
         return lambda: step(x, y)
@@ -332,7 +349,7 @@ class StepScenario:
     def _modules(self, x, y, weights):
         model = self.fastnn_model(weights)
         loss_fn = self.fastnn_loss()
-        opt = fnn.SGD(model.parameters(), lr=self.lr)
+        opt = self.sgd(model)
 
         def step():
             model.zero_grad()
@@ -342,23 +359,40 @@ class StepScenario:
             return loss
         return step
 
-    def _torch(self, torch, x, y, weights):
+    def _numpy(self, x, y, weights):
+        if self.group == "cs231n":       # the lecture's code keeps its weights as (in, out)
+            w1, w2 = weights[0][0].T.copy(), weights[1][0].T.copy()
+            return lambda: two_layer_step(x, y, w1, w2, self.lr)
+        net = self.numpy_twin(weights, self.lr, self.momentum)
+        return lambda: net.step(x, y)
+
+    def torch_linears(self, torch, weights):
         tdt = torch.float64 if self.dtype == np.float64 else torch.float32
-        layers = []
+        lins = []
         with torch.no_grad():
-            for i, (W, b) in enumerate(weights):
+            for W, b in weights:
                 lin = torch.nn.Linear(W.shape[1], W.shape[0], bias=b is not None, dtype=tdt)
                 lin.weight.copy_(torch.from_numpy(W))
                 if b is not None:
                     lin.bias.copy_(torch.from_numpy(b))
-                layers.append(lin)
-                if i < len(weights) - 1:
-                    layers.append(torch.nn.Sigmoid() if self.act == "sigmoid"
-                                  else torch.nn.ReLU())
-        model = torch.nn.Sequential(*layers)
+                lins.append(lin)
+        return lins
+
+    def torch_model(self, torch, weights):
+        layers = []
+        lins = self.torch_linears(torch, weights)
+        for i, lin in enumerate(lins):
+            layers.append(lin)
+            if i < len(lins) - 1:
+                layers.append(torch.nn.Sigmoid() if self.act == "sigmoid"
+                              else torch.nn.ReLU())
+        return torch.nn.Sequential(*layers)
+
+    def _torch(self, torch, x, y, weights):
+        model = self.torch_model(torch, weights)
         loss_fn = (torch.nn.MSELoss(reduction="sum") if self.loss == "mse_sum"
                    else torch.nn.CrossEntropyLoss())
-        opt = torch.optim.SGD(model.parameters(), lr=self.lr)
+        opt = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum)
         tx, ty = torch.from_numpy(x), torch.from_numpy(y)
 
         def step():
@@ -407,58 +441,57 @@ class StepScenario:
         return res
 
 
-def _cs231n_numpy(x, y, weights, lr):
-    """The CS231n lecture's two-layer network in NumPy (weights as (in, out))."""
-    W = [weights[0][0].T.copy(), weights[1][0].T.copy()]
+class ResidualScenario(StepScenario):
+    """One training step of a residual MLP (the network of fastnn._reference's
+    NumpyResidualMLP, its NumPy twin here) as a fastnn.Graph, which compiles into one call,
+    and as a torch.nn.Module."""
+    numpy_twin = NumpyResidualMLP
 
-    def step():
-        w1, w2 = W
-        with np.errstate(over="ignore"):      # randn weights saturate the sigmoid
-            h = 1 / (1 + np.exp(-x.dot(w1)))
-        y_pred = h.dot(w2)
-        loss = np.square(y_pred - y).sum()
-        grad_y_pred = 2.0 * (y_pred - y)
-        grad_w2 = h.T.dot(grad_y_pred)
-        grad_h = grad_y_pred.dot(w2.T)
-        grad_w1 = x.T.dot(grad_h * h * (1 - h))
-        w1 -= lr * grad_w1
-        w2 -= lr * grad_w2
-        return loss
-    return step
+    def __init__(self, key, title, n_in, width, blocks, n_out, batch, dtype, lr, momentum,
+                 seed):
+        self.blocks, self.width = blocks, width
+        # the Linear layers in order: stem, two per block, head (every one but the stem
+        # also computes grad_x, as in a chain: step_flops counts it right)
+        sizes = (n_in,) + (width,) * (2 * blocks + 1) + (n_out,)
+        super().__init__(key, "residual", title, sizes, batch, dtype, "relu", "ce", True, lr,
+                         "uniform", seed, momentum=momentum)
 
+    def describe(self):
+        d = super().describe()
+        d.update({"model": "fastnn.Graph", "blocks": self.blocks, "width": self.width,
+                  "architecture": f"{self.sizes[0]}-{self.width} ReLU, {self.blocks} x "
+                                  f"[relu(h + Linear({self.width},{self.width}) relu(Linear("
+                                  f"{self.width},{self.width}) h))], {self.width}-"
+                                  f"{self.sizes[-1]}"})
+        return d
 
-def _relu_ce_numpy(x, y, weights, lr):
-    """ReLU hidden layers, softmax cross-entropy (mean), plain SGD, in NumPy."""
-    Ws = [W.T.copy() for W, _ in weights]                         # (in, out)
-    bs = [b.copy() if b is not None else None for _, b in weights]
-    n = x.shape[0]
-    rows = np.arange(n)
+    def fastnn_model(self, weights):
+        lins = self.fastnn_linears(weights)
+        g = fnn.Graph()
+        x = g.input("x", features=self.sizes[0])
+        h = g.add(fnn.ReLU(), g.add(lins[0], x))
+        for i in range(1, len(lins) - 1, 2):
+            r = g.add(lins[i + 1], g.add(fnn.ReLU(), g.add(lins[i], h)))
+            h = g.add(fnn.ReLU(), g.add(fnn.Add(), r, h))          # the skip connection
+        g.output(g.add(lins[-1], h))
+        return g
 
-    def step():
-        hs = [x]
-        for i, (W, b) in enumerate(zip(Ws, bs)):
-            z = hs[-1] @ W
-            if b is not None:
-                z += b
-            hs.append(np.maximum(z, 0) if i < len(Ws) - 1 else z)
-        s = hs[-1] - hs[-1].max(axis=1, keepdims=True)
-        p = np.exp(s)
-        p /= p.sum(axis=1, keepdims=True)
-        loss = -np.log(p[rows, y]).mean()
-        d = p
-        d[rows, y] -= 1
-        d /= n
-        for i in range(len(Ws) - 1, -1, -1):
-            gW = hs[i].T @ d
-            gb = d.sum(axis=0) if bs[i] is not None else None
-            if i:
-                d = d @ Ws[i].T
-                d *= hs[i] > 0
-            Ws[i] -= lr * gW
-            if gb is not None:
-                bs[i] -= lr * gb
-        return loss
-    return step
+    def torch_model(self, torch, weights):
+        lins = self.torch_linears(torch, weights)
+        relu = torch.relu
+
+        class Residual(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lins = torch.nn.ModuleList(lins)
+
+            def forward(self, x):
+                L = self.lins
+                h = relu(L[0](x))
+                for i in range(1, len(L) - 1, 2):
+                    h = relu(L[i + 1](relu(L[i](h))) + h)
+                return L[-1](h)
+        return Residual()
 
 
 # ---------------------------------------------------------------------- digits (fit)
@@ -534,8 +567,7 @@ class DigitsScenario:
         out["modules"] = trainer(False)
 
         def numpy_prepare():
-            from fastnn.__main__ import _NumpyMLP
-            ref = _NumpyMLP(self._model(), self.lr, self.momentum)
+            ref = NumpyMLP.from_model(self._model(), self.lr, self.momentum)
             return (lambda: ref.fit(Xtr, ytr, self.batch, self.epochs, seed=0),
                     lambda: ref.accuracy(Xte, yte))
         out["numpy"] = numpy_prepare
@@ -661,6 +693,11 @@ def build_scenarios(groups, quick, large):
                 f"784-512-512-10 ReLU, softmax CE, batch {batch}, SGD lr 1e-2, float32",
                 (784, 512, 512, 10), batch, "float32", "relu", "ce", True, 1e-2, "uniform",
                 2))
+    if "residual" in groups:
+        out.append(ResidualScenario(
+            "residual", "residual MLP (fastnn.Graph) 64-128, 2 residual blocks of width 128, "
+            "128-10, ReLU, softmax CE, batch 64, SGD lr 0.05 momentum 0.9, float32",
+            64, 128, 2, 10, 64, "float32", 0.05, 0.9, 4))
     if "large" in groups or large:
         out.append(StepScenario(
             "large", "large",
@@ -743,6 +780,8 @@ def run_suite(groups, threads, quick=False, large=False, blocks=None, log=print,
             for nt in threads:
                 with _Threads(nt, torch):
                     fns = sc.contenders(torch)
+                    if sc.kind == "step":
+                        entry["compiled"] = sc.compiled     # else contenders() aborted
                     chk = sc.crosscheck(fns)
                     chk["threads"] = nt
                     entry["crosscheck"]["checks"].append(chk)
@@ -829,6 +868,18 @@ def plot_ratios(doc, path):
     return path
 
 
+def write_json(doc, path=None, prefix=""):
+    """Write doc to path, by default bench/results/<prefix><timestamp>.json; returns the
+    path."""
+    if path is None:
+        out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+        path = os.path.join(out, time.strftime(f"{prefix}%Y%m%d-%H%M%S.json"))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1, default=str)
+    return path
+
+
 def _parse_list(s, what, allowed=None, conv=str):
     items = [conv(t.strip()) for t in s.split(",") if t.strip()]
     if not items:
@@ -873,13 +924,7 @@ def main(argv=None):
 
     doc = run_suite(groups, threads, quick=args.quick, large=args.large, blocks=args.blocks)
     doc["argv"] = list(sys.argv[1:] if argv is None else argv)
-    path = args.json
-    if path is None:
-        out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-        path = os.path.join(out, time.strftime("%Y%m%d-%H%M%S.json"))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(doc, f, indent=1, default=str)
+    path = write_json(doc, args.json)
     print(f"\nwrote {path}")
     if not args.no_plot:
         png = os.path.splitext(path)[0] + ".png"

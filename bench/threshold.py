@@ -1,4 +1,4 @@
-"""Measure where a parallel GEMM starts to pay: python bench/threshold.py [--threads 2]
+"""Measure where a parallel GEMM starts to pay: python -m bench.threshold [--threads 2]
 
 For square-ish problems from ~0.1 to ~30 MFLOP, times the native engine on 1 thread and on
 N threads with the serial cut-off disabled, interleaved, and prints the ratio.  The

@@ -1,7 +1,7 @@
 """Small-GEMM benchmark of the native engine without Python overhead.
 
-    python bench/tiny.py [--rounds R] [--reps N] [--json out.json] [--only SUBSTR]
-    python bench/tiny.py --compare OTHER_SRC [--rounds R]   # interleave with another build
+    python -m bench.tiny [--rounds R] [--reps N] [--json out.json] [--only SUBSTR]
+    python -m bench.tiny --compare OTHER_SRC [--rounds R]   # interleave with another build
 
 Times gemm_native through the gemm._bench_gemm tuning hook (a nogil C loop of N calls) on
 the GEMMs of the tiny 2-64-64-3 net (batch 32), the digits net 64-100-10 (batch 64) and

@@ -1,6 +1,6 @@
-"""Tune the native engine's cache blocking: python bench/tune.py float32 KCs MCs NCs [rounds]
+"""Tune the native engine's cache blocking: python -m bench.tune float32 KCs MCs NCs [rounds]
 
-e.g.  python bench/tune.py float64 96,128,192 48,96,144 1024,3072
+e.g.  python -m bench.tune float64 96,128,192 48,96,144 1024,3072
 Each (KC, MC, NC) and numpy.matmul are timed on the benchmark shapes, single-threaded,
 interleaved over `rounds` rounds; the best time of each is reported as GFLOP/s.  Put the
 winner in the kernel table of src/fastnn/_kernels/fnn_simd.h.

@@ -5,7 +5,9 @@ NumPy alone: N=64 random inputs of D_in=1000 features, a hidden layer of H=100 s
 units, D_out=10 outputs, no biases, the sum of squared errors as the loss, and plain
 gradient descent with learning rate 1e-4 for 2000 steps, all in float64.
 
-This script runs that code (below, as in the lecture) and the same network in fastnn::
+This script runs that code (as in the lecture: ``two_layer_step`` in
+fastnn/_reference.py, shared with the tests and the benchmark) and the same network in
+fastnn::
 
     model = fnn.Sequential(fnn.Linear(1000, 100, bias=False, dtype=np.float64),
                            fnn.Sigmoid(),
@@ -34,6 +36,7 @@ import time
 import numpy as np
 
 import fastnn as fnn
+from fastnn._reference import two_layer_train
 
 N, D_IN, H, D_OUT = 64, 1000, 100, 10
 LR = 1e-4
@@ -42,25 +45,9 @@ RTOL32 = 1e-3        # float32: a loose bound (the two round differently)
 
 
 def numpy_train(x, y, w1, w2, steps):
-    """The lecture's NumPy network (its loop body verbatim); returns the loss at each step."""
-    w1, w2 = w1.copy(), w2.copy()
-    losses = np.empty(steps)
-    # in float32, exp(-x.dot(w1)) overflows to inf for large pre-activations: h = 0, correct
-    with np.errstate(over="ignore"):
-        for t in range(steps):
-            h = 1 / (1 + np.exp(-x.dot(w1)))
-            y_pred = h.dot(w2)
-            loss = np.square(y_pred - y).sum()
-            losses[t] = loss
-
-            grad_y_pred = 2.0 * (y_pred - y)
-            grad_w2 = h.T.dot(grad_y_pred)
-            grad_h = grad_y_pred.dot(w2.T)
-            grad_w1 = x.T.dot(grad_h * h * (1 - h))
-
-            w1 -= LR * grad_w1
-            w2 -= LR * grad_w2
-    return losses
+    """The lecture's NumPy network (fastnn._reference.two_layer_step, its loop body
+    verbatim); returns the loss at each step."""
+    return two_layer_train(x, y, w1, w2, steps, lr=LR)[0]
 
 
 class FastnnNet:

@@ -1,6 +1,9 @@
-"""The benchmark suite (python -m bench): one quick run of the smallest scenario in a
-subprocess, checking the JSON it writes and that its correctness cross-check passed (not
-speed); and unit tests of its FLOP counting, disturbed-block flags and cross-check."""
+"""The benchmarks (python -m bench, python -m bench.gemm): quick runs of the smallest
+scenario and of the residual-MLP scenario (a compiled fastnn.Graph) in a subprocess,
+checking the JSON they write and that their correctness cross-checks passed (not speed);
+a quick GEMM benchmark run; unit tests of the FLOP counting, disturbed-block flags and
+cross-check; the NumPy twins (fastnn._reference) against fastnn in float64; and no script
+edits sys.path."""
 import importlib.util
 import json
 import os
@@ -10,7 +13,10 @@ import sys
 
 import pytest
 
+import numpy as np
+
 import fastnn
+from fastnn._reference import NumpyMLP, NumpyResidualMLP
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
@@ -35,6 +41,14 @@ def _env():
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     env["MPLBACKEND"] = "Agg"
     return env
+
+
+def _run_bench(args, timeout=180):
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=timeout)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log
+    return proc, log
 
 
 def test_step_flops(brun):
@@ -79,14 +93,36 @@ def test_crosscheck_rejects_disagreeing_losses(brun):
     assert not nan["passed"]
 
 
+def assert_step_entry(sc):
+    """A step scenario's JSON entry from a quick run on one thread: cross-check passed
+    (compiled bitwise the module path), 3 blocks per contender, consistent numbers."""
+    assert sc["crosscheck"]["passed"] is True
+    [chk] = sc["crosscheck"]["checks"]
+    assert chk["passed"] and chk["threads"] == 1
+    assert all(d <= chk["rtol"] for d in chk["max_rel_diff"].values())
+    assert chk["max_rel_diff"]["modules"] == 0          # compile_step is bitwise the module path
+
+    [res] = sc["results"]
+    assert res["threads"] == 1
+    expected = {"compiled", "modules", "numpy"} | ({"torch"} if HAVE_TORCH else set())
+    assert set(res["contenders"]) == expected
+    for name, r in res["contenders"].items():
+        assert r["blocks"] == 3 == len(r["block_us"]) == len(r["cpu_util"]) \
+            == len(r["others_cpu"]) == len(r["loadavg1"])
+        assert 0 < r["min_us"] <= r["median_us"] <= r["max_us"], name
+        assert r["samples_per_s"] == pytest.approx(sc["batch"] / (r["median_us"] * 1e-6))
+        assert r["gflops"] == pytest.approx(sc["flop_per_step"] / (r["median_us"] * 1e3))
+        assert r["ratio"] == pytest.approx(r["median_us"]
+                                           / res["contenders"]["compiled"]["median_us"])
+        assert 0 <= r["disturbed_blocks"] <= r["blocks"]
+        assert set(r["disturbed"]) == {"cpu", "load", "any", "over"}
+    assert res["contenders"]["compiled"]["ratio"] == 1.0
+
+
 def test_quick_run_writes_json(tmp_path):
     out = tmp_path / "r.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--scenarios", "tiny", "--threads", "1",
-         "--json", str(out), "--no-plot"],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log
+    proc, log = _run_bench(["bench", "--quick", "--scenarios", "tiny", "--threads", "1",
+                            "--json", str(out), "--no-plot"])
     assert "cross-check OK" in proc.stdout, log
     assert not (tmp_path / "r.png").exists()          # --no-plot
     doc = json.loads(out.read_text())
@@ -104,24 +140,84 @@ def test_quick_run_writes_json(tmp_path):
     assert [e["key"] for e in doc["scenarios"]] == ["tiny"]
     sc = doc["scenarios"][0]
     assert sc["kind"] == "step" and sc["batch"] == 32 and sc["sizes"] == [2, 64, 64, 3]
-    assert sc["crosscheck"]["passed"] is True
-    [chk] = sc["crosscheck"]["checks"]
-    assert chk["passed"] and chk["threads"] == 1
-    assert all(d <= chk["rtol"] for d in chk["max_rel_diff"].values())
-    assert chk["max_rel_diff"]["modules"] == 0          # compile_step is bitwise the module path
+    assert_step_entry(sc)
 
-    [res] = sc["results"]
-    assert res["threads"] == 1
-    expected = {"compiled", "modules", "numpy"} | ({"torch"} if HAVE_TORCH else set())
-    assert set(res["contenders"]) == expected
-    for name, r in res["contenders"].items():
-        assert r["blocks"] == 3 == len(r["block_us"]) == len(r["cpu_util"]) \
-            == len(r["others_cpu"]) == len(r["loadavg1"])
-        assert 0 < r["min_us"] <= r["median_us"] <= r["max_us"], name
-        assert r["samples_per_s"] == pytest.approx(32 / (r["median_us"] * 1e-6))
-        assert r["gflops"] == pytest.approx(sc["flop_per_step"] / (r["median_us"] * 1e3))
-        assert r["ratio"] == pytest.approx(r["median_us"]
-                                           / res["contenders"]["compiled"]["median_us"])
-        assert 0 <= r["disturbed_blocks"] <= r["blocks"]
-        assert set(r["disturbed"]) == {"cpu", "load", "any", "over"}
-    assert res["contenders"]["compiled"]["ratio"] == 1.0
+
+def test_quick_residual_scenario(tmp_path, brun):
+    out = tmp_path / "res.json"
+    proc, log = _run_bench(["bench", "--quick", "--scenarios", "residual", "--threads", "1",
+                            "--json", str(out), "--no-plot"])
+    assert "cross-check OK" in proc.stdout, log
+    assert "MFLOP/step" in proc.stdout, log
+    doc = json.loads(out.read_text())
+    assert doc["ok"] is True
+    [sc] = doc["scenarios"]
+    assert sc["key"] == "residual" and sc["kind"] == "step" and sc["model"] == "fastnn.Graph"
+    assert sc["compiled"] is True                       # the Graph compiled into one call
+    assert sc["blocks"] == 2 and sc["width"] == 128 and sc["batch"] == 64
+    assert sc["sizes"] == [64, 128, 128, 128, 128, 128, 10]
+    assert sc["dtype"] == "float32" and sc["lr"] == 0.05 and sc["momentum"] == 0.9
+    assert sc["flop_per_step"] == brun.step_flops(sc["sizes"], 64)
+    assert_step_entry(sc)                               # the Graph's module path bitwise
+
+
+@pytest.mark.parametrize("key", ["tiny", "residual"])
+def test_numpy_twins_match_fastnn_float64(brun, key):
+    """The NumPy contenders (NumpyMLP, NumpyResidualMLP) take the same steps as fastnn's
+    module path, to rounding, in float64 -- with momentum, for several steps."""
+    if key == "tiny":
+        sc = brun.StepScenario("t", "tiny", "t", (2, 16, 16, 3), 8, "float64", "relu", "ce",
+                               True, 0.1, "uniform", 1, check_steps=6, momentum=0.9)
+        twin = NumpyMLP
+    else:
+        sc = brun.ResidualScenario("r", "r", 5, 12, 3, 4, 16, "float64", 0.1, 0.9, 2)
+        sc.check_steps = 6
+        twin = NumpyResidualMLP
+    assert sc.numpy_twin is twin
+    x, y, weights = sc.problem()
+    model = sc.fastnn_model(weights)
+    net = twin(weights, sc.lr, sc.momentum)
+    step = fastnn.compile_step(model, sc.fastnn_loss(), sc.sgd(model))
+    assert step.compiled, step.reason
+    for _ in range(6):
+        np.testing.assert_allclose(net.step(x, y), step(x, y), rtol=1e-12)
+    for p, q in zip(net.params(), model.parameters()):
+        np.testing.assert_allclose(p, q.data.T if p.ndim == 2 else q.data, rtol=1e-10,
+                                   atol=1e-13)
+
+
+def test_numpy_residual_mlp_checks_its_weights():
+    W = np.zeros((3, 3))
+    with pytest.raises(ValueError, match="stem, two per block and the head"):
+        NumpyResidualMLP([(W, None)] * 3, 0.1)
+
+
+def test_quick_gemm_benchmark(tmp_path):
+    out = tmp_path / "gemm.json"
+    proc, log = _run_bench(["bench.gemm", "--quick", "--dtype", "float32", "--threads", "1",
+                            "--blocks", "1", "--json", str(out)])
+    doc = json.loads(out.read_text())
+    assert doc["machine"]["fastnn"] == fastnn.__version__ and doc["machine"]["cpu"]
+    rows = doc["results"]
+    assert [(r["M"], r["K"], r["N"]) for r in rows] == [(64, 1000, 100), (128, 784, 512),
+                                                        (512, 512, 512)]
+    for r in rows:
+        assert r["dtype"] == "float32" and r["threads"] == 1
+        assert set(r["gflops"]) == {"numpy", "native", "blas", "native+bias+sigmoid"}
+        assert all(g > 0 for g in r["gflops"].values())
+        assert r["ratio_vs_numpy"]["numpy"] == 1.0
+
+
+def test_bench_step_runs_as_a_module():
+    proc, log = _run_bench(["bench.step", "--help"], timeout=60)
+    assert "--scenarios" in proc.stdout, log
+
+
+def test_no_script_edits_sys_path():
+    scripts = [*(ROOT / "bench").glob("*.py"), *(ROOT / "examples").glob("*.py"),
+               *(ROOT / "src" / "fastnn").rglob("*.py")]
+    assert len(scripts) > 10
+    offenders = [str(p.relative_to(ROOT)) for p in scripts
+                 if any(f"sys.path.{m}" in p.read_text() for m in ("insert", "append",
+                                                                    "extend"))]
+    assert not offenders, f"these scripts edit sys.path: {offenders}"

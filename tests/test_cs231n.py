@@ -1,33 +1,15 @@
 """The CS231n two-layer network (the lecture's "train a 2-layer net in 20 lines of NumPy"),
-trained with fastnn from the same initial weights: the loss matches the NumPy version at
-every one of 2000 steps."""
+trained with fastnn from the same initial weights: the loss matches the NumPy version
+(fastnn._reference.two_layer_train, the lecture's code) at every one of 2000 steps."""
 import numpy as np
 import pytest
 
 import fastnn as fnn
+from fastnn._reference import two_layer_train
 
 N, D_IN, H, D_OUT = 64, 1000, 100, 10
 STEPS = 2000
 LR = 1e-4
-
-
-def numpy_two_layer(x, y, w1, w2, steps=STEPS):
-    """The 20-line NumPy network, verbatim: sigmoid hidden layer, no biases, sum of squared
-    errors, plain SGD.  Returns the loss at every step."""
-    w1, w2 = w1.copy(), w2.copy()
-    losses = []
-    for _ in range(steps):
-        h = 1 / (1 + np.exp(-x.dot(w1)))
-        y_pred = h.dot(w2)
-        loss = np.square(y_pred - y).sum()
-        losses.append(loss)
-        grad_y_pred = 2.0 * (y_pred - y)
-        grad_w2 = h.T.dot(grad_y_pred)
-        grad_h = grad_y_pred.dot(w2.T)
-        grad_w1 = x.T.dot(grad_h * h * (1 - h))
-        w1 -= LR * grad_w1
-        w2 -= LR * grad_w2
-    return np.array(losses), w1, w2
 
 
 def fastnn_two_layer(x, y, w1, w2, steps=STEPS, dtype=np.float64):
@@ -61,7 +43,7 @@ def data():
 def test_two_layer_net_matches_numpy_every_step(data, engine_name):
     fnn.set_engine(engine_name)
     x, y, w1, w2 = data
-    ref, rw1, rw2 = numpy_two_layer(x, y, w1, w2)
+    ref, rw1, rw2 = two_layer_train(x, y, w1, w2, STEPS, lr=LR)
     ours, model = fastnn_two_layer(x, y, w1, w2)
     assert ours.shape == (STEPS,)
     rel = np.abs(ours - ref) / np.abs(ref)
@@ -74,6 +56,6 @@ def test_two_layer_net_matches_numpy_every_step(data, engine_name):
 
 def test_two_layer_net_float32_tracks_float64(data):
     x, y, w1, w2 = data
-    ref, _, _ = numpy_two_layer(x, y, w1, w2, steps=300)
+    ref, _, _ = two_layer_train(x, y, w1, w2, 300, lr=LR)
     ours, _ = fastnn_two_layer(x, y, w1, w2, steps=300, dtype=np.float32)
     np.testing.assert_allclose(ours, ref, rtol=2e-3)

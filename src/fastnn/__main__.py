@@ -3,10 +3,10 @@
 Trains a ReLU MLP with softmax cross-entropy and SGD (momentum 0.9) with fastnn's Trainer on
 scikit-learn's handwritten digits (64-100-10, 50 epochs, lr 0.1, batch 64, 80/20 split) or,
 where scikit-learn is not installed, on the CS231n 3-class spiral (2-100-3, 300 epochs,
-lr 0.3, every 5th point held out).  Then it trains the
-same network from the same initial weights, on the same minibatches in the same order, with
-hand-written NumPy backprop, and prints both accuracies and the speed-up measured in this
-run (median of --repeats fits each, alternating).
+lr 0.3, every 5th point held out).  Then it trains the same network from the same
+initial weights, on the same minibatches in the same order, with hand-written NumPy
+backprop (``fastnn._reference.NumpyMLP``), and prints both accuracies and the speed-up
+measured in this run (median of --repeats fits each, alternating).
 
     python -m fastnn [--quick] [--epochs N] [--threads N] [--dtype float32|float64]
                      [--data digits|spiral] [--repeats R]
@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 import fastnn as fnn
-from ._kernels.step import shuffle as _shuffle
+from ._reference import NumpyMLP
 
 
 def _digits():
@@ -44,67 +44,6 @@ def _spiral(n=100, k=3, seed=0):
         y[ix] = j
     test = np.arange(n * k) % 5 == 0
     return ("CS231n spiral (3 classes, 2-D)", X[~test], y[~test], X[test], y[test], 100)
-
-
-class _NumpyMLP:
-    """The same network in hand-written NumPy: ReLU hidden layers, softmax cross-entropy
-    (mean over the batch), torch-style SGD momentum (buf = m * buf + g; p -= lr * buf)."""
-
-    def __init__(self, model, lr, momentum):
-        lins = [m for m in model if isinstance(m, fnn.Linear)]
-        self.W = [lin.weight.data.T.copy() for lin in lins]     # (in, out)
-        self.b = [lin.bias.data.copy() for lin in lins]
-        self.buf = None
-        self.lr, self.momentum = lr, momentum
-
-    def step(self, x, y):
-        hs = [x]
-        for i, (W, b) in enumerate(zip(self.W, self.b)):
-            z = hs[-1] @ W + b
-            hs.append(np.maximum(z, 0) if i < len(self.W) - 1 else z)
-        s = hs[-1] - hs[-1].max(axis=1, keepdims=True)
-        p = np.exp(s)
-        p /= p.sum(axis=1, keepdims=True)
-        n = x.shape[0]
-        rows = np.arange(n)
-        loss = -np.log(p[rows, y]).mean()
-        d = p
-        d[rows, y] -= 1
-        d /= n
-        grads = []
-        for i in range(len(self.W) - 1, -1, -1):
-            grads.append((hs[i].T @ d, d.sum(axis=0)))
-            if i:
-                d = (d @ self.W[i].T) * (hs[i] > 0)
-        grads.reverse()
-        params = [a for pair in zip(self.W, self.b) for a in pair]
-        flat = [g for pair in grads for g in pair]
-        if self.buf is None:
-            self.buf = [g.copy() for g in flat]
-        else:
-            for bf, g in zip(self.buf, flat):
-                bf *= self.momentum
-                bf += g
-        for prm, bf in zip(params, self.buf):
-            prm -= self.lr * bf
-        return loss
-
-    def fit(self, X, y, batch_size, epochs, seed):
-        n = X.shape[0]
-        perm = np.empty(n, np.int64)
-        for e in range(epochs):
-            _shuffle(perm, seed, e)          # the Trainer's minibatch order
-            for s in range(0, n, batch_size):
-                idx = perm[s:s + batch_size]
-                self.step(X[idx], y[idx])
-
-    def accuracy(self, X, y):
-        h = X
-        for i, (W, b) in enumerate(zip(self.W, self.b)):
-            h = h @ W + b
-            if i < len(self.W) - 1:
-                h = np.maximum(h, 0)
-        return float(np.mean(h.argmax(axis=1) == y))
 
 
 def main(argv=None):
@@ -177,7 +116,7 @@ def main(argv=None):
     with threadpool_limits(limits=nt):
         for _ in range(args.repeats):
             m = build()
-            ref = _NumpyMLP(m, args.lr, 0.9)
+            ref = NumpyMLP.from_model(m, args.lr, 0.9)
             tr = fnn.Trainer(m, fnn.CrossEntropyLoss(),
                              fnn.SGD(m.parameters(), lr=args.lr, momentum=0.9),
                              batch_size=args.batch_size, epochs=args.epochs, progress=False)

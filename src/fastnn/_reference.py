@@ -1,8 +1,20 @@
-"""Plain NumPy oracle of fastnn's kernels, for the tests.
+"""Plain NumPy references: the oracle of fastnn's kernels, and the NumPy twin networks.
 
-Clear and slow on purpose: every function computes in float64 and casts the result back to
-the dtype of its (first) input.  Nothing here is optimised, and nothing here calls fastnn's
-kernels (it only reads their table of codes, for the activation names).
+The oracle (activation ... sgd_step), for the tests: clear and slow on purpose, every
+function computes in float64 and casts the result back to the dtype of its (first) input.
+Nothing in it is optimised, and nothing in it calls fastnn's kernels (it only reads
+their table of codes, for the activation names).
+
+The twins, for the benchmark, the main job, the examples and the tests: the same networks
+written by hand in NumPy as a NumPy user would, in the dtype of their inputs --
+
+  two_layer_step / two_layer_train   the CS231n lecture's two-layer network ("a 2-layer
+                                     net in 20 lines of NumPy"): sigmoid, no biases, sum of
+                                     squared errors, plain gradient descent
+  NumpyMLP                           ReLU MLP, softmax cross-entropy, torch-style SGD
+  NumpyResidualMLP                   the same with residual blocks (relu(x + W2 relu(W1 x)))
+
+Weights come in fastnn's layout, W (out_features, in_features); the twins keep W.T.
 
 Activations: "identity", "relu", "leaky_relu", "sigmoid", "tanh".
 """
@@ -11,7 +23,8 @@ import numpy as np
 from ._kernels._core import Activation
 
 __all__ = ["ACTIVATIONS", "activation", "activation_grad", "gemm", "linear_forward",
-           "linear_backward", "mse_loss", "cross_entropy_loss", "svm_loss", "sgd_step"]
+           "linear_backward", "mse_loss", "cross_entropy_loss", "svm_loss", "sgd_step",
+           "two_layer_step", "two_layer_train", "NumpyMLP", "NumpyResidualMLP"]
 
 # the activation names, in the order of their codes (the table in fastnn/_kernels/fnn_types.h)
 ACTIVATIONS = tuple(a.name.lower() for a in Activation)
@@ -176,3 +189,198 @@ def sgd_step(p, g, buf, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, neste
         d = d + momentum * buf if nesterov else buf
     p = p - lr * d
     return p.astype(dt), (None if buf is None else np.asarray(buf).astype(dt))
+
+
+# ------------------------------------------------------------------------ the NumPy twins
+def two_layer_step(x, y, w1, w2, lr):
+    """One step of the CS231n lecture's network, its loop body verbatim: w1 (D_in, H) and
+    w2 (H, D_out) are updated in place; returns the loss before the update."""
+    # randn weights saturate the sigmoid: exp overflows to inf there, h = 0 (correct)
+    with np.errstate(over="ignore"):
+        h = 1 / (1 + np.exp(-x.dot(w1)))
+    y_pred = h.dot(w2)
+    loss = np.square(y_pred - y).sum()
+
+    grad_y_pred = 2.0 * (y_pred - y)
+    grad_w2 = h.T.dot(grad_y_pred)
+    grad_h = grad_y_pred.dot(w2.T)
+    grad_w1 = x.T.dot(grad_h * h * (1 - h))
+
+    w1 -= lr * grad_w1
+    w2 -= lr * grad_w2
+    return loss
+
+
+def two_layer_train(x, y, w1, w2, steps, lr=1e-4):
+    """`steps` steps of the lecture's network from copies of w1, w2 (the lecture: lr 1e-4).
+    Returns (the loss at every step as a float64 array, final w1, final w2)."""
+    w1, w2 = w1.copy(), w2.copy()
+    losses = np.empty(steps)
+    for t in range(steps):
+        losses[t] = two_layer_step(x, y, w1, w2, lr)
+    return losses, w1, w2
+
+
+class NumpyMLP:
+    """A fully-connected network in hand-written NumPy: ReLU hidden layers, softmax
+    cross-entropy (mean over the batch), torch-style SGD (with momentum: buf = g on the
+    first step, then buf = momentum * buf + g; p -= lr * buf).
+
+    ``weights``: [(W (out, in), b or None)] per Linear layer, copied.  ``from_model`` takes
+    them from a chain of Linear layers (anything iterable whose layers with a ``weight``
+    are the Linears, e.g. a fastnn Sequential of Linear and ReLU).
+    """
+
+    def __init__(self, weights, lr, momentum=0.0):
+        self.W = [np.array(W).T.copy() for W, _ in weights]            # (in, out)
+        self.b = [None if b is None else np.array(b) for _, b in weights]
+        self.lr, self.momentum = lr, momentum
+        self.buf = None
+
+    @classmethod
+    def from_model(cls, model, lr, momentum=0.0):
+        lins = [m for m in model if hasattr(m, "weight")]
+        return cls([(m.weight.data, None if m.bias is None else m.bias.data) for m in lins],
+                   lr, momentum)
+
+    def params(self):
+        """The parameters in the order of the gradients _grads returns."""
+        return [a for W, b in zip(self.W, self.b) for a in (W, b) if a is not None]
+
+    def logits(self, x):
+        return self._forward(x)[-1]
+
+    def _forward(self, x):
+        """Every layer's output (the input first)."""
+        hs = [x]
+        last = len(self.W) - 1
+        for i, (W, b) in enumerate(zip(self.W, self.b)):
+            z = _affine(hs[-1], W, b)
+            hs.append(np.maximum(z, 0) if i < last else z)
+        return hs
+
+    def _grads(self, hs, d):
+        """Parameter gradients from the saved outputs hs and the gradient d of the logits."""
+        grads = []
+        for i in range(len(self.W) - 1, -1, -1):
+            _layer_grads(grads, self.b[i], hs[i], d)
+            if i:
+                d = (d @ self.W[i].T) * (hs[i] > 0)
+        grads.reverse()
+        return grads
+
+    def step(self, x, y):
+        """One training step on a batch; returns the loss before the update."""
+        hs = self._forward(x)
+        loss, d = _softmax_ce(hs[-1], y)
+        self._update(self._grads(hs, d))
+        return loss
+
+    def _update(self, grads):
+        params = self.params()
+        if self.momentum == 0:
+            for p, g in zip(params, grads):
+                p -= self.lr * g
+            return
+        if self.buf is None:
+            self.buf = [g.copy() for g in grads]
+        else:
+            for bf, g in zip(self.buf, grads):
+                bf *= self.momentum
+                bf += g
+        for p, bf in zip(params, self.buf):
+            p -= self.lr * bf
+
+    def fit(self, X, y, batch_size, epochs, seed):
+        """Minibatch training in the Trainer's order (its seeded shuffle of (seed, epoch),
+        the one thing here taken from fastnn, so that both see the same minibatches)."""
+        from ._kernels.step import shuffle
+        n = X.shape[0]
+        perm = np.empty(n, np.int64)
+        for e in range(epochs):
+            shuffle(perm, seed, e)
+            for s in range(0, n, batch_size):
+                idx = perm[s:s + batch_size]
+                self.step(X[idx], y[idx])
+
+    def accuracy(self, X, y):
+        return float(np.mean(self.logits(X).argmax(axis=1) == y))
+
+
+class NumpyResidualMLP(NumpyMLP):
+    """A residual MLP in hand-written NumPy::
+
+        h = relu(W_0 x + b_0)
+        h = relu(h + W_2k relu(W_2k-1 h + b_2k-1) + b_2k)      block k = 1 .. blocks
+        logits = W_last h + b_last
+
+    softmax cross-entropy and SGD as NumpyMLP.  ``weights``: [(W, b)] in that order (the
+    stem, two per block, the head), so 2 * blocks + 2 of them.
+    """
+
+    def __init__(self, weights, lr, momentum=0.0):
+        if len(weights) < 2 or len(weights) % 2:
+            raise ValueError("NumpyResidualMLP: weights are the stem, two per block and "
+                             f"the head, an even number >= 2, got {len(weights)}")
+        super().__init__(weights, lr, momentum)
+
+    def _forward(self, x):
+        """[x, h0, (a1, h1), (a2, h2), ..., logits]: a the block's inner ReLU output, h
+        every block's output."""
+        W, b = self.W, self.b
+        h = np.maximum(_affine(x, W[0], b[0]), 0)
+        hs = [x, h]
+        for i in range(1, len(W) - 1, 2):
+            a = np.maximum(_affine(h, W[i], b[i]), 0)
+            z = _affine(a, W[i + 1], b[i + 1])
+            z += h                                             # the skip connection
+            h = np.maximum(z, 0)
+            hs += [a, h]
+        hs.append(_affine(h, W[-1], b[-1]))
+        return hs
+
+    def _grads(self, hs, d):
+        W, b = self.W, self.b
+        grads = []
+        last = len(W) - 1
+        _layer_grads(grads, b[last], hs[-2], d)
+        dh = d @ W[last].T
+        for i in range(last - 2, 0, -2):      # blocks, last first: layers i, i + 1
+            h_in, a, h_out = hs[i], hs[i + 1], hs[i + 2]
+            dz = dh * (h_out > 0)
+            _layer_grads(grads, b[i + 1], a, dz)
+            da = (dz @ W[i + 1].T) * (a > 0)
+            _layer_grads(grads, b[i], h_in, da)
+            dh = dz + da @ W[i].T             # the skip's gradient plus the branch's
+        _layer_grads(grads, b[0], hs[0], dh * (hs[1] > 0))
+        grads.reverse()
+        return grads
+
+
+def _layer_grads(grads, b, x, dz):
+    """Append the gradients of a layer z = x @ W + b given dz, in reverse order (the list
+    is built from the last layer back, then reversed): grad_b (if b), then grad_W."""
+    if b is not None:
+        grads.append(dz.sum(axis=0))
+    grads.append(x.T @ dz)
+
+
+def _affine(x, W, b):
+    z = x @ W
+    if b is not None:
+        z += b
+    return z
+
+
+def _softmax_ce(scores, y):
+    """(loss, gradient w.r.t. scores) of the mean softmax cross-entropy, in the scores'
+    dtype."""
+    s = scores - scores.max(axis=1, keepdims=True)
+    p = np.exp(s)
+    p /= p.sum(axis=1, keepdims=True)
+    n = scores.shape[0]
+    rows = np.arange(n)
+    loss = -np.log(p[rows, y]).mean()
+    p[rows, y] -= 1
+    p /= n
+    return loss, p
