@@ -9,9 +9,9 @@ from .ops import (activation_backward, activation_forward, gemm, linear_backward
 from .nn import (Add, Concat, Graph, Identity, LeakyReLU, Linear, Maximum, Module, Multiply,
                  Parameter, ReLU, Sequential, Sigmoid, Split, Tanh)
 from .losses import CrossEntropyLoss, Loss, MSELoss, SVMLoss
-from .optim import SGD
+from .optim import SGD, Adam, AdamW, RMSprop
 from .gradcheck import GradcheckError, GradcheckReport, gradcheck, numerical_gradient
-from .io import load, save
+from .io import Checkpoint, load, load_checkpoint, save, save_checkpoint
 from .training import (Callback, CompiledStep, EarlyStopping, History, Trainer,
                        compile_step)
 
@@ -21,7 +21,9 @@ __all__ = [
     "gemm", "linear_forward", "linear_backward", "activation_forward", "activation_backward",
     "Parameter", "Module", "Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU", "Identity",
     "Sequential", "Graph", "Add", "Multiply", "Maximum", "Concat", "Split",
-    "Loss", "MSELoss", "CrossEntropyLoss", "SVMLoss", "SGD", "gradcheck",
+    "Loss", "MSELoss", "CrossEntropyLoss", "SVMLoss", "SGD", "Adam", "AdamW", "RMSprop",
+    "gradcheck",
     "numerical_gradient", "GradcheckError", "GradcheckReport", "save", "load",
+    "save_checkpoint", "load_checkpoint", "Checkpoint",
     "compile_step", "CompiledStep", "Trainer", "History", "Callback", "EarlyStopping",
 ]

@@ -257,3 +257,25 @@ def real(who, name, value, minimum=0.0):
     if not np.isfinite(v) or v < minimum:
         raise ValueError(f"{who}: {name} must be finite and >= {minimum}, got {value!r}")
     return v
+
+
+def flag(who, name, value):
+    """A boolean hyperparameter (True/False, or a NumPy bool)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{who}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def betas(who, name, value):
+    """Adam's (beta1, beta2): two real numbers in [0, 1), as a tuple of floats."""
+    try:
+        b1, b2 = value
+    except (TypeError, ValueError):
+        raise TypeError(f"{who}: {name} must be a pair (beta1, beta2), got {value!r}") from None
+    out = []
+    for i, b in enumerate((b1, b2)):
+        b = real(who, f"{name}[{i}]", b)
+        if not b < 1.0:
+            raise ValueError(f"{who}: {name}[{i}] must be in [0, 1), got {value[i]!r}")
+        out.append(b)
+    return tuple(out)

@@ -1,6 +1,6 @@
 """Plain NumPy references: the oracle of fastnn's kernels, and the NumPy twin networks.
 
-The oracle (activation ... sgd_step), for the tests: clear and slow on purpose, every
+The oracle (activation ... sgd_step, adam_step, rmsprop_step), for the tests: clear and slow on purpose, every
 function computes in float64 and casts the result back to the dtype of its (first) input.
 Nothing in it is optimised, and nothing in it calls fastnn's kernels (it only reads
 their table of codes, for the activation names).
@@ -24,6 +24,7 @@ from ._kernels._core import Activation
 
 __all__ = ["ACTIVATIONS", "activation", "activation_grad", "gemm", "linear_forward",
            "linear_backward", "mse_loss", "cross_entropy_loss", "svm_loss", "sgd_step",
+           "adam_step", "rmsprop_step",
            "two_layer_step", "two_layer_train", "NumpyMLP", "NumpyResidualMLP"]
 
 # the activation names, in the order of their codes (the table in fastnn/_kernels/fnn_types.h)
@@ -189,6 +190,50 @@ def sgd_step(p, g, buf, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, neste
         d = d + momentum * buf if nesterov else buf
     p = p - lr * d
     return p.astype(dt), (None if buf is None else np.asarray(buf).astype(dt))
+
+
+def adam_step(p, g, m, v, vmax, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+              amsgrad=False, maximize=False, decoupled=False):
+    """Step t (1, 2, ...) of torch.optim.Adam (AdamW with decoupled=True), in float64:
+    returns (p, m, v, vmax) cast back to p's dtype.  Pass zeros for the state of step 1."""
+    dt = np.asarray(p).dtype
+    p, g, m, v, vmax = (_f64(a) for a in (p, g, m, v, vmax))
+    b1, b2 = betas
+    d = -g if maximize else g
+    if weight_decay != 0:
+        if decoupled:
+            p = p * (1 - lr * weight_decay)
+        else:
+            d = d + weight_decay * p
+    m = m + (1 - b1) * (d - m)
+    v = b2 * v + (1 - b2) * d * d
+    vmax = np.maximum(vmax, v)
+    den = np.sqrt(vmax if amsgrad else v) / np.sqrt(1 - b2 ** t) + eps
+    p = p - lr / (1 - b1 ** t) * m / den
+    return tuple(a.astype(dt) for a in (p, m, v, vmax))
+
+
+def rmsprop_step(p, g, sq, ga, buf, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
+                 momentum=0.0, centered=False, maximize=False):
+    """One torch.optim.RMSprop step, in float64: returns (p, square_avg, grad_avg,
+    momentum_buffer) cast back to p's dtype.  Pass zeros for the first step's state."""
+    dt = np.asarray(p).dtype
+    p, g, sq, ga, buf = (_f64(a) for a in (p, g, sq, ga, buf))
+    d = -g if maximize else g
+    if weight_decay != 0:
+        d = d + weight_decay * p
+    sq = alpha * sq + (1 - alpha) * d * d
+    if centered:
+        ga = ga + (1 - alpha) * (d - ga)
+        avg = np.sqrt(sq - ga * ga) + eps
+    else:
+        avg = np.sqrt(sq) + eps
+    if momentum > 0:
+        buf = momentum * buf + d / avg
+        p = p - lr * buf
+    else:
+        p = p - lr * d / avg
+    return tuple(a.astype(dt) for a in (p, sq, ga, buf))
 
 
 # ------------------------------------------------------------------------ the NumPy twins

@@ -1,4 +1,5 @@
-"""fastnn.save / fastnn.load: one .npz file holding a model's parameters and architecture.
+"""fastnn.save / fastnn.load: one .npz file holding a model's parameters and architecture;
+save_checkpoint / load_checkpoint: the same plus an optimizer's whole state and the epoch.
 
 This module owns the architecture records: the registry of module types that can be
 rebuilt (fastnn's own, registered as they are defined), the record of each kind of module
@@ -14,7 +15,7 @@ from collections import OrderedDict
 import numpy as np
 
 
-__all__ = ["save", "load"]
+__all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "Checkpoint"]
 
 FORMAT = "fastnn-model"
 VERSION = 1
@@ -121,6 +122,12 @@ def save(model, path):
             "parameters": [n for n, _ in named]}
     arrays = {_PREFIX + n: p.data for n, p in named}
     arrays[_META] = np.array(json.dumps(meta))
+    _write_npz(path, arrays)
+
+
+def _write_npz(path, arrays):
+    """Write arrays to path atomically (a temporary file in the same directory, renamed
+    over path once complete and synced)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=directory)
@@ -225,3 +232,147 @@ def load(path):
     except (KeyError, ValueError, TypeError) as e:
         raise ValueError(f"{who}: the parameters do not fit the architecture: {e}") from None
     return model.train()
+
+
+# --------------------------------------------------------------------------- checkpoints
+CHECKPOINT_FORMAT = "fastnn-checkpoint"
+_OPT = "opt:"
+
+
+class Checkpoint:
+    """What load_checkpoint returns: ``model``, ``optimizer``, ``epoch`` (or None) and
+    ``extra`` (the JSON values given to save_checkpoint)."""
+
+    def __init__(self, model, optimizer, epoch, extra):
+        self.model, self.optimizer, self.epoch, self.extra = model, optimizer, epoch, extra
+
+    def __repr__(self):
+        return (f"Checkpoint(model={type(self.model).__name__}, optimizer="
+                f"{self.optimizer!r}, epoch={self.epoch!r})")
+
+
+def _optimizer_types():
+    from . import optim
+    return {c.__name__: c for c in (optim.SGD, optim.Adam, optim.AdamW, optim.RMSprop)}
+
+
+def save_checkpoint(path, model, optimizer, epoch=None, **extra):
+    """Write a training checkpoint -- the model (architecture and parameters, as fastnn.save),
+    the optimizer's whole state (hyperparameters, step count, every buffer; which of the
+    model's parameters it updates, in its order) and ``epoch`` -- to one .npz file,
+    atomically.  ``extra``: more JSON-serialisable values to keep (e.g. best_loss=0.3)."""
+    from .nn import Module
+    who = "fastnn.save_checkpoint"
+    if not isinstance(model, Module):
+        raise TypeError(f"{who}: expected a fastnn Module, got {type(model).__name__}")
+    types = _optimizer_types()
+    if type(optimizer) not in types.values():
+        raise TypeError(f"{who}: optimizer must be one of fastnn's {sorted(types)}, got "
+                        f"{type(optimizer).__name__}")
+    if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer))):
+        raise TypeError(f"{who}: epoch must be an int or None, got {epoch!r}")
+    _check_unshared(model)
+    named = list(model.named_parameters())
+    index = {id(p): n for n, p in named}
+    missing = [i for i, p in enumerate(optimizer.params) if id(p) not in index]
+    if missing:
+        raise ValueError(f"{who}: the optimizer's params{missing} are not parameters of the "
+                         "model")
+    sd = optimizer.state_dict()
+    keys = type(optimizer)._state_names
+    hyper = {k: v for k, v in sd.items() if k not in keys}
+    arrays = {_PREFIX + n: p.data for n, p in named}
+    for k in keys:
+        for i, b in enumerate(sd[k]):
+            if b is not None:
+                arrays[f"{_OPT}{k}:{i}"] = b
+    meta = {"format": CHECKPOINT_FORMAT, "version": VERSION, "arch": record(model),
+            "parameters": [n for n, _ in named],
+            "optimizer": {"type": type(optimizer).__name__, "state": hyper,
+                          "params": [index[id(p)] for p in optimizer.params]},
+            "epoch": None if epoch is None else int(epoch), "extra": extra}
+    try:
+        arrays[_META] = np.array(json.dumps(meta))
+    except TypeError as e:
+        raise TypeError(f"{who}: extra values must be JSON-serialisable ({e})") from None
+    _write_npz(path, arrays)
+
+
+def load_checkpoint(path, model=None, optimizer=None):
+    """Read a checkpoint written by save_checkpoint.  Returns a Checkpoint with a rebuilt
+    model and optimizer; or pass your own ``model`` / ``optimizer`` (of the same
+    architecture / type and shapes) to restore them in place -- everything is checked
+    before either changes."""
+    path = os.fspath(path)
+    who = f"fastnn.load_checkpoint({path!r})"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not hasattr(z, "files") or _META not in z.files:
+                raise _LoadError("no fastnn metadata (was it written by save_checkpoint?)")
+            meta = json.loads(str(z[_META][()]))
+            if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+                raise _LoadError("not a fastnn checkpoint (a model file is read with "
+                                 "fastnn.load)" if isinstance(meta, dict) and
+                                 meta.get("format") == FORMAT else "not a fastnn checkpoint")
+            if meta.get("version") != VERSION:
+                raise _LoadError(f"format version {meta.get('version')!r} is not supported")
+            names = meta["parameters"]
+            state = {n: z[_PREFIX + n] for n in names}
+            fresh = _build(meta["arch"])
+            om = meta["optimizer"]
+            cls = _optimizer_types().get(om["type"])
+            if cls is None:
+                raise _LoadError(f"unknown optimizer type {om['type']!r}")
+            osd = dict(om["state"])
+            n_opt = len(om["params"])
+            for k in cls._state_names:
+                osd[k] = [z[f"{_OPT}{k}:{i}"] if f"{_OPT}{k}:{i}" in z.files else None
+                          for i in range(n_opt)]
+            epoch, extra = meta.get("epoch"), meta.get("extra", {})
+    except FileNotFoundError:
+        raise
+    except _LoadError as e:
+        raise ValueError(f"{who}: {e}") from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, TypeError,
+            json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{who}: not a readable fastnn checkpoint "
+                         f"({type(e).__name__}: {e})") from None
+    try:
+        fresh.load_state_dict(state, strict=True)
+        by_name = dict(fresh.named_parameters())
+        fopt = cls([by_name[n] for n in om["params"]], **_ctor_args(cls, osd))
+        fopt.load_state_dict(osd)
+    except (KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"{who}: the checkpoint is inconsistent: {e}") from None
+    if model is None and optimizer is None:
+        return Checkpoint(fresh.train(), fopt, epoch, extra)
+    # restore in place: check that both fit before changing either
+    if model is not None:
+        mine = dict(model.named_parameters())
+        if set(mine) != set(by_name) or any(mine[n].shape != p.shape or mine[n].dtype != p.dtype
+                                            for n, p in by_name.items()):
+            raise ValueError(f"{who}: the model does not have the checkpoint's parameters "
+                             f"(names, shapes and dtypes must match)")
+    if optimizer is not None:
+        if type(optimizer) is not cls:
+            raise TypeError(f"{who}: the checkpoint holds a {cls.__name__}, got a "
+                            f"{type(optimizer).__name__}")
+        if [(p.shape, p.dtype) for p in optimizer.params] != \
+                [(p.shape, p.dtype) for p in fopt.params]:
+            raise ValueError(f"{who}: the optimizer's parameters do not match the "
+                             "checkpoint's (shapes, dtypes and order)")
+    if model is not None:
+        model.load_state_dict(fresh.state_dict(), strict=True)
+    if optimizer is not None:
+        optimizer.load_state_dict(fopt.state_dict())
+    return Checkpoint(model if model is not None else fresh.train(),
+                      optimizer if optimizer is not None else fopt, epoch, extra)
+
+
+def _ctor_args(cls, sd):
+    """Constructor arguments for cls from a state_dict (the hyperparameters it takes)."""
+    import inspect
+    ps = inspect.signature(cls.__init__).parameters
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in sd.items()
+            if k in ps and k != "params"}
+

@@ -26,6 +26,9 @@ cdef extern from "fnn_types.h" nogil:
         SVM "FNN_LOSS_SVM"
     cpdef enum OptKind "fnn_opt":
         SGD "FNN_OPT_SGD"
+        ADAM "FNN_OPT_ADAM"
+        ADAMW "FNN_OPT_ADAMW"
+        RMSPROP "FNN_OPT_RMSPROP"
     cpdef enum OpKind "fnn_op":
         LINEAR "FNN_OP_LINEAR"
         ACT "FNN_OP_ACT"
@@ -61,6 +64,20 @@ cdef extern from "fnn_types.h" nogil:
                                  float, float, int) noexcept nogil
     ctypedef void (*fnn_sgd_d_t)(long, double *, const double *, double *, double, double,
                                  double, double, double, int) noexcept nogil
+    ctypedef struct fnn_adam_args:
+        double sign, wd, decay, w1, beta2, c2, bc2_sqrt, eps, neg_step
+        int amsgrad
+    ctypedef struct fnn_rmsprop_args:
+        double sign, wd, alpha, c, eps, momentum, neg_lr
+        int centered
+    ctypedef void (*fnn_adam_s_t)(long, float *, const float *, float *, float *, float *,
+                                  const fnn_adam_args *) noexcept nogil
+    ctypedef void (*fnn_adam_d_t)(long, double *, const double *, double *, double *,
+                                  double *, const fnn_adam_args *) noexcept nogil
+    ctypedef void (*fnn_rmsprop_s_t)(long, float *, const float *, float *, float *, float *,
+                                     const fnn_rmsprop_args *) noexcept nogil
+    ctypedef void (*fnn_rmsprop_d_t)(long, double *, const double *, double *, double *,
+                                     double *, const fnn_rmsprop_args *) noexcept nogil
     int FNN_SGD_WD
     int FNN_SGD_MOMENTUM
     int FNN_SGD_FIRST
@@ -74,6 +91,8 @@ cdef extern from "fnn_types.h" nogil:
         fnn_actf_s_t act_fwd
         fnn_actb_s_t act_bwd
         fnn_sgd_s_t sgd
+        fnn_adam_s_t adam
+        fnn_rmsprop_s_t rmsprop
     ctypedef struct fnn_kern_d:
         int mr, nr, kc, mc, nc
         fnn_ukr_d_t ukr
@@ -82,6 +101,8 @@ cdef extern from "fnn_types.h" nogil:
         fnn_actf_d_t act_fwd
         fnn_actb_d_t act_bwd
         fnn_sgd_d_t sgd
+        fnn_adam_d_t adam
+        fnn_rmsprop_d_t rmsprop
 
 
 # Work below this many elements runs on one thread (a parallel region costs a few us).

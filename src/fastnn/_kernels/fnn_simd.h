@@ -116,23 +116,23 @@ __attribute__((unused)) static const char *fnn_variant_names[FNN_N_VARIANTS] = {
  * the Xeon we tuned on: kc=256 for float64 AVX-512 overflowed it and halved the speed),
  * the mc x kc A block in L2, the kc x nc B block in L3.  bench/tune.py re-measures. */
 static fnn_kern_s fnn_kerns_s[FNN_N_VARIANTS] = {
-    {4, 8, 256, 128, 2048, ukr_s_generic, ukr_strided_s_generic, pack_t_s_generic, act_fwd_s_generic, act_bwd_s_generic, sgd_s_generic},
+    {4, 8, 256, 128, 2048, ukr_s_generic, ukr_strided_s_generic, pack_t_s_generic, act_fwd_s_generic, act_bwd_s_generic, sgd_s_generic, adam_s_generic, rmsprop_s_generic},
 #if FNN_X86
-    {6, 16, 256, 144, 3072, ukr_s_avx2, ukr_strided_s_avx2, pack_t_s_avx2, act_fwd_s_avx2, act_bwd_s_avx2, sgd_s_avx2},
-    {12, 32, 256, 96, 3072, ukr_s_avx512, ukr_strided_s_avx512, pack_t_s_avx512, act_fwd_s_avx512, act_bwd_s_avx512, sgd_s_avx512},
+    {6, 16, 256, 144, 3072, ukr_s_avx2, ukr_strided_s_avx2, pack_t_s_avx2, act_fwd_s_avx2, act_bwd_s_avx2, sgd_s_avx2, adam_s_avx2, rmsprop_s_avx2},
+    {12, 32, 256, 96, 3072, ukr_s_avx512, ukr_strided_s_avx512, pack_t_s_avx512, act_fwd_s_avx512, act_bwd_s_avx512, sgd_s_avx512, adam_s_avx512, rmsprop_s_avx512},
 #else
-    {4, 8, 256, 128, 2048, ukr_s_generic, ukr_strided_s_generic, pack_t_s_generic, act_fwd_s_generic, act_bwd_s_generic, sgd_s_generic},
-    {4, 8, 256, 128, 2048, ukr_s_generic, ukr_strided_s_generic, pack_t_s_generic, act_fwd_s_generic, act_bwd_s_generic, sgd_s_generic},
+    {4, 8, 256, 128, 2048, ukr_s_generic, ukr_strided_s_generic, pack_t_s_generic, act_fwd_s_generic, act_bwd_s_generic, sgd_s_generic, adam_s_generic, rmsprop_s_generic},
+    {4, 8, 256, 128, 2048, ukr_s_generic, ukr_strided_s_generic, pack_t_s_generic, act_fwd_s_generic, act_bwd_s_generic, sgd_s_generic, adam_s_generic, rmsprop_s_generic},
 #endif
 };
 static fnn_kern_d fnn_kerns_d[FNN_N_VARIANTS] = {
-    {4, 4, 256, 64, 2048, ukr_d_generic, ukr_strided_d_generic, pack_t_d_generic, act_fwd_d_generic, act_bwd_d_generic, sgd_d_generic},
+    {4, 4, 256, 64, 2048, ukr_d_generic, ukr_strided_d_generic, pack_t_d_generic, act_fwd_d_generic, act_bwd_d_generic, sgd_d_generic, adam_d_generic, rmsprop_d_generic},
 #if FNN_X86
-    {6, 8, 192, 72, 3072, ukr_d_avx2, ukr_strided_d_avx2, pack_t_d_avx2, act_fwd_d_avx2, act_bwd_d_avx2, sgd_d_avx2},
-    {12, 16, 192, 48, 3072, ukr_d_avx512, ukr_strided_d_avx512, pack_t_d_avx512, act_fwd_d_avx512, act_bwd_d_avx512, sgd_d_avx512},
+    {6, 8, 192, 72, 3072, ukr_d_avx2, ukr_strided_d_avx2, pack_t_d_avx2, act_fwd_d_avx2, act_bwd_d_avx2, sgd_d_avx2, adam_d_avx2, rmsprop_d_avx2},
+    {12, 16, 192, 48, 3072, ukr_d_avx512, ukr_strided_d_avx512, pack_t_d_avx512, act_fwd_d_avx512, act_bwd_d_avx512, sgd_d_avx512, adam_d_avx512, rmsprop_d_avx512},
 #else
-    {4, 4, 256, 64, 2048, ukr_d_generic, ukr_strided_d_generic, pack_t_d_generic, act_fwd_d_generic, act_bwd_d_generic, sgd_d_generic},
-    {4, 4, 256, 64, 2048, ukr_d_generic, ukr_strided_d_generic, pack_t_d_generic, act_fwd_d_generic, act_bwd_d_generic, sgd_d_generic},
+    {4, 4, 256, 64, 2048, ukr_d_generic, ukr_strided_d_generic, pack_t_d_generic, act_fwd_d_generic, act_bwd_d_generic, sgd_d_generic, adam_d_generic, rmsprop_d_generic},
+    {4, 4, 256, 64, 2048, ukr_d_generic, ukr_strided_d_generic, pack_t_d_generic, act_fwd_d_generic, act_bwd_d_generic, sgd_d_generic, adam_d_generic, rmsprop_d_generic},
 #endif
 };
 

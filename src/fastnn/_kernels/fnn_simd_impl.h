@@ -8,6 +8,7 @@
  *   act_fwd  the same activation, elementwise over an array (bitwise identical to the
  *            epilogue, so fused and unfused paths agree exactly)
  *   act_bwd  dz = g * act'(y) from the saved activation output y
+ *   sgd, adam, rmsprop  the optimizer updates, one pass over a parameter and its state
  */
 #define FNN_CAT2(a, b) a##_##b
 #define FNN_CAT(a, b) FNN_CAT2(a, b)
@@ -458,6 +459,116 @@ static FNN_NOINLINE void N_(sgd)(long n, FNN_T *restrict p, const FNN_T *restric
     }
 #undef FNN_SGD_CASE
 }
+
+/* one sqrt instruction (setup.py compiles with -fno-math-errno), so these loops vectorize */
+#if FNN_IS_DOUBLE
+#define FNN_SQRT __builtin_sqrt
+#else
+#define FNN_SQRT __builtin_sqrtf
+#endif
+
+/* torch.optim.Adam / AdamW's update (_single_tensor_adam), element by element (see optim.pyx):
+ *   d = sign * g;  p *= decay (AdamW) or d += wd * p (Adam);
+ *   m = m.lerp(d, w1);  v = beta2 * v + c2 * d * d;  vmax = max(vmax, v) (amsgrad);
+ *   p += neg_step * m / (sqrt(v or vmax) / bc2_sqrt + eps)
+ * torch's lerp: self + w * (end - self) for w < 0.5, else end - (end - self) * (1 - w). */
+static inline __attribute__((always_inline)) void
+N_(adam_loop)(long n, FNN_T *restrict p, const FNN_T *restrict g, FNN_T *restrict m,
+              FNN_T *restrict v, FNN_T *restrict vmax, FNN_T sign, FNN_T wd, FNN_T decay,
+              FNN_T w1, FNN_T omw1, FNN_T beta2, FNN_T c2, FNN_T bc2s, FNN_T eps, FNN_T nstep,
+              const int has_wd, const int decoupled, const int amsgrad, const int lerp_hi) {
+    for (long i = 0; i < n; i++) {
+        FNN_T d = sign * g[i], pi = p[i];
+        if (has_wd) {
+            if (decoupled) pi = pi * decay;
+            else d = d + wd * pi;
+        }
+        FNN_T mi = lerp_hi ? d - (d - m[i]) * omw1 : m[i] + w1 * (d - m[i]);
+        FNN_T vi = v[i] * beta2 + c2 * d * d;
+        m[i] = mi;
+        v[i] = vi;
+        if (amsgrad) {
+            vi = vmax[i] > vi ? vmax[i] : vi;
+            vmax[i] = vi;
+        }
+        p[i] = pi + nstep * (mi / (FNN_SQRT(vi) / bc2s + eps));
+    }
+}
+
+static FNN_NOINLINE void N_(adam)(long n, FNN_T *restrict p, const FNN_T *restrict g,
+                                  FNN_T *restrict m, FNN_T *restrict v, FNN_T *restrict vmax,
+                                  const fnn_adam_args *a) {
+    FNN_T sign = (FNN_T)a->sign, wd = (FNN_T)a->wd, decay = (FNN_T)a->decay;
+    FNN_T w1 = (FNN_T)a->w1, omw1 = (FNN_T)(1 - (FNN_T)a->w1), beta2 = (FNN_T)a->beta2;
+    FNN_T c2 = (FNN_T)a->c2, bc2s = (FNN_T)a->bc2_sqrt, eps = (FNN_T)a->eps;
+    FNN_T nstep = (FNN_T)a->neg_step;
+    int has_wd = a->wd != 0 || a->decay != 1, decoupled = a->decay != 1;
+    int lerp_hi = !(a->w1 < 0.5);
+#define FNN_ADAM_CASE(WD, DEC, AMS, HI)                                                       \
+    if (has_wd == (WD) && decoupled == (DEC) && (a->amsgrad != 0) == (AMS) && lerp_hi == (HI)) { \
+        N_(adam_loop)(n, p, g, m, v, vmax, sign, wd, decay, w1, omw1, beta2, c2, bc2s, eps,   \
+                      nstep, WD, DEC, AMS, HI);                                               \
+        return;                                                                               \
+    }
+    FNN_ADAM_CASE(0, 0, 0, 0) FNN_ADAM_CASE(1, 0, 0, 0) FNN_ADAM_CASE(1, 1, 0, 0)
+    FNN_ADAM_CASE(0, 0, 1, 0) FNN_ADAM_CASE(1, 0, 1, 0) FNN_ADAM_CASE(1, 1, 1, 0)
+    FNN_ADAM_CASE(0, 0, 0, 1) FNN_ADAM_CASE(1, 0, 0, 1) FNN_ADAM_CASE(1, 1, 0, 1)
+    FNN_ADAM_CASE(0, 0, 1, 1) FNN_ADAM_CASE(1, 0, 1, 1) FNN_ADAM_CASE(1, 1, 1, 1)
+#undef FNN_ADAM_CASE
+}
+
+/* torch.optim.RMSprop's update (_single_tensor_rmsprop), element by element:
+ *   d = sign * g;  d += wd * p;  sq = alpha * sq + c * d * d;
+ *   avg = sqrt(sq - ga * ga) with ga = ga.lerp(d, c) (centered), else sqrt(sq);  avg += eps;
+ *   buf = momentum * buf + d / avg, p += neg_lr * buf (momentum > 0), else p += neg_lr * d / avg */
+static inline __attribute__((always_inline)) void
+N_(rmsprop_loop)(long n, FNN_T *restrict p, const FNN_T *restrict g, FNN_T *restrict sq,
+                 FNN_T *restrict ga, FNN_T *restrict buf, FNN_T sign, FNN_T wd, FNN_T alpha,
+                 FNN_T c, FNN_T omc, FNN_T eps, FNN_T mom, FNN_T nlr, const int has_wd,
+                 const int centered, const int has_mom, const int lerp_hi) {
+    for (long i = 0; i < n; i++) {
+        FNN_T d = sign * g[i];
+        if (has_wd) d = d + wd * p[i];
+        FNN_T s = sq[i] * alpha + c * d * d;
+        sq[i] = s;
+        if (centered) {
+            FNN_T a = lerp_hi ? d - (d - ga[i]) * omc : ga[i] + c * (d - ga[i]);
+            ga[i] = a;
+            s = s + (FNN_T)(-1) * a * a;
+        }
+        FNN_T avg = FNN_SQRT(s) + eps;
+        if (has_mom) {
+            FNN_T b = buf[i] * mom + d / avg;
+            buf[i] = b;
+            p[i] = p[i] + nlr * b;
+        } else {
+            p[i] = p[i] + nlr * (d / avg);
+        }
+    }
+}
+
+static FNN_NOINLINE void N_(rmsprop)(long n, FNN_T *restrict p, const FNN_T *restrict g,
+                                     FNN_T *restrict sq, FNN_T *restrict ga,
+                                     FNN_T *restrict buf, const fnn_rmsprop_args *a) {
+    FNN_T sign = (FNN_T)a->sign, wd = (FNN_T)a->wd, alpha = (FNN_T)a->alpha;
+    FNN_T c = (FNN_T)a->c, omc = (FNN_T)(1 - (FNN_T)a->c), eps = (FNN_T)a->eps;
+    FNN_T mom = (FNN_T)a->momentum, nlr = (FNN_T)a->neg_lr;
+    int has_wd = a->wd != 0, centered = a->centered != 0, has_mom = a->momentum > 0;
+    int lerp_hi = centered && !(a->c < 0.5);     /* only the centered lerp reads it */
+#define FNN_RMS_CASE(WD, CEN, MOM, HI)                                                        \
+    if (has_wd == (WD) && centered == (CEN) && has_mom == (MOM) && lerp_hi == (HI)) {          \
+        N_(rmsprop_loop)(n, p, g, sq, ga, buf, sign, wd, alpha, c, omc, eps, mom, nlr, WD, CEN, \
+                         MOM, HI);                                                            \
+        return;                                                                               \
+    }
+    FNN_RMS_CASE(0, 0, 0, 0) FNN_RMS_CASE(1, 0, 0, 0) FNN_RMS_CASE(0, 1, 0, 0)
+    FNN_RMS_CASE(1, 1, 0, 0) FNN_RMS_CASE(0, 0, 1, 0) FNN_RMS_CASE(1, 0, 1, 0)
+    FNN_RMS_CASE(0, 1, 1, 0) FNN_RMS_CASE(1, 1, 1, 0)
+    FNN_RMS_CASE(0, 1, 0, 1) FNN_RMS_CASE(1, 1, 0, 1)
+    FNN_RMS_CASE(0, 1, 1, 1) FNN_RMS_CASE(1, 1, 1, 1)
+#undef FNN_RMS_CASE
+}
+#undef FNN_SQRT
 
 static FNN_NOINLINE void N_(act_bwd)(long n, const FNN_T *g, const FNN_T *y, FNN_T *dz, int act,
                                      FNN_T slope) {

@@ -37,7 +37,10 @@ typedef enum fnn_loss {              /* losses of the compiled step */
 } fnn_loss;
 
 typedef enum fnn_opt {             /* optimizer updates (optim.opt_update) */
-    FNN_OPT_SGD = 0
+    FNN_OPT_SGD = 0,
+    FNN_OPT_ADAM = 1,
+    FNN_OPT_ADAMW = 2,
+    FNN_OPT_RMSPROP = 3
 } fnn_opt;
 
 typedef enum fnn_op {              /* ops of the compiled step's program */
@@ -71,6 +74,38 @@ typedef void (*fnn_sgd_d_t)(long, double *, const double *, double *, double, do
 #define FNN_SGD_FIRST 4
 #define FNN_SGD_NESTEROV 8
 
+/* adam(n, p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, args): torch.optim.Adam / AdamW.
+ * The scalars of one update, computed once per call by optim.pyx (in double, as torch
+ * computes them in Python floats). */
+typedef struct {
+    double sign;          /* -1 with maximize */
+    double wd;            /* L2 weight decay added to the gradient (Adam), or 0 */
+    double decay;         /* 1 - lr * weight_decay (AdamW's decoupled decay), or 1 */
+    double w1;            /* 1 - beta1, exp_avg.lerp_(g, w1) */
+    double beta2, c2;     /* exp_avg_sq = beta2 * exp_avg_sq + c2 * g * g, c2 = 1 - beta2 */
+    double bc2_sqrt;      /* (1 - beta2**t) ** 0.5 */
+    double eps;
+    double neg_step;      /* -lr / (1 - beta1**t) */
+    int amsgrad;
+} fnn_adam_args;
+typedef void (*fnn_adam_s_t)(long, float *, const float *, float *, float *, float *,
+                             const fnn_adam_args *);
+typedef void (*fnn_adam_d_t)(long, double *, const double *, double *, double *, double *,
+                             const fnn_adam_args *);
+
+/* rmsprop(n, p, g, square_avg, grad_avg, momentum_buffer, args): torch.optim.RMSprop */
+typedef struct {
+    double sign, wd;      /* as Adam's */
+    double alpha, c;      /* square_avg = alpha * square_avg + c * g * g, c = 1 - alpha */
+    double eps, momentum;
+    double neg_lr;        /* -lr */
+    int centered;
+} fnn_rmsprop_args;
+typedef void (*fnn_rmsprop_s_t)(long, float *, const float *, float *, float *, float *,
+                                const fnn_rmsprop_args *);
+typedef void (*fnn_rmsprop_d_t)(long, double *, const double *, double *, double *, double *,
+                                const fnn_rmsprop_args *);
+
 typedef struct {
     int mr, nr, kc, mc, nc;
     fnn_ukr_s_t ukr;
@@ -79,6 +114,8 @@ typedef struct {
     fnn_actf_s_t act_fwd;
     fnn_actb_s_t act_bwd;
     fnn_sgd_s_t sgd;
+    fnn_adam_s_t adam;
+    fnn_rmsprop_s_t rmsprop;
 } fnn_kern_s;
 typedef struct {
     int mr, nr, kc, mc, nc;
@@ -88,6 +125,8 @@ typedef struct {
     fnn_actf_d_t act_fwd;
     fnn_actb_d_t act_bwd;
     fnn_sgd_d_t sgd;
+    fnn_adam_d_t adam;
+    fnn_rmsprop_d_t rmsprop;
 } fnn_kern_d;
 
 #define FNN_VARIANT_GENERIC 0

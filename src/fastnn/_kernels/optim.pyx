@@ -10,7 +10,8 @@ run it.
 from cython.parallel cimport prange
 from ._core cimport (current_engine, current_threads, elem_threads, kern_s, kern_d,
                      FNN_SGD_WD, FNN_SGD_MOMENTUM, FNN_SGD_FIRST, FNN_SGD_NESTEROV,
-                     OptKind, loop_threads)
+                     fnn_adam_args, fnn_rmsprop_args, OptKind, loop_threads)
+from libc.math cimport pow
 
 cdef enum:
     CHUNK = 8192      # elements per parallel work item
@@ -87,6 +88,46 @@ cdef void sgd_update(Py_ssize_t n, floating *p, const floating *g, floating *buf
                    damp1, weight_decay, nesterov, sign, first)
 
 
+cdef void _moments_range(int kind, const void *args, Py_ssize_t lo, Py_ssize_t hi,
+                         floating *p, const floating *g, floating **s) noexcept nogil:
+    # values lo..hi of one Adam/AdamW (args: fnn_adam_args) or RMSprop (fnn_rmsprop_args)
+    # update, on this thread, with FTZ/DAZ as the SGD update
+    cdef floating *s2 = s[2] + lo if s[2] != NULL else NULL
+    cdef floating *s1 = s[1] + lo if s[1] != NULL else NULL
+    cdef unsigned int csr = fnn_ftz_on()
+    if kind == OptKind.RMSPROP:
+        if floating is float:
+            kern_s().rmsprop(hi - lo, p + lo, g + lo, s[0] + lo, s1, s2,
+                             <const fnn_rmsprop_args *>args)
+        else:
+            kern_d().rmsprop(hi - lo, p + lo, g + lo, s[0] + lo, s1, s2,
+                             <const fnn_rmsprop_args *>args)
+    else:
+        if floating is float:
+            kern_s().adam(hi - lo, p + lo, g + lo, s[0] + lo, s1, s2,
+                          <const fnn_adam_args *>args)
+        else:
+            kern_d().adam(hi - lo, p + lo, g + lo, s[0] + lo, s1, s2,
+                          <const fnn_adam_args *>args)
+    fnn_ftz_restore(csr)
+
+
+cdef void _moments_update(int kind, const void *args, Py_ssize_t n, floating *p,
+                          const floating *g, floating **s, int n_threads) noexcept nogil:
+    # elementwise over CHUNK-sized pieces: the result never depends on the thread count
+    cdef Py_ssize_t nchunks = (n + CHUNK - 1) // CHUNK, c, lo, hi
+    cdef int nt = elem_threads(nchunks, CHUNK, n_threads)
+    if nt == 1:
+        _moments_range(kind, args, 0, n, p, g, s)
+        return
+    for c in prange(nchunks, nogil=True, num_threads=nt, schedule='static'):
+        lo = c * CHUNK
+        hi = lo + CHUNK
+        if hi > n:
+            hi = n
+        _moments_range(kind, args, lo, hi, p, g, s)
+
+
 cdef void opt_update(const OptHyper *h, Py_ssize_t n, floating *p, const floating *g,
                      void **state, bint first, int n_threads) noexcept nogil:
     """One update of parameter p (n contiguous values) from its gradient g and its state
@@ -94,11 +135,46 @@ cdef void opt_update(const OptHyper *h, Py_ssize_t n, floating *p, const floatin
     _update) and the compiled step call.  A NULL state buffer is one the update does not use
     (SGD's momentum buffer when momentum == 0); `first`: the state buffers are new and this
     update initialises them."""
+    cdef fnn_adam_args a
+    cdef fnn_rmsprop_args r
+    cdef floating *s[3]
+    cdef double lr, wd
+    s[0] = <floating *>state[0]
+    s[1] = <floating *>state[1]
+    s[2] = <floating *>state[2]
     if h.kind == OptKind.SGD:
         # v: lr, momentum, dampening, weight_decay, nesterov, maximize; state: momentum buffer
-        sgd_update(n, p, g, <floating *>state[0], <floating>h.v[0], <floating>h.v[1],
-                   <floating>h.v[2], <floating>h.v[3], h.v[4] != 0, h.v[5] != 0, first,
-                   n_threads)
+        sgd_update(n, p, g, s[0], <floating>h.v[0], <floating>h.v[1], <floating>h.v[2],
+                   <floating>h.v[3], h.v[4] != 0, h.v[5] != 0, first, n_threads)
+    elif h.kind == OptKind.ADAM or h.kind == OptKind.ADAMW:
+        # v: lr, beta1, beta2, eps, weight_decay, amsgrad, maximize;
+        # state: exp_avg, exp_avg_sq, max_exp_avg_sq (amsgrad); the scalars as torch's
+        # _single_tensor_adam computes them (Python floats: pow, not sqrt, for ** 0.5)
+        lr = h.v[0]
+        wd = h.v[4]
+        a.sign = -1.0 if h.v[6] != 0 else 1.0
+        a.wd = wd if h.kind == OptKind.ADAM else 0.0
+        a.decay = 1.0 - lr * wd if h.kind == OptKind.ADAMW and wd != 0 else 1.0
+        a.w1 = 1.0 - h.v[1]
+        a.beta2 = h.v[2]
+        a.c2 = 1.0 - h.v[2]
+        a.bc2_sqrt = pow(1.0 - pow(h.v[2], <double>h.t), 0.5)
+        a.eps = h.v[3]
+        a.neg_step = -(lr / (1.0 - pow(h.v[1], <double>h.t)))
+        a.amsgrad = h.v[5] != 0
+        _moments_update(h.kind, &a, n, p, g, s, n_threads)
+    elif h.kind == OptKind.RMSPROP:
+        # v: lr, alpha, eps, weight_decay, momentum, centered, maximize;
+        # state: square_avg, grad_avg (centered), momentum_buffer (momentum > 0)
+        r.sign = -1.0 if h.v[6] != 0 else 1.0
+        r.wd = h.v[3]
+        r.alpha = h.v[1]
+        r.c = 1.0 - h.v[1]
+        r.eps = h.v[2]
+        r.momentum = h.v[4]
+        r.neg_lr = -h.v[0]
+        r.centered = h.v[5] != 0
+        _moments_update(h.kind, &r, n, p, g, s, n_threads)
 
 
 def _update(int kind, tuple hyper, long long t, floating[::1] p, const floating[::1] g,

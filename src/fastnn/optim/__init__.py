@@ -29,5 +29,7 @@ adds its kernel to ``opt_update``; ``step()``, ``compile_step`` and the ``Traine
 """
 from .optimizer import Optimizer
 from .sgd import SGD
+from .adam import Adam, AdamW
+from .rmsprop import RMSprop
 
-__all__ = ["Optimizer", "SGD"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop"]

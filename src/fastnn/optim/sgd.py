@@ -38,6 +38,7 @@ class SGD(Optimizer):
     maximize), the state one momentum buffer per parameter (none while momentum is 0).
     """
     _kind = OptKind.SGD
+    _state_names = ("momentum_buffers",)      # the state_dict key of the one buffer
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, maximize=False):
