@@ -1,5 +1,5 @@
 """fastnn benchmark suite: python -m bench [--quick] [--large] [--threads 1,2]
-                                        [--scenarios cs231n,tiny,mnist,residual,digits,large]
+                                        [--scenarios cs231n,tiny,mnist,adam,residual,digits,large]
                                         [--blocks N] [--json PATH] [--no-plot]
 
 (run from the repository root; needs fastnn importable, e.g. PYTHONPATH=src)
@@ -11,13 +11,15 @@ one process, interleaved:
   modules   fastnn's module path: zero_grad, forward, loss, backward, SGD step; for digits
             fnn.Trainer(compiled=False)
   numpy     hand-written NumPy backprop, the twins in fastnn/_reference.py (the CS231n
-            lecture's 20 lines for cs231n, NumpyMLP, NumpyResidualMLP)
-  torch     PyTorch autograd + torch.optim.SGD (when installed)
+            lecture's 20 lines for cs231n, NumpyMLP, NumpyAdamMLP, NumpyResidualMLP)
+  torch     PyTorch autograd + torch.optim.SGD (when installed); for adam torch.optim.Adam,
+            also as torch-foreach (foreach=True) and torch-fused (fused=True)
   sklearn   scikit-learn's MLPClassifier (digits only, when installed)
 
 Scenarios: cs231n (64x1000-100-10 sigmoid, sum of squares, no biases, SGD lr 1e-4,
 float64 and float32), tiny (2-64-64-3 ReLU, softmax CE, batch 32), mnist (784-512-512-10
-ReLU, softmax CE, batch 128 and 1024), residual (a fastnn.Graph: 64-128 ReLU, two
+ReLU, softmax CE, batch 128 and 1024), adam (tiny and mnist-b128 trained with Adam lr
+1e-3), residual (a fastnn.Graph: 64-128 ReLU, two
 residual blocks relu(h + W2 relu(W1 h)) of width 128, 128-10; softmax CE, SGD lr 0.05
 momentum 0.9, batch 64), large (4096-4096-4096-10, batch 512; only with --large) and
 digits (scikit-learn's load_digits, 64-100-10 ReLU, 50 epochs of SGD with momentum,
@@ -51,7 +53,7 @@ import warnings
 import numpy as np
 
 import fastnn as fnn
-from fastnn._reference import NumpyMLP, NumpyResidualMLP, two_layer_step
+from fastnn._reference import NumpyAdamMLP, NumpyMLP, NumpyResidualMLP, two_layer_step
 
 FLOP_CONVENTION = (
     "GFLOP/s count the matrix products only, 2*M*N*K per product: for every Linear layer "
@@ -59,8 +61,8 @@ FLOP_CONVENTION = (
     "contender computes; activations, loss, bias and the update are not counted.")
 RATIO_CONVENTION = ("ratio = contender's median time / fastnn compiled's median time in the "
                     "same run (> 1: fastnn compiled is faster)")
-CONTENDERS = ("compiled", "modules", "numpy", "torch", "sklearn")
-GROUPS = ("cs231n", "tiny", "mnist", "residual", "large", "digits")
+CONTENDERS = ("compiled", "modules", "numpy", "torch", "torch-foreach", "torch-fused", "sklearn")
+GROUPS = ("cs231n", "tiny", "mnist", "adam", "residual", "large", "digits")
 
 SETTLE_S = 0.3          # pause before each multi-threaded block
 UTIL_MIN = 0.9          # CPU time / wall time below this: the main thread lost its core
@@ -441,6 +443,52 @@ class StepScenario:
         return res
 
 
+class AdamScenario(StepScenario):
+    """A StepScenario trained with Adam (lr 1e-3, torch's defaults); PyTorch runs as
+    torch.optim.Adam in its default (single-tensor on the CPU), foreach and fused forms."""
+    numpy_twin = NumpyAdamMLP
+
+    def sgd(self, model):
+        return fnn.Adam(model.parameters(), lr=self.lr)
+
+    def contenders(self, torch):
+        out = super().contenders(None)
+        if torch is not None:
+            x, y, weights = self.problem()
+            out["torch"] = self._torch(torch, x, y, weights)
+            for form in ("foreach", "fused"):
+                fn = self._torch(torch, x, y, weights, **{form: True})
+                if fn is not None:
+                    out[f"torch-{form}"] = fn
+        return out
+
+    def _numpy(self, x, y, weights):
+        net = NumpyAdamMLP(weights, self.lr)
+        return lambda: net.step(x, y)
+
+    def _torch(self, torch, x, y, weights, **form):
+        model = self.torch_model(torch, weights)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        try:
+            opt = torch.optim.Adam(model.parameters(), lr=self.lr, **form)
+            tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+            opt.zero_grad()
+            loss_fn(model(tx), ty).backward()
+            opt.step()                     # a form this torch cannot run on the CPU raises
+        except (RuntimeError, ValueError, TypeError):
+            return None
+        model = self.torch_model(torch, weights)       # start again from the same state
+        opt = torch.optim.Adam(model.parameters(), lr=self.lr, **form)
+
+        def step():
+            opt.zero_grad()
+            loss = loss_fn(model(tx), ty)
+            loss.backward()
+            opt.step()
+            return loss.item()
+        return step
+
+
 class ResidualScenario(StepScenario):
     """One training step of a residual MLP (the network of fastnn._reference's
     NumpyResidualMLP, its NumPy twin here) as a fastnn.Graph, which compiles into one call,
@@ -693,6 +741,15 @@ def build_scenarios(groups, quick, large):
                 f"784-512-512-10 ReLU, softmax CE, batch {batch}, SGD lr 1e-2, float32",
                 (784, 512, 512, 10), batch, "float32", "relu", "ce", True, 1e-2, "uniform",
                 2))
+    if "adam" in groups:
+        out.append(AdamScenario("adam-tiny", "adam",
+                                "2-64-64-3 ReLU, softmax CE, batch 32, Adam lr 1e-3, float32",
+                                (2, 64, 64, 3), 32, "float32", "relu", "ce", True, 1e-3,
+                                "uniform", 5))
+        out.append(AdamScenario(
+            "adam-mnist-b128", "adam",
+            "784-512-512-10 ReLU, softmax CE, batch 128, Adam lr 1e-3, float32",
+            (784, 512, 512, 10), 128, "float32", "relu", "ce", True, 1e-3, "uniform", 6))
     if "residual" in groups:
         out.append(ResidualScenario(
             "residual", "residual MLP (fastnn.Graph) 64-128, 2 residual blocks of width 128, "
@@ -712,7 +769,7 @@ def build_scenarios(groups, quick, large):
 def _print_header(sc, log):
     unit = "µs/step" if sc.kind == "step" else "ms/fit"
     acc = "  test acc" if sc.kind == "fit" else ""
-    log(f"  {'thr':>3} {'contender':<9}{'median ' + unit:>15}{'min':>10}{'max':>10}"
+    log(f"  {'thr':>3} {'contender':<13}{'median ' + unit:>15}{'min':>10}{'max':>10}"
         f"{'samples/s':>11}{'GFLOP/s':>9}{'ratio':>7}{acc}  flags")
 
 
@@ -728,7 +785,7 @@ def _print_rows(sc, nt, res, log):
         if d["over"]:
             note += f" used more than {nt} thread(s) in {d['over']} block(s)"
         acc = f"{r['test_accuracy']:>10.4f}" if "test_accuracy" in r else ""
-        log(f"  {nt:>3} {k:<9}{r['median_us'] * scale:>15.1f}{r['min_us'] * scale:>10.1f}"
+        log(f"  {nt:>3} {k:<13}{r['median_us'] * scale:>15.1f}{r['min_us'] * scale:>10.1f}"
             f"{r['max_us'] * scale:>10.1f}{r['samples_per_s']:>11.4g}{r['gflops']:>9.2f}"
             f"{r['ratio']:>7.2f}{acc}  {note}")
 

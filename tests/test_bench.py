@@ -93,9 +93,10 @@ def test_crosscheck_rejects_disagreeing_losses(brun):
     assert not nan["passed"]
 
 
-def assert_step_entry(sc):
+def assert_step_entry(sc, torch_forms=()):
     """A step scenario's JSON entry from a quick run on one thread: cross-check passed
-    (compiled bitwise the module path), 3 blocks per contender, consistent numbers."""
+    (compiled bitwise the module path), 3 blocks per contender, consistent numbers.
+    torch_forms: the extra torch contenders the scenario may add (torch-foreach, ...)."""
     assert sc["crosscheck"]["passed"] is True
     [chk] = sc["crosscheck"]["checks"]
     assert chk["passed"] and chk["threads"] == 1
@@ -105,7 +106,7 @@ def assert_step_entry(sc):
     [res] = sc["results"]
     assert res["threads"] == 1
     expected = {"compiled", "modules", "numpy"} | ({"torch"} if HAVE_TORCH else set())
-    assert set(res["contenders"]) == expected
+    assert expected <= set(res["contenders"]) <= expected | set(torch_forms)
     for name, r in res["contenders"].items():
         assert r["blocks"] == 3 == len(r["block_us"]) == len(r["cpu_util"]) \
             == len(r["others_cpu"]) == len(r["loadavg1"])
@@ -184,6 +185,47 @@ def test_numpy_twins_match_fastnn_float64(brun, key):
     for p, q in zip(net.params(), model.parameters()):
         np.testing.assert_allclose(p, q.data.T if p.ndim == 2 else q.data, rtol=1e-10,
                                    atol=1e-13)
+
+
+def test_quick_adam_scenario(tmp_path):
+    out = tmp_path / "adam.json"
+    proc, log = _run_bench(["bench", "--quick", "--scenarios", "adam", "--threads", "1",
+                            "--json", str(out), "--no-plot"], timeout=300)
+    assert proc.stdout.count("cross-check OK") == 2, log
+    doc = json.loads(out.read_text())
+    assert doc["ok"] is True
+    assert [e["key"] for e in doc["scenarios"]] == ["adam-tiny", "adam-mnist-b128"]
+    for sc in doc["scenarios"]:
+        assert sc["group"] == "adam" and sc["lr"] == 1e-3 and sc["compiled"] is True
+        assert_step_entry(sc, torch_forms=("torch-foreach", "torch-fused"))
+
+
+def test_numpy_adam_twin_matches_fastnn_float64(brun):
+    """NumpyAdamMLP takes the same Adam steps as fastnn's compiled step, to rounding."""
+    from fastnn._reference import NumpyAdamMLP
+    sc = brun.AdamScenario("a", "adam", "a", (3, 16, 16, 4), 8, "float64", "relu", "ce",
+                           True, 1e-2, "uniform", 1)
+    x, y, weights = sc.problem()
+    model = sc.fastnn_model(weights)
+    net = NumpyAdamMLP(weights, sc.lr)
+    step = fastnn.compile_step(model, sc.fastnn_loss(), sc.sgd(model))
+    assert step.compiled and type(sc.sgd(model)) is fastnn.Adam
+    for _ in range(6):
+        np.testing.assert_allclose(net.step(x, y), step(x, y), rtol=1e-12)
+    for p, q in zip(net.params(), model.parameters()):
+        np.testing.assert_allclose(p, q.data.T if p.ndim == 2 else q.data, rtol=1e-9,
+                                   atol=1e-12)
+
+
+def test_optimizer_update_benchmark(tmp_path):
+    out = tmp_path / "optim.json"
+    proc, log = _run_bench(["bench.optim", "--threads", "1", "--blocks", "1", "--json",
+                            str(out)], timeout=120)
+    doc = json.loads(out.read_text())
+    res = doc["results"]["1"]
+    assert {"fastnn SGD", "fastnn Adam", "fastnn AdamW", "fastnn RMSprop"} <= set(res)
+    assert res["fastnn SGD"]["ratio_to_fastnn_sgd"] == 1.0
+    assert all(r["median_us"] > 0 for r in res.values())
 
 
 def test_numpy_residual_mlp_checks_its_weights():

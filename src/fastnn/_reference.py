@@ -12,6 +12,7 @@ written by hand in NumPy as a NumPy user would, in the dtype of their inputs --
                                      net in 20 lines of NumPy"): sigmoid, no biases, sum of
                                      squared errors, plain gradient descent
   NumpyMLP                           ReLU MLP, softmax cross-entropy, torch-style SGD
+  NumpyAdamMLP                       the same trained with Adam
   NumpyResidualMLP                   the same with residual blocks (relu(x + W2 relu(W1 x)))
 
 Weights come in fastnn's layout, W (out_features, in_features); the twins keep W.T.
@@ -25,7 +26,7 @@ from ._kernels._core import Activation
 __all__ = ["ACTIVATIONS", "activation", "activation_grad", "gemm", "linear_forward",
            "linear_backward", "mse_loss", "cross_entropy_loss", "svm_loss", "sgd_step",
            "adam_step", "rmsprop_step",
-           "two_layer_step", "two_layer_train", "NumpyMLP", "NumpyResidualMLP"]
+           "two_layer_step", "two_layer_train", "NumpyMLP", "NumpyAdamMLP", "NumpyResidualMLP"]
 
 # the activation names, in the order of their codes (the table in fastnn/_kernels/fnn_types.h)
 ACTIVATIONS = tuple(a.name.lower() for a in Activation)
@@ -350,6 +351,38 @@ class NumpyMLP:
 
     def accuracy(self, X, y):
         return float(np.mean(self.logits(X).argmax(axis=1) == y))
+
+
+class NumpyAdamMLP(NumpyMLP):
+    """NumpyMLP trained with Adam written by hand as a NumPy user would (torch.optim.Adam's
+    defaults: betas (0.9, 0.999), eps 1e-8, no weight decay), in place on every array."""
+
+    def __init__(self, weights, lr, betas=(0.9, 0.999), eps=1e-8):
+        super().__init__(weights, lr)
+        self.betas, self.eps, self.t = betas, eps, 0
+        self.m = self.v = None
+
+    @classmethod
+    def from_model(cls, model, lr, betas=(0.9, 0.999), eps=1e-8):
+        lins = [m for m in model if hasattr(m, "weight")]
+        return cls([(m.weight.data, None if m.bias is None else m.bias.data) for m in lins],
+                   lr, betas, eps)
+
+    def _update(self, grads):
+        b1, b2 = self.betas
+        params = self.params()
+        if self.m is None:
+            self.m = [np.zeros_like(p) for p in params]
+            self.v = [np.zeros_like(p) for p in params]
+        self.t += 1
+        step = self.lr / (1 - b1 ** self.t)
+        bc2 = np.sqrt(1 - b2 ** self.t)
+        for p, g, m, v in zip(params, grads, self.m, self.v):
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * g * g
+            p -= step * m / (np.sqrt(v) / bc2 + self.eps)
 
 
 class NumpyResidualMLP(NumpyMLP):
