@@ -12,8 +12,8 @@ from .losses import CrossEntropyLoss, Loss, MSELoss, SVMLoss
 from .optim import SGD
 from .gradcheck import GradcheckError, GradcheckReport, gradcheck, numerical_gradient
 from .io import load, save
-from .training import (Callback, CompiledStep, EarlyStopping, History, Trainer,
-                       compile_step)
+from .training import (Callback, CompiledStep, EarlyStopping, History, LRSchedulerCallback,
+                       Trainer, compile_step)
 
 __all__ = [
     "__version__", "config", "show_config", "get_engine", "set_engine", "get_num_threads",
@@ -24,4 +24,5 @@ __all__ = [
     "Loss", "MSELoss", "CrossEntropyLoss", "SVMLoss", "SGD", "gradcheck",
     "numerical_gradient", "GradcheckError", "GradcheckReport", "save", "load",
     "compile_step", "CompiledStep", "Trainer", "History", "Callback", "EarlyStopping",
+    "LRSchedulerCallback",
 ]

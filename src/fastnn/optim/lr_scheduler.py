@@ -34,6 +34,8 @@ first):
   what was expected and what was given (torch accepts e.g. ``step_size=0`` or
   ``T_max=0`` and fails later with a ZeroDivisionError, or unsorted SequentialLR
   milestones);
+* ``OneCycleLR`` gives a phase of length 0 its end value where torch raises
+  ZeroDivisionError (e.g. ``pct_start=0.1, total_steps=10``: at construction);
 * the deprecated ``step(epoch)`` argument is not offered.  ``get_lr()`` (the chainable
   formula) is there for subclasses, as in torch.
 """
@@ -353,6 +355,10 @@ class OneCycleLR(LRScheduler):
     or RMSprop, beta1 of ``optimizer.betas`` for an optimizer that has betas (Adam), as
     torch chooses.  Stepping past ``total_steps`` raises a ValueError.
 
+    A phase of length 0 (``pct_start * total_steps == 1``, where the warm-up ends at step
+    0; or ``pct_start=1`` on the step after the last) gives the phase's end value; torch
+    raises ZeroDivisionError there.
+
     torch keeps ``initial_lr``, ``max_lr``, ``min_lr``, ``max_momentum`` and
     ``base_momentum`` in the optimizer's parameter group; here they are attributes of the
     scheduler (and in its state_dict), and ``optimizer.initial_lr`` is set as in torch.
@@ -438,7 +444,10 @@ class OneCycleLR(LRScheduler):
         for i, phase in enumerate(self._schedule_phases):
             end_step = phase["end_step"]
             if step_num <= end_step or i == last:
-                pct = (step_num - start_step) / (end_step - start_step)
+                # a phase of no length (pct_start * total_steps == 1, or pct_start=1 at
+                # the step after the last) is at its end: torch divides by zero there
+                pct = ((step_num - start_step) / (end_step - start_step)
+                       if end_step != start_step else 1.0)
                 lr = self._anneal_func(getattr(self, phase["start_lr"]),
                                        getattr(self, phase["end_lr"]), pct)
                 if self.cycle_momentum:
