@@ -7,7 +7,9 @@ one deliberate difference is that fastnn sets a computed lr below 0 as 0.0 (its 
 reject a negative lr); torch's values are compared through ``max(v, 0.0)``, and the cases
 where torch does go below 0 are asserted to exist.  Tests that need torch skip without it.
 """
+import io
 import math
+import sys
 import warnings
 
 import numpy as np
@@ -654,13 +656,13 @@ def net(dtype=np.float32, seed=0):
 
 
 def fit(make_sched, *, compiled=True, dtype=np.float32, epochs=4, bs=32, interval="epoch",
-        val=False, monitor=None, extra=(), lr=0.1, momentum=0.9):
+        val=False, monitor=None, extra=(), lr=0.1, momentum=0.9, progress=False):
     model = net(dtype)
     opt = fnn.SGD(model.parameters(), lr=lr, momentum=momentum)
     sched = make_sched(opt)
     cb = fnn.LRSchedulerCallback(sched, interval=interval, monitor=monitor)
     tr = fnn.Trainer(model, fnn.CrossEntropyLoss(), opt, batch_size=bs, epochs=epochs,
-                     seed=5, progress=False, compiled=compiled)
+                     seed=5, progress=progress, compiled=compiled)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         h = tr.fit(X_TR, Y_TR, validation_data=(X_VA, Y_VA) if val else None,
@@ -730,15 +732,29 @@ def test_trainer_plateau_monitor(compiled):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-def test_trainer_per_step_one_cycle_compiled_equals_module_bitwise(dtype):
+def test_trainer_per_step_one_cycle_compiled_equals_module_bitwise(dtype, monkeypatch):
+    """Compiled epochs (with and without a progress bar, which also runs one step per call)
+    and the module path, bitwise, with the lr and the momentum changing every step."""
     steps = -(-len(X_TR) // 32)
     runs = []
-    for compiled in (True, False):
+    for mode in ("compiled", "module", "compiled-progress"):
+        if mode == "compiled-progress":
+            class TTY(io.StringIO):
+                def isatty(self):
+                    return True
+            fake = TTY()
+            monkeypatch.setattr(sys, "stderr", fake)
         tr, s, h = fit(lambda o: L.OneCycleLR(o, max_lr=0.8, epochs=3, steps_per_epoch=steps),
-                       compiled=compiled, dtype=dtype, epochs=3, interval="step", val=True)
-        if compiled:
+                       compiled=mode != "module", dtype=dtype, epochs=3, interval="step",
+                       val=True, progress=mode == "compiled-progress")
+        if mode != "module":
             assert tr._step is not None and tr._step.compiled
         runs.append((tr, s, h))
+    assert "epoch 3" in fake.getvalue()
+    c = runs.pop()
+    for pa, pc in zip(runs[0][0].model.parameters(), c[0].model.parameters()):
+        assert_bitwise_equal(pa.data, pc.data)
+    assert c[2]["lr"] == runs[0][2]["lr"] and c[2]["loss"] == runs[0][2]["loss"]
     (a, sa, ha), (b, sb, hb) = runs
     for pa, pb in zip(a.model.parameters(), b.model.parameters()):
         assert_bitwise_equal(pa.data, pb.data)
