@@ -101,7 +101,8 @@ class Trainer:
     ``fit`` shuffles the data each epoch (a permutation drawn from ``seed`` and the epoch
     number, so runs are reproducible), and runs the epoch through :func:`compile_step`:
     gathering the batches and every step happen in compiled code, with no Python work per
-    step.  Models that do not compile run the module path, batch by batch, with the same
+    step (unless a callback overrides ``on_batch_end``: then each step is one kernel call,
+    followed by the hooks, so e.g. a per-step lr schedule is seen by the next step).  Models that do not compile run the module path, batch by batch, with the same
     results.  The last batch of an epoch may be smaller.
 
     A non-finite training loss stops ``fit`` with a FloatingPointError naming the epoch and
