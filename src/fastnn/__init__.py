@@ -12,8 +12,8 @@ from .losses import CrossEntropyLoss, Loss, MSELoss, SVMLoss
 from .optim import SGD, Adam, AdamW, RMSprop
 from .gradcheck import GradcheckError, GradcheckReport, gradcheck, numerical_gradient
 from .io import Checkpoint, load, load_checkpoint, save, save_checkpoint
-from .training import (Callback, CompiledStep, EarlyStopping, History, Trainer,
-                       compile_step)
+from .training import (Callback, CompiledStep, EarlyStopping, History, LRSchedulerCallback,
+                       Trainer, compile_step)
 
 __all__ = [
     "__version__", "config", "show_config", "get_engine", "set_engine", "get_num_threads",
@@ -26,4 +26,5 @@ __all__ = [
     "numerical_gradient", "GradcheckError", "GradcheckReport", "save", "load",
     "save_checkpoint", "load_checkpoint", "Checkpoint",
     "compile_step", "CompiledStep", "Trainer", "History", "Callback", "EarlyStopping",
+    "LRSchedulerCallback",
 ]

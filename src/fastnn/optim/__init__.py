@@ -26,10 +26,14 @@ it runs):
 
 A new optimizer subclasses ``Optimizer``, sets ``_kind``, ``_hyper`` and ``_state_for``, and
 adds its kernel to ``opt_update``; ``step()``, ``compile_step`` and the ``Trainer`` then run it.
+
+Learning-rate schedules (torch's names and semantics) are in ``fastnn.optim.lr_scheduler``;
+they read and set ``optimizer.lr``.
 """
 from .optimizer import Optimizer
 from .sgd import SGD
 from .adam import Adam, AdamW
 from .rmsprop import RMSprop
+from . import lr_scheduler
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "lr_scheduler"]

@@ -1,13 +1,24 @@
-"""Trainer callbacks: ``Callback`` (the hooks) and ``EarlyStopping``."""
+"""Trainer callbacks: ``Callback`` (the hooks), ``EarlyStopping`` and
+``LRSchedulerCallback``."""
+from ..optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
-__all__ = ["Callback", "EarlyStopping"]
+__all__ = ["Callback", "EarlyStopping", "LRSchedulerCallback"]
 
 
 class Callback:
     """Base class of Trainer callbacks; override any of the hooks.  Setting
-    ``trainer.stop_training = True`` ends ``fit`` after the current epoch."""
+    ``trainer.stop_training = True`` ends ``fit`` after the current epoch.
+
+    ``on_batch_end(trainer, step)`` runs after every optimizer step (``step`` counts the
+    epoch's steps from 1).  A callback that overrides it makes the Trainer run its compiled
+    epochs one step per kernel call (each step then sees what the hook set, e.g. a new lr);
+    without one, whole epochs run in one call.
+    """
 
     def on_train_begin(self, trainer):
+        pass
+
+    def on_batch_end(self, trainer, step):
         pass
 
     def on_epoch_end(self, trainer, epoch, logs):
@@ -69,3 +80,66 @@ class EarlyStopping(Callback):
         self._state = None
 
 
+def runs_per_batch(cb):
+    """Whether the Trainer must call cb.on_batch_end after every step: it overrides the
+    hook, in its class or on the instance."""
+    hook = cb.on_batch_end
+    return getattr(hook, "__func__", hook) is not Callback.on_batch_end
+
+
+class LRSchedulerCallback(Callback):
+    """Step a learning-rate schedule (``fastnn.optim.lr_scheduler``) during ``Trainer.fit``.
+
+    ``interval="epoch"``: ``scheduler.step()`` after each epoch (after the epoch's logs are
+    recorded); a ``ReduceLROnPlateau`` gets ``step(logs[monitor])``, ``monitor`` defaulting
+    to "val_loss" when the logs have it, else "loss".  ``interval="step"``:
+    ``scheduler.step()`` after every optimizer step (``OneCycleLR``, a per-step warm-up);
+    the compiled epochs then run one step per kernel call, each reading the lr the
+    schedule set, with results bitwise equal to the module path.  The scheduler must
+    schedule the Trainer's optimizer.  History's "lr" is the lr of each epoch's first step.
+    """
+
+    def __init__(self, scheduler, interval="epoch", monitor=None):
+        who = "LRSchedulerCallback"
+        if not isinstance(scheduler, LRScheduler):
+            raise TypeError(f"{who}: scheduler must be a fastnn.optim.lr_scheduler scheduler, "
+                            f"got {type(scheduler).__name__}")
+        if interval not in ("epoch", "step"):
+            raise ValueError(f"{who}: interval must be 'epoch' or 'step', got {interval!r}")
+        plateau = isinstance(scheduler, ReduceLROnPlateau)
+        if plateau and interval == "step":
+            raise ValueError(f"{who}: ReduceLROnPlateau steps on an epoch metric; use "
+                             "interval='epoch'")
+        if monitor is not None:
+            if not plateau:
+                raise ValueError(f"{who}: monitor is only used with ReduceLROnPlateau, got "
+                                 f"monitor={monitor!r} for a {type(scheduler).__name__}")
+            if not isinstance(monitor, str):
+                raise TypeError(f"{who}: monitor must be a key of the epoch logs (a str), "
+                                f"got {type(monitor).__name__}")
+        self.scheduler, self.interval, self.monitor = scheduler, interval, monitor
+        if interval == "step":
+            # an instance hook: only a per-step schedule makes the Trainer run step by step
+            self.on_batch_end = self._step
+
+    def on_train_begin(self, trainer):
+        if self.scheduler.optimizer is not trainer.optimizer:
+            raise ValueError("LRSchedulerCallback: the scheduler schedules another optimizer "
+                             "than the Trainer's")
+
+    def _step(self, trainer, step):
+        self.scheduler.step()
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if self.interval != "epoch":
+            return
+        if not isinstance(self.scheduler, ReduceLROnPlateau):
+            self.scheduler.step()
+            return
+        key = self.monitor
+        if key is None:
+            key = "val_loss" if "val_loss" in logs else "loss"
+        if key not in logs:
+            raise KeyError(f"LRSchedulerCallback: monitored metric {key!r} is not in the "
+                           f"epoch logs {sorted(logs)} (val_* metrics need validation_data)")
+        self.scheduler.step(logs[key])

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..losses import CrossEntropyLoss, SVMLoss
 from .._kernels import step as _ks
-from .callbacks import Callback
+from .callbacks import Callback, runs_per_batch
 from .compiled import CompiledStep, check_model_loss, model_features
 
 __all__ = ["Trainer", "History"]
@@ -18,7 +18,9 @@ class History:
     """What ``Trainer.fit`` recorded, one entry per epoch: ``history["loss"]``,
     ``["accuracy"]`` (classification losses), ``["val_loss"]`` / ``["val_accuracy"]`` (with
     validation data), ``["time"]`` (seconds), ``["samples_per_s"]`` and ``["lr"]``;
-    ``epochs`` lists the epoch numbers (1-based, continuing across ``fit`` calls)."""
+    ``epochs`` lists the epoch numbers (1-based, continuing across ``fit`` calls).  "lr" is the
+    optimizer's lr at the start of the epoch (the lr of its first step; with a per-epoch
+    schedule, the epoch's lr)."""
 
     def __init__(self):
         self.history = {}
@@ -99,7 +101,8 @@ class Trainer:
     ``fit`` shuffles the data each epoch (a permutation drawn from ``seed`` and the epoch
     number, so runs are reproducible), and runs the epoch through :func:`compile_step`:
     gathering the batches and every step happen in compiled code, with no Python work per
-    step.  Models that do not compile run the module path, batch by batch, with the same
+    step (unless a callback overrides ``on_batch_end``: then each step is one kernel call,
+    followed by the hooks, so e.g. a per-step lr schedule is seen by the next step).  Models that do not compile run the module path, batch by batch, with the same
     results.  The last batch of an epoch may be smaller.
 
     A non-finite training loss stops ``fit`` with a FloatingPointError naming the epoch and
@@ -217,6 +220,7 @@ class Trainer:
             if not isinstance(cb, Callback):
                 raise TypeError(f"Trainer.fit: callbacks must be fastnn Callback instances, "
                                 f"got {type(cb).__name__}")
+        batch_cbs = [cb for cb in callbacks if runs_per_batch(cb)]
         n, bs = X.shape[0], self.batch_size
         steps = -(-n // bs)
         step = self._get_step()
@@ -242,9 +246,10 @@ class Trainer:
                 else:
                     perm[:] = np.arange(n)
                 bar = _progress_bar(show, n, f"epoch {e + 1}")
+                lr = getattr(self.optimizer, "lr", None)      # the epoch's first step's
                 t0 = time.perf_counter()
                 try:
-                    self._epoch(step, X, y, perm, steps, losses, correct, bar, e)
+                    self._epoch(step, X, y, perm, steps, losses, correct, bar, e, batch_cbs)
                 finally:
                     if bar is not None:
                         bar.close()
@@ -261,7 +266,6 @@ class Trainer:
                         logs["val_" + k] = v
                 logs["time"] = dt
                 logs["samples_per_s"] = n / dt if dt > 0 else float("inf")
-                lr = getattr(self.optimizer, "lr", None)
                 if lr is not None:
                     logs["lr"] = float(lr)
                 self.epoch = e + 1
@@ -276,12 +280,14 @@ class Trainer:
             self.model.train(was_training)
         return self.history
 
-    def _epoch(self, step, X, y, perm, steps, losses, correct, bar, e):
+    def _epoch(self, step, X, y, perm, steps, losses, correct, bar, e, batch_cbs):
         n, bs = X.shape[0], self.batch_size
         s = 0
         if step is not None and step.compiled:
-            # the whole epoch in compiled chunks; with a progress bar, chunks of ~0.1 s
-            chunk = steps if bar is None else 1
+            # the whole epoch in compiled chunks; with a progress bar, chunks of ~0.1 s; with
+            # a callback's on_batch_end, one step per call (the next step reads what the hook
+            # set: the compiled step reads the optimizer's hyperparameters on every call)
+            chunk = steps if bar is None and not batch_cbs else 1
             while s < steps:
                 k = min(chunk, steps - s)
                 t = time.perf_counter()
@@ -294,8 +300,11 @@ class Trainer:
                     bar.update(min(n, (s + k) * bs) - min(n, s * bs))
                     bar.set_postfix(loss=f"{losses[s + k - 1]:.4g}", refresh=False)
                     el = time.perf_counter() - t
-                    chunk = max(1, int(k * 0.1 / el)) if el > 0 else chunk * 2
+                    if not batch_cbs:
+                        chunk = max(1, int(k * 0.1 / el)) if el > 0 else chunk * 2
                 s += k
+                for cb in batch_cbs:
+                    cb.on_batch_end(self, s)
             if s >= steps:
                 return
         # the module path, batch by batch (same arithmetic as the compiled step)
@@ -319,6 +328,8 @@ class Trainer:
                 bar.update(len(idx))
                 bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
             s += 1
+            for cb in batch_cbs:
+                cb.on_batch_end(self, s)
 
     def _nonfinite(self, loss, e, s, steps):
         raise FloatingPointError(
