@@ -6,6 +6,7 @@ rebuilt (fastnn's own, registered as they are defined), the record of each kind 
 (a leaf: its type and constructor config; a Sequential: its children; a Graph: its modules,
 nodes and edges) and rebuilding a model from a record.
 """
+import contextlib
 import json
 import os
 import tempfile
@@ -168,6 +169,42 @@ class _LoadError(ValueError):
     pass
 
 
+CHECKPOINT_FORMAT = "fastnn-checkpoint"
+_KINDS = {FORMAT: "model file", CHECKPOINT_FORMAT: "checkpoint"}
+_READERS = {FORMAT: "fastnn.load", CHECKPOINT_FORMAT: "fastnn.load_checkpoint"}
+
+
+def _metadata(z, fmt, writer):
+    """The JSON metadata of an open .npz written by `writer` in format `fmt`, checked."""
+    if not hasattr(z, "files") or _META not in z.files:
+        raise _LoadError(f"no fastnn metadata (was it written by {writer}?)")
+    meta = json.loads(str(z[_META][()]))
+    got = meta.get("format") if isinstance(meta, dict) else None
+    if got != fmt:
+        hint = (f" (a {_KINDS[got]} is read with {_READERS[got]})" if got in _KINDS else "")
+        raise _LoadError(f"not a fastnn {_KINDS[fmt]}{hint}")
+    if meta.get("version") != VERSION:
+        raise _LoadError(f"format version {meta.get('version')!r} is not supported "
+                         f"(this fastnn reads version {VERSION})")
+    return meta
+
+
+@contextlib.contextmanager
+def _reading(who, what):
+    """Every way a file can fail to read (truncated, corrupt, not ours, inconsistent) as one
+    ValueError naming the caller; a missing file stays a FileNotFoundError."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except _LoadError as e:
+        raise ValueError(f"{who}: {e}") from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, TypeError,
+            json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{who}: not a readable fastnn {what} "
+                         f"({type(e).__name__}: {e})") from None
+
+
 def _build(rec, where="model"):
     if not isinstance(rec, dict) or "type" not in rec:
         raise _LoadError(f"bad architecture record at {where}")
@@ -203,30 +240,15 @@ def load(path):
     or inconsistent file raises ValueError; no partially loaded model is ever returned."""
     path = os.fspath(path)
     who = f"fastnn.load({path!r})"
-    try:
+    with _reading(who, "model file"):
         with np.load(path, allow_pickle=False) as z:
-            if not hasattr(z, "files") or _META not in z.files:
-                raise _LoadError("no fastnn metadata (was it written by fastnn.save?)")
-            meta = json.loads(str(z[_META][()]))
-            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-                raise _LoadError("not a fastnn model file")
-            if meta.get("version") != VERSION:
-                raise _LoadError(f"format version {meta.get('version')!r} is not supported "
-                                 f"(this fastnn reads version {VERSION})")
+            meta = _metadata(z, FORMAT, "fastnn.save")
             names = meta["parameters"]
             missing = [n for n in names if _PREFIX + n not in z.files]
             if missing:
                 raise _LoadError(f"parameters {missing} are listed but missing")
             state = {n: z[_PREFIX + n] for n in names}
             model = _build(meta["arch"])
-    except FileNotFoundError:
-        raise
-    except _LoadError as e:
-        raise ValueError(f"{who}: {e}") from None
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, TypeError,
-            json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{who}: not a readable fastnn model file "
-                         f"({type(e).__name__}: {e})") from None
     try:
         model.load_state_dict(state, strict=True)
     except (KeyError, ValueError, TypeError) as e:
@@ -235,7 +257,6 @@ def load(path):
 
 
 # --------------------------------------------------------------------------- checkpoints
-CHECKPOINT_FORMAT = "fastnn-checkpoint"
 _OPT = "opt:"
 
 
@@ -305,17 +326,9 @@ def load_checkpoint(path, model=None, optimizer=None):
     before either changes."""
     path = os.fspath(path)
     who = f"fastnn.load_checkpoint({path!r})"
-    try:
+    with _reading(who, "checkpoint"):
         with np.load(path, allow_pickle=False) as z:
-            if not hasattr(z, "files") or _META not in z.files:
-                raise _LoadError("no fastnn metadata (was it written by save_checkpoint?)")
-            meta = json.loads(str(z[_META][()]))
-            if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-                raise _LoadError("not a fastnn checkpoint (a model file is read with "
-                                 "fastnn.load)" if isinstance(meta, dict) and
-                                 meta.get("format") == FORMAT else "not a fastnn checkpoint")
-            if meta.get("version") != VERSION:
-                raise _LoadError(f"format version {meta.get('version')!r} is not supported")
+            meta = _metadata(z, CHECKPOINT_FORMAT, "fastnn.save_checkpoint")
             names = meta["parameters"]
             state = {n: z[_PREFIX + n] for n in names}
             fresh = _build(meta["arch"])
@@ -329,14 +342,6 @@ def load_checkpoint(path, model=None, optimizer=None):
                 osd[k] = [z[f"{_OPT}{k}:{i}"] if f"{_OPT}{k}:{i}" in z.files else None
                           for i in range(n_opt)]
             epoch, extra = meta.get("epoch"), meta.get("extra", {})
-    except FileNotFoundError:
-        raise
-    except _LoadError as e:
-        raise ValueError(f"{who}: {e}") from None
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, TypeError,
-            json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{who}: not a readable fastnn checkpoint "
-                         f"({type(e).__name__}: {e})") from None
     try:
         fresh.load_state_dict(state, strict=True)
         by_name = dict(fresh.named_parameters())

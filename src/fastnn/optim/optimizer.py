@@ -33,6 +33,34 @@ def _param_list(who, params):
     return params
 
 
+def check_state_keys(who, state, keys):
+    """A state_dict: a dict with exactly these keys."""
+    if not isinstance(state, dict):
+        raise TypeError(f"{who}: expected a dict, got {type(state).__name__}")
+    keys = set(keys)
+    if set(state) != keys:
+        raise KeyError(f"{who}: missing keys {sorted(keys - set(state))}, unexpected "
+                       f"keys {sorted(set(state) - keys)}")
+
+
+def check_buffers(who, bufs, params, name):
+    """One state buffer per parameter from a state_dict: each None or an array of the
+    parameter's shape and dtype; returned as flat C-contiguous copies.  name(i) names
+    buffer i in the messages."""
+    col = []
+    for i, (b, p) in enumerate(zip(bufs, params)):
+        if b is None:
+            col.append(None)
+            continue
+        if not isinstance(b, np.ndarray) or b.shape != p.shape or b.dtype != p.dtype:
+            got = (f"shape {b.shape}, dtype {b.dtype}" if isinstance(b, np.ndarray)
+                   else type(b).__name__)
+            raise ValueError(f"{who}: {name(i)} must have shape {p.shape} and dtype "
+                             f"{p.dtype}, got {got}")
+        col.append(np.array(b, order="C", copy=True).reshape(-1))
+    return col
+
+
 class Optimizer:
     """Base class of fastnn's optimizers: the parameter list, the step count and the state
     contract of the module docstring.  Subclasses set ``_kind``, keep ``_hyper`` current and
@@ -163,14 +191,9 @@ class _HyperOptimizer(Optimizer):
     def load_state_dict(self, state):
         """Restore a state_dict() of the same optimizer over parameters of the same shapes
         and dtypes; everything is checked before anything changes."""
-        cls = type(self).__name__
-        who = f"{cls}.load_state_dict"
-        if not isinstance(state, dict):
-            raise TypeError(f"{who}: expected a dict, got {type(state).__name__}")
-        keys = set(self._hyper_names) | {"steps"} | set(self._state_names)
-        if set(state) != keys:
-            raise KeyError(f"{who}: missing keys {sorted(keys - set(state))}, unexpected "
-                           f"keys {sorted(set(state) - keys)}")
+        who = f"{type(self).__name__}.load_state_dict"
+        check_state_keys(who, state, set(self._hyper_names) | {"steps"} |
+                         set(self._state_names))
         hyper = {n: self._hyper_checks[n](who, n, state[n]) for n in self._hyper_names}
         steps = state["steps"]
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
@@ -182,18 +205,7 @@ class _HyperOptimizer(Optimizer):
                 got = len(bufs) if isinstance(bufs, (list, tuple)) else type(bufs).__name__
                 raise ValueError(f"{who}: {key} must be a list of {len(self.params)} arrays "
                                  f"(or None), one per parameter, got {got}")
-            col = []
-            for i, (b, p) in enumerate(zip(bufs, self.params)):
-                if b is None:
-                    col.append(None)
-                    continue
-                if not isinstance(b, np.ndarray) or b.shape != p.shape or b.dtype != p.dtype:
-                    got = (f"shape {b.shape}, dtype {b.dtype}" if isinstance(b, np.ndarray)
-                           else type(b).__name__)
-                    raise ValueError(f"{who}: {key}[{i}] must have shape {p.shape} and dtype "
-                                     f"{p.dtype}, got {got}")
-                col.append(np.array(b, order="C", copy=True).reshape(-1))
-            cols.append(col)
+            cols.append(check_buffers(who, bufs, self.params, lambda i: f"{key}[{i}]"))
         for n, v in hyper.items():
             setattr(self, "_" + n, v)
         self.steps = int(steps)

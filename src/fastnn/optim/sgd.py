@@ -1,9 +1,8 @@
 """SGD, as torch.optim.SGD."""
-import numpy as np
 
 from .._kernels._core import OptKind
 from .._checks import real
-from .optimizer import Optimizer
+from .optimizer import Optimizer, check_buffers, check_state_keys
 
 __all__ = ["SGD"]
 
@@ -158,30 +157,15 @@ class SGD(Optimizer):
         """Restore a state_dict() of an SGD over parameters of the same shapes and dtypes;
         everything is checked before anything changes."""
         who = "SGD.load_state_dict"
-        if not isinstance(state, dict):
-            raise TypeError(f"{who}: expected a dict, got {type(state).__name__}")
-        keys = {"lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize",
-                "steps", "momentum_buffers"}
-        if set(state) != keys:
-            raise KeyError(f"{who}: missing keys {sorted(keys - set(state))}, unexpected "
-                           f"keys {sorted(set(state) - keys)}")
+        check_state_keys(who, state, {"lr", "momentum", "dampening", "weight_decay",
+                                      "nesterov", "maximize", "steps", "momentum_buffers"})
         hyper = {k: real(who, k, state[k]) for k in
                  ("lr", "momentum", "dampening", "weight_decay")}
         bufs = list(state["momentum_buffers"])
         if len(bufs) != len(self.params):
             raise ValueError(f"{who}: {len(bufs)} momentum buffers for {len(self.params)} "
                              "parameters")
-        new = []
-        for i, (b, p) in enumerate(zip(bufs, self.params)):
-            if b is None:
-                new.append(None)
-                continue
-            if not isinstance(b, np.ndarray) or b.shape != p.shape or b.dtype != p.dtype:
-                got = (f"shape {b.shape}, dtype {b.dtype}" if isinstance(b, np.ndarray)
-                       else type(b).__name__)
-                raise ValueError(f"{who}: momentum buffer {i} must have shape {p.shape} and "
-                                 f"dtype {p.dtype}, got {got}")
-            new.append(np.array(b, order="C", copy=True).reshape(-1))
+        new = check_buffers(who, bufs, self.params, lambda i: f"momentum buffer {i}")
         nesterov, maximize = bool(state["nesterov"]), bool(state["maximize"])
         if nesterov and (hyper["momentum"] <= 0 or hyper["dampening"] != 0):
             raise ValueError(f"{who}: nesterov momentum requires momentum > 0 and "
