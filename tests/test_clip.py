@@ -377,6 +377,32 @@ def test_compiled_step_with_clipping_bitwise_equals_module_path(max_norm, moment
             assert nb > max_norm            # the clipping did happen
 
 
+@pytest.mark.parametrize("graph", ["shared", "residual", "concat-split"])
+def test_compiled_graph_with_clipping_and_a_parameter_subset(graph, dtype, threads, rng):
+    """A Graph (a shared Linear: one gradient summed from two uses), and an optimizer over
+    part of the parameters, in reverse order: the norm is over what the optimizer updates,
+    in its order."""
+    from test_compiled_graph import GRAPHS
+    for nt in (1, 2):
+        fnn.set_num_threads(nt)
+        ma, mb = GRAPHS[graph](dtype), GRAPHS[graph](dtype)
+        sub = lambda m: list(m.parameters())[::-2]              # noqa: E731
+        oa = fnn.SGD(sub(ma), lr=0.2, momentum=0.5)
+        ob = fnn.SGD(sub(mb), lr=0.2, momentum=0.5)
+        lf = fnn.CrossEntropyLoss()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            step = fnn.compile_step(ma, lf, oa, clip_grad_norm=0.1)
+        assert step.compiled, step.reason
+        for _ in range(4):
+            x = (rng.standard_normal((11, 6)) * 3).astype(dtype)
+            y = rng.integers(0, 4, 11)
+            loss = step(x, y)
+            lb, nb = _module_step(mb, lf, ob, x, y, 0.1)
+            assert loss == lb and step.last_grad_norm == nb
+        _assert_same_params(ma, mb, f"{graph}, {nt} threads")
+
+
 def test_compiled_step_clipping_option(dtype, rng):
     x = rng.standard_normal((8, 5)).astype(dtype)
     y = rng.integers(0, 3, 8)
