@@ -412,3 +412,30 @@ def test_checkpoint_errors(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(ValueError, match="not a readable fastnn checkpoint"):
         fnn.load_checkpoint(tmp_path / "junk.npz")
+
+
+@pytest.mark.usefixtures("threads")
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "RMSprop"])
+def test_compiled_step_with_clipping_bitwise_equals_module_path(name, n_threads, dtype, rng):
+    fnn.set_num_threads(n_threads)
+    m1, m2 = _mlp(dtype), _mlp(dtype)
+    o1 = getattr(fnn, name)(m1.parameters(), lr=0.01)
+    o2 = getattr(fnn, name)(m2.parameters(), lr=0.01)
+    lf1, lf2 = fnn.CrossEntropyLoss(), fnn.CrossEntropyLoss()
+    step = fnn.compile_step(m1, lf1, o1, clip_grad_norm=0.5)
+    assert step.compiled, step.reason
+    for i in range(5):
+        x = rng.standard_normal((23, 6)).astype(dtype) * 3
+        y = rng.integers(0, 4, 23)
+        la = step(x, y)
+        m2.zero_grad()
+        o2.zero_grad()
+        lb = lf2(m2(x), y)
+        m2.backward(lf2.backward(), input_grad=False)
+        norm = fnn.clip_grad_norm_(o2.params, 0.5)
+        o2.step()
+        assert la == lb and step.last_grad_norm == norm, i
+        for a, b in zip(m1.parameters(), m2.parameters()):
+            assert_bitwise_equal(a.data, b.data, f"step {i}")
+        _same_state(o1, o2, f"step {i}")

@@ -279,3 +279,63 @@ def betas(who, name, value):
             raise ValueError(f"{who}: {name}[{i}] must be in [0, 1), got {value[i]!r}")
         out.append(b)
     return tuple(out)
+
+
+# ------------------------------------------------------------------ gradient clipping
+def grad_parameters(who, parameters):
+    """The Parameters whose gradients a clipping function reads, as a list: one Parameter
+    or an iterable of them (a generator is consumed once), each at most once.  Returns
+    (list, was_empty_generator)."""
+    from .nn.module import Module
+    from .nn.parameter import Parameter
+    if isinstance(parameters, Parameter):
+        return [parameters], False
+    if isinstance(parameters, Module):
+        raise TypeError(f"{who}: pass model.parameters(), not the model")
+    if isinstance(parameters, np.ndarray):
+        raise TypeError(f"{who}: parameters must be Parameters (e.g. model.parameters()), "
+                        "not a numpy array: gradients live in Parameter.grad")
+    gen = not isinstance(parameters, (list, tuple))
+    try:
+        params = list(parameters)
+    except TypeError:
+        raise TypeError(f"{who}: parameters must be a Parameter or an iterable of "
+                        f"Parameters, got {type(parameters).__name__}") from None
+    seen = set()
+    for i, p in enumerate(params):
+        if not isinstance(p, Parameter):
+            raise TypeError(f"{who}: parameters[{i}] is a {type(p).__name__}, not a fastnn "
+                            "Parameter")
+        if id(p) in seen:
+            raise ValueError(f"{who}: parameters[{i}] appears more than once (its gradient "
+                             "would count, and be scaled, twice)")
+        seen.add(id(p))
+    return params, gen and not params
+
+
+def norm_type(who, value):
+    """A p-norm's order: a real number > 0 or inf (also the string 'inf'), as a float."""
+    if isinstance(value, str) and value.strip().lower() in ("inf", "+inf", "infinity"):
+        return math.inf
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{who}: norm_type must be a real number > 0 or inf, got {value!r}")
+    p = float(value)
+    if not p > 0:        # also NaN
+        raise ValueError(f"{who}: norm_type must be > 0 or inf, got {value!r} (the 0-"
+                         "'norm' and negative orders are not supported)")
+    return p
+
+
+def nonneg_bound(who, name, value):
+    """A clipping bound: a real number >= 0 (inf allowed: no clipping), as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{who}: {name} must be a real number >= 0, got {value!r}")
+    v = float(value)
+    if not v >= 0:       # also NaN
+        raise ValueError(f"{who}: {name} must be >= 0 (inf: no clipping), got {value!r}")
+    return v
+
+
+def clip_option(who, value):
+    """The clip_grad_norm= option of compile_step / Trainer: None or a max_norm >= 0."""
+    return None if value is None else nonneg_bound(who, "clip_grad_norm", value)

@@ -24,13 +24,14 @@ The design, in four rules:
 
 Layout: ``_core`` (settings, per-ISA kernel table, elementwise kernels, scratch), ``gemm``
 (the packed native GEMM engine), ``blas`` (the SciPy-BLAS engine), ``dense`` (Linear forward /
-backward over either engine), ``gates``, ``losses``, ``optim``, ``step`` (the compiled training
-step); ``_views.pxd`` (memoryview pointers and strides), ``fnn_simd*.h`` (the microkernels).
+backward over either engine), ``gates``, ``losses``, ``optim``, ``clip`` (gradient norms in a
+fixed order, scale and clamp), ``step`` (the compiled training step); ``_views.pxd``
+(memoryview pointers and strides), ``fnn_simd*.h`` (the microkernels).
 """
 import importlib as _importlib
 import os as _os
 
-_MODULES = ("_core", "gemm", "blas", "dense", "gates", "losses", "optim", "step")
+_MODULES = ("_core", "gemm", "blas", "dense", "gates", "losses", "optim", "clip", "step")
 
 
 def _check_build():

@@ -10,8 +10,9 @@ the ops in reverse; where a value branches, its gradient contributions are summe
 slot's buffer in the order they arrive, as Graph.backward does.
 
 Every op calls the very kernels the module path calls (dense.gemm_any with the same operands
-and strides, act_forward/act_backward, col_sums, the gate kernels, the loss kernels,
-optim.opt_update), in the same order, so after any number of steps the parameters are bitwise
+and strides, act_forward/act_backward, col_sums, the gate kernels, the loss kernels, with
+clip_grad_norm= clip.total_norm / clip_coef / clip_scale over the optimizer's parameters as
+fastnn.clip_grad_norm_, optim.opt_update), in the same order, so after any number of steps the parameters are bitwise
 identical to zero_grad / forward / loss / backward / step through the modules.
 compiled.py validates the model and owns every array this object points into; `StepKernel`
 checks, per call, that nothing it points into has been replaced since (otherwise
@@ -38,6 +39,7 @@ from .dense cimport gemm_any
 from .gates cimport binary_forward, binary_backward, copy_rows
 from .losses cimport mse_loss, xent_loss, svm_loss
 from .optim cimport opt_update, OptHyper, OPT_MAX_STATE, OPT_MAX_HYPER
+from .clip cimport GradView, total_norm, clip_coef, clip_scale
 
 cnp.import_array()
 
@@ -218,9 +220,12 @@ cdef double _train_step(Op *ops, int nops, Slot *S, int nslots, int s_in, int s_
                         int np_, OptHyper *h, int loss_kind, bint mean, double margin, int M,
                         const floating *x, Py_ssize_t rsx, const floating *t, const int64_t *y,
                         floating *gl, double *rows, bint check_finite, int64_t *correct,
+                        const GradView *G, bint clip, double max_norm, double *gnorm,
                         int *err) noexcept nogil:
     """One step on M rows; returns the loss.  x is (M, K0) with row stride rsx, t (M, Nout)
-    contiguous targets (MSE) or y (M,) labels.  err: ERR_NONFINITE stops before backward."""
+    contiguous targets (MSE) or y (M,) labels.  err: ERR_NONFINITE stops before backward.
+    clip: scale the gradients G (the optimizer's parameters, its order) to a total 2-norm of
+    at most max_norm before the update, writing the total norm to gnorm."""
     cdef int engine = current_engine(), nt = current_threads()
     cdef int et = loop_threads(engine, nt)      # elementwise threads
     cdef int i, j, N, k, e = 0, c
@@ -275,6 +280,10 @@ cdef double _train_step(Op *ops, int nops, Slot *S, int nslots, int s_in, int s_
                 err[0] = ERR_NOMEM
                 return 0
         k -= 1
+    # ---- gradient clipping: fastnn.clip_grad_norm_(optimizer.params, max_norm)'s calls
+    if clip:
+        gnorm[0] = total_norm(G, np_, 2.0, et)
+        clip_scale(G, np_, clip_coef(max_norm, gnorm[0]), et)
     # ---- the optimizer's update, parameter by parameter in its order (optim.opt_update,
     # the dispatch Optimizer.step() calls too)
     for i in range(np_):
@@ -342,6 +351,9 @@ cdef class StepKernel:
     cdef Op *ops
     cdef Slot *S
     cdef Param *P
+    cdef GradView *G                   # the optimizer's gradients, for clipping
+    cdef bint clip, have_norm
+    cdef double max_norm, last_norm
     cdef int *ipool
     cdef bint *bpool
     cdef void **gpool
@@ -371,20 +383,25 @@ cdef class StepKernel:
         self.ops = NULL
         self.S = NULL
         self.P = NULL
+        self.G = NULL
         self.ipool = NULL
         self.bpool = NULL
         self.gpool = NULL
+        self.clip = False
+        self.have_norm = False
 
     cdef void _free(self) noexcept:
         free(self.ops)
         free(self.S)
         free(self.P)
+        free(self.G)
         free(self.ipool)
         free(self.bpool)
         free(self.gpool)
         self.ops = NULL
         self.S = NULL
         self.P = NULL
+        self.G = NULL
         self.ipool = NULL
         self.bpool = NULL
         self.gpool = NULL
@@ -413,11 +430,12 @@ cdef class StepKernel:
         self.ops = <Op *>calloc(max(self.nops, 1), sizeof(Op))
         self.S = <Slot *>calloc(max(self.nslots, 1), sizeof(Slot))
         self.P = <Param *>calloc(max(self.np_, 1), sizeof(Param))
+        self.G = <GradView *>calloc(max(self.np_, 1), sizeof(GradView))
         self.ipool = <int *>calloc(max(ni, 1), sizeof(int))
         self.bpool = <bint *>calloc(max(nb, 1), sizeof(bint))
         self.gpool = <void **>calloc(max(ng, 1), sizeof(void *))
-        if self.ops == NULL or self.S == NULL or self.P == NULL or self.ipool == NULL or \
-                self.bpool == NULL or self.gpool == NULL:
+        if self.ops == NULL or self.S == NULL or self.P == NULL or self.G == NULL or \
+                self.ipool == NULL or self.bpool == NULL or self.gpool == NULL:
             self._free()
             raise MemoryError("compile_step: out of memory")
         keep = []
@@ -470,6 +488,9 @@ cdef class StepKernel:
             self.P[i].g = _ptr(p._gflat)
             for j in range(OPT_MAX_STATE):
                 self.P[i].state[j] = NULL
+            self.G[i].n = self.P[i].n
+            self.G[i].g = self.P[i].g
+            self.G[i].dbl = p._gflat.dtype == np_dtype("float64")
             keep.append(p._flat)
             keep.append(p._gflat)
         gl, rows, xbuf, tbuf, ybuf = scratch
@@ -507,6 +528,23 @@ cdef class StepKernel:
     property n_ops:
         def __get__(self):
             return self.nops
+
+    property clip_grad_norm:
+        """max_norm of the gradient clipping before each update (None: off); read by every
+        step."""
+        def __get__(self):
+            return self.max_norm if self.clip else None
+
+        def __set__(self, value):
+            # checked by the caller (compiled.py: _checks.clip_option)
+            self.clip = value is not None
+            self.max_norm = float(value) if value is not None else 0.0
+
+    property last_grad_norm:
+        """The total gradient 2-norm (before clipping) of the last step that clipped, or
+        None."""
+        def __get__(self):
+            return self.last_norm if self.have_norm else None
 
     cpdef bint valid(self):
         """False when the model's structure (a graph's nodes), a parameter's array or the
@@ -566,6 +604,8 @@ cdef class StepKernel:
                 self.have_state = False
         if steps:
             self.opt._count_steps(steps)
+            if self.clip:
+                self.have_norm = True
 
 
     def step(self, x, y, bint check_finite=False):
@@ -640,7 +680,9 @@ cdef class StepKernel:
                                            <const double *>cnp.PyArray_DATA(xa), self.K0,
                                            <const double *>cnp.PyArray_DATA(ya),
                                            <const int64_t *>cnp.PyArray_DATA(ya),
-                                           <double *>self.gl, self.rows, check_finite, NULL, &err)
+                                           <double *>self.gl, self.rows, check_finite, NULL,
+                                           self.G, self.clip, self.max_norm, &self.last_norm,
+                                           &err)
             else:
                 loss = _train_step[float](self.ops, self.nops, self.S, self.nslots, self.s_in,
                                           self.s_out, self.P, self.np_, &self.h, self.loss_kind,
@@ -648,7 +690,9 @@ cdef class StepKernel:
                                           <const float *>cnp.PyArray_DATA(xa), self.K0,
                                           <const float *>cnp.PyArray_DATA(ya),
                                           <const int64_t *>cnp.PyArray_DATA(ya),
-                                          <float *>self.gl, self.rows, check_finite, NULL, &err)
+                                          <float *>self.gl, self.rows, check_finite, NULL,
+                                          self.G, self.clip, self.max_norm, &self.last_norm,
+                                          &err)
         if err != ERR_NONE:
             self._finish(0, err)
             if err == ERR_NOMEM:
@@ -726,7 +770,9 @@ cdef class StepKernel:
                                                <const double *>self.xbuf, self.K0,
                                                <const double *>self.tbuf, self.ybuf,
                                                <double *>self.gl, self.rows, True,
-                                               &correct[s] if clf else NULL, &err)
+                                               &correct[s] if clf else NULL, self.G,
+                                               self.clip, self.max_norm, &self.last_norm,
+                                               &err)
                 else:
                     loss = _train_step[float](self.ops, self.nops, self.S, self.nslots, self.s_in,
                                               self.s_out, self.P, self.np_, &self.h,
@@ -734,7 +780,9 @@ cdef class StepKernel:
                                               <const float *>self.xbuf, self.K0,
                                               <const float *>self.tbuf, self.ybuf,
                                               <float *>self.gl, self.rows, True,
-                                              &correct[s] if clf else NULL, &err)
+                                              &correct[s] if clf else NULL, self.G,
+                                              self.clip, self.max_norm, &self.last_norm,
+                                              &err)
                 losses[s] = loss
                 if err != ERR_NONE:
                     break

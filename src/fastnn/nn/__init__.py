@@ -7,6 +7,7 @@
     plan.py        the one planner: step kinds, the fusion rule, chain and graph plans
     sequential.py  Sequential
     graph.py       Graph, Node
+    utils.py       clip_grad_norm_, clip_grad_value_ (gradient clipping, torch.nn.utils')
 """
 from .parameter import Parameter
 from .module import Module

@@ -16,12 +16,14 @@ import warnings
 
 import numpy as np
 
+from .. import _checks
 from ..losses import CrossEntropyLoss, Loss, MSELoss, SVMLoss
 from ..nn import Add, Concat, Graph, Identity, Linear, Maximum, Module, Multiply, \
     Sequential, Split
 from ..nn.layers import _Activation
 from ..nn.module import _structure_version
 from ..nn.plan import ActStep, GateStep, LinearStep, fusable, plan_chain
+from ..nn.utils import clip_grad_norm_
 from ..optim import Optimizer
 from .._kernels import step as _ks
 from .._kernels._core import GateOp, LossKind, OpKind
@@ -263,12 +265,16 @@ class CompiledStep:
     ``model`` in one nogil kernel call (see :func:`compile_step`).
 
     Attributes: ``compiled`` (False when it runs the module path), ``reason`` (why not, or
-    None), ``model``, ``loss_fn``, ``optimizer``; with a compiled model also
-    ``in_features``, ``out_features`` and ``dtype``.
+    None), ``model``, ``loss_fn``, ``optimizer``, ``clip_grad_norm`` (settable) and
+    ``last_grad_norm``; with a compiled model also ``in_features``, ``out_features`` and
+    ``dtype``.
     """
 
-    def __init__(self, model, loss_fn, optimizer, batch_size=None, warn=True):
+    def __init__(self, model, loss_fn, optimizer, batch_size=None, warn=True,
+                 clip_grad_norm=None):
         check_model_loss("compile_step", model, loss_fn)
+        self._clip = _checks.clip_option("compile_step", clip_grad_norm)
+        self._module_norm = None
         if not hasattr(optimizer, "step") or not hasattr(optimizer, "zero_grad"):
             raise TypeError(f"compile_step: optimizer must have step() and zero_grad(), got "
                             f"{type(optimizer).__name__}")
@@ -288,6 +294,27 @@ class CompiledStep:
         return self._kernel is not None
 
     @property
+    def clip_grad_norm(self):
+        """max_norm of the gradient clipping between backward and the update (None: off);
+        may be changed between steps."""
+        return self._clip
+
+    @clip_grad_norm.setter
+    def clip_grad_norm(self, value):
+        self._clip = _checks.clip_option("CompiledStep.clip_grad_norm", value)
+        if self._kernel is not None:
+            self._kernel.clip_grad_norm = self._clip
+
+    @property
+    def last_grad_norm(self):
+        """The total 2-norm of the gradients (before clipping) in the last step taken with
+        clipping on, as ``clip_grad_norm_`` returned it; None before such a step."""
+        k = self._kernel
+        if k is not None and k.last_grad_norm is not None:
+            return k.last_grad_norm
+        return self._module_norm
+
+    @property
     def capacity(self):
         """The largest batch the workspaces hold now (0 on the module path)."""
         return self._kernel.capacity if self._kernel is not None else 0
@@ -298,6 +325,9 @@ class CompiledStep:
             self._setup(cap=batch_size)
 
     def _setup(self, cap=None):
+        old = self._kernel
+        if old is not None and old.last_grad_norm is not None:
+            self._module_norm = old.last_grad_norm     # kept across re-planning
         try:
             prog = _program(self.model, self.loss_fn, self.optimizer)
         except CannotCompile as e:
@@ -325,6 +355,7 @@ class CompiledStep:
                      s0, s1, self.optimizer.params, mparams, self.optimizer, lf,
                      _LOSS_KINDS[type(lf)], cap, dt, scratch, _structure_version,
                      _structure_version[0])
+        kernel.clip_grad_norm = self._clip
         self._kernel = kernel
 
     def _module_step(self, x, y):
@@ -333,6 +364,8 @@ class CompiledStep:
         opt.zero_grad()
         loss = lf(model(x), y)
         model.backward(lf.backward(), input_grad=False)
+        if self._clip is not None:
+            self._module_norm = clip_grad_norm_(opt.params, self._clip)
         opt.step()
         return loss
 
@@ -383,7 +416,8 @@ class CompiledStep:
         return f"CompiledStep({state})"
 
 
-def compile_step(model, loss_fn, optimizer, *, batch_size=None, warn=True):
+def compile_step(model, loss_fn, optimizer, *, batch_size=None, warn=True,
+                 clip_grad_norm=None):
     """One training step as one compiled call: ``loss = step(x, y)``.
 
     For a ``Sequential`` (nested ones are flattened) of ``Linear`` layers, each optionally
@@ -398,6 +432,7 @@ def compile_step(model, loss_fn, optimizer, *, batch_size=None, warn=True):
         model.zero_grad(); optimizer.zero_grad()
         loss = loss_fn(model(x), y)
         model.backward(loss_fn.backward(), input_grad=False)
+        fastnn.clip_grad_norm_(optimizer.params, clip_grad_norm)   # only with clip_grad_norm
         optimizer.step()
 
     with bitwise identical parameters after any number of steps, for either dtype and any
@@ -412,8 +447,15 @@ def compile_step(model, loss_fn, optimizer, *, batch_size=None, warn=True):
     Anything else (another optimizer, loss or module type) falls back to exactly the module
     code above behind the same API, with one RuntimeWarning saying why (``warn=False``
     silences it); ``step.compiled`` and ``step.reason`` tell which path runs.
+
+    ``clip_grad_norm=max_norm`` (a float >= 0, or None: off) clips the gradients of the
+    optimizer's parameters to a total 2-norm of at most max_norm between backward and the
+    update, inside the compiled call, with the kernels and the order of
+    ``fastnn.clip_grad_norm_``; ``step.last_grad_norm`` is the last step's total norm
+    before clipping.
     """
-    return CompiledStep(model, loss_fn, optimizer, batch_size=batch_size, warn=warn)
+    return CompiledStep(model, loss_fn, optimizer, batch_size=batch_size, warn=warn,
+                        clip_grad_norm=clip_grad_norm)
 
 
 def model_features(model):

@@ -5,7 +5,9 @@ import time
 
 import numpy as np
 
+from .. import _checks
 from ..losses import CrossEntropyLoss, SVMLoss
+from ..nn.utils import clip_grad_norm_
 from .._kernels import step as _ks
 from .callbacks import Callback, runs_per_batch
 from .compiled import CompiledStep, check_model_loss, model_features
@@ -109,11 +111,16 @@ class Trainer:
     step; the parameters keep their values from before that step.  The progress bar (tqdm)
     shows the loss and samples/s; it is off when ``progress=False`` or stderr is not a
     terminal.
+
+    ``clip_grad_norm=max_norm`` clips the gradients to a total 2-norm of at most max_norm
+    before each update (``fastnn.clip_grad_norm_`` over the optimizer's parameters; inside
+    the compiled step, see :func:`compile_step`).
     """
 
     def __init__(self, model, loss_fn, optimizer, *, batch_size=64, epochs=10, shuffle=True,
-                 seed=0, progress=True, compiled=True):
+                 seed=0, progress=True, compiled=True, clip_grad_norm=None):
         check_model_loss("Trainer", model, loss_fn)
+        self.clip_grad_norm = _checks.clip_option("Trainer", clip_grad_norm)
         for name, v, lo in (("batch_size", batch_size, 1), ("epochs", epochs, 0)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 raise ValueError(f"Trainer: {name} must be an int >= {lo}, got {v!r}")
@@ -196,10 +203,13 @@ class Trainer:
                 or st.loss_fn is not self.loss_fn:
             if self.compiled:
                 st = CompiledStep(self.model, self.loss_fn, self.optimizer,
-                                  batch_size=self.batch_size, warn=True)
+                                  batch_size=self.batch_size, warn=True,
+                                  clip_grad_norm=self.clip_grad_norm)
             else:
                 st = None
             self._step = st
+        if st is not None and st.clip_grad_norm != self.clip_grad_norm:
+            st.clip_grad_norm = self.clip_grad_norm
         return st
 
     # -- training
@@ -322,6 +332,8 @@ class Trainer:
             if clf:
                 correct[s] = int(np.count_nonzero(out.argmax(axis=1) == yb))
             model.backward(lf.backward(), input_grad=False)
+            if self.clip_grad_norm is not None:
+                clip_grad_norm_(opt.params, self.clip_grad_norm)
             opt.step()
             losses[s] = loss
             if bar is not None:
