@@ -36,6 +36,21 @@ def name(who):
     return who() if callable(who) else who
 
 
+class Named:
+    """A caller's name for messages, built only when a message is: formats as repr(obj)
+    (so a hot path passes Named(self) instead of building repr(self) on every call)."""
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __format__(self, spec):
+        return format(repr(self.obj), spec)
+
+    def __str__(self):
+        return repr(self.obj)
+
+
 def fmt(a):
     return f"shape {tuple(a.shape)}, dtype {a.dtype}"
 

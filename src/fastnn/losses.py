@@ -8,6 +8,7 @@ for any thread count.
 """
 import numpy as np
 
+from . import _checks as C
 from ._checks import DTYPES, rowmajor, specialized
 from ._kernels import losses as _kl
 
@@ -47,7 +48,7 @@ class Loss:
         return f"{type(self).__name__}({self.extra_repr()})"
 
     def _who(self):
-        return repr(self)
+        return C.Named(self)
 
     def _pred(self, pred):
         who = self._who()

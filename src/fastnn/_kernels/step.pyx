@@ -18,7 +18,7 @@ compiled.py validates the model and owns every array this object points into; `S
 checks, per call, that nothing it points into has been replaced since (otherwise
 compiled.py re-plans), and talks to the optimizer and the parameters only through their
 contracts (Optimizer._kind, _hyper, steps, _prepare_state, _state_version, _drop_state,
-_count_steps -- never which optimizer it is; Parameter._set_written and its kernel views
+_count_steps -- never which optimizer it is; Parameter's set_written and its kernel views
 _flat / _gflat).
 
 `run_batches` adds minibatch gathering (rows of X picked by a permutation) and per-step loss
@@ -42,6 +42,8 @@ from .optim cimport opt_update, OptHyper, OPT_MAX_STATE, OPT_MAX_HYPER
 from .clip cimport GradView, total_norm, clip_coef, clip_scale
 
 cnp.import_array()
+
+_set_written = None      # fastnn.nn.parameter.set_written, bound at the first setup()
 
 # error codes
 cdef enum:
@@ -417,6 +419,10 @@ cdef class StepKernel:
         slope, ins, outs, run, want, needs, gin, K, N, W, b, gW, gb, accW, accb, work;
         params: Parameters in the optimizer's order; scratch: gl (cap, Nout), rows (cap,)
         float64, xbuf (cap, K0), tbuf (cap, Nout), ybuf (cap,) int64."""
+        global _set_written
+        if _set_written is None:        # imported here: fastnn.nn imports this module
+            from ..nn.parameter import set_written as _set_written
+
         cdef int i, j, ni = 0, nb = 0, ng = 0
         cdef Op *op
         self._free()
@@ -595,8 +601,7 @@ cdef class StepKernel:
         dropped, so the optimizer's state is that of the last completed step."""
         cdef int i
         cdef bint aborted = err != ERR_NONE
-        for p in self.mparams:
-            p._set_written(not aborted)
+        _set_written(self.mparams, not aborted)
         if aborted and steps == 0:
             created = [i for i in range(self.np_) if self.P[i].first]
             if created:

@@ -55,17 +55,14 @@ def buf(ctx, key, shape, dtype, *avoid):
     it does not fit or when it shares memory with one of the arrays in `avoid` (the buffers
     own their memory, so an array that also owns its memory overlaps one only if it is it)."""
     a = ctx.bufs.get(key)
-    if a is None or a.shape != shape or a.dtype != dtype or _overlaps(a, avoid):
-        a = np.empty(shape, dtype)
-        ctx.bufs[key] = a
+    if a is not None and a.shape == shape and a.dtype == dtype:
+        for x in avoid:          # (inline: this runs for every output of every step)
+            if a is x or (x.base is not None and x.size and C.may_share(a, x)):
+                break
+        else:
+            return a
+    a = ctx.bufs[key] = np.empty(shape, dtype)
     return a
-
-
-def _overlaps(a, avoid):
-    for x in avoid:
-        if a is x or (x.base is not None and x.size and C.may_share(a, x)):
-            return True
-    return False
 
 
 def not_run(who):

@@ -125,3 +125,12 @@ class Parameter:
 
     def _convert(self, dtype):
         self._set_arrays(self._data.astype(dtype, order="C"))
+
+
+def set_written(params, written):
+    """Parameter._set_written for many parameters in one call (the compiled step's per-call
+    bookkeeping: one Python call instead of one per parameter)."""
+    stale = not written
+    for p in params:
+        p._stale = stale
+
