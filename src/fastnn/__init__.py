@@ -1,5 +1,5 @@
 """fastnn: fully-connected neural networks on the CPU, with compiled Cython/OpenMP kernels."""
-__version__ = "0.1.0"
+from ._version import __version__
 
 from ._config import (config, get_engine, get_kernel_variant, get_num_threads, set_engine,
                       set_kernel_variant, set_num_threads, show_config,
