@@ -740,6 +740,7 @@ class InferenceScenario(StepScenario):
             f += 2 * n * m * k
         self.flop = f
         self.check_steps = 1
+        self.rtol = 1e-5           # outputs, relative to their scale (float32)
 
     def describe(self):
         d = super().describe()
