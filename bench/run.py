@@ -23,7 +23,11 @@ ReLU, softmax CE, batch 128 and 1024), adam (tiny and mnist-b128 trained with Ad
 residual blocks relu(h + W2 relu(W1 h)) of width 128, 128-10; softmax CE, SGD lr 0.05
 momentum 0.9, batch 64), large (4096-4096-4096-10, batch 512; only with --large) and
 digits (scikit-learn's load_digits, 64-100-10 ReLU, 50 epochs of SGD with momentum,
-end-to-end fit time and test accuracy).
+end-to-end fit time and test accuracy), inference (only when asked for: the eval-mode
+forward of 2-64-64-3 and 784-512-512-10 ReLU, float32, batch 1, 32 and 1024 -- --quick: 1
+and 32 -- µs per call: fastnn.compile_inference as "compiled", onnxruntime on the
+fastnn.onnx.export file with intra_op_num_threads = the thread count, torch under
+torch.inference_mode and NumPy; cross-checked on the outputs, rtol 1e-5 of their scale).
 
 Method: the same initial weights and data for every contender; a cross-check before
 timing (a few steps from the same state must give the same losses, rtol 1e-5 in float64
@@ -61,8 +65,10 @@ FLOP_CONVENTION = (
     "contender computes; activations, loss, bias and the update are not counted.")
 RATIO_CONVENTION = ("ratio = contender's median time / fastnn compiled's median time in the "
                     "same run (> 1: fastnn compiled is faster)")
-CONTENDERS = ("compiled", "modules", "numpy", "torch", "torch-foreach", "torch-fused", "sklearn")
-GROUPS = ("cs231n", "tiny", "mnist", "adam", "residual", "large", "digits")
+CONTENDERS = ("compiled", "modules", "onnxruntime", "numpy", "torch", "torch-foreach",
+              "torch-fused", "sklearn")
+GROUPS = ("cs231n", "tiny", "mnist", "adam", "residual", "large", "digits", "inference")
+OPT_IN = ("large", "inference")     # not in the default --scenarios list
 
 SETTLE_S = 0.3          # pause before each multi-threaded block
 UTIL_MIN = 0.9          # CPU time / wall time below this: the main thread lost its core
@@ -720,6 +726,84 @@ class DigitsScenario:
         return res
 
 
+# --------------------------------------------------------------- inference scenarios
+class InferenceScenario(StepScenario):
+    """The eval-mode forward of a StepScenario's network (µs per call): fastnn's
+    compile_inference ("compiled"), onnxruntime on the exported file, torch under
+    inference_mode, NumPy.  The cross-check compares the outputs."""
+    kind = "inference"
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        f, n = 0, self.batch
+        for k, m in zip(self.sizes[:-1], self.sizes[1:]):
+            f += 2 * n * m * k
+        self.flop = f
+        self.check_steps = 1
+        self.rtol = 1e-5           # outputs, relative to their scale (float32)
+
+    def describe(self):
+        d = super().describe()
+        for k in ("loss", "lr", "momentum", "flop_per_step"):
+            d.pop(k, None)
+        d.update(flop_per_call=self.flop, time_unit="µs per call")
+        return d
+
+    def contenders(self, torch):
+        x, _, weights = self.problem()
+        model = self.fastnn_model(weights).eval()
+        f = fnn.compile_inference(model, batch_size=self.batch)
+        self.compiled = bool(f.compiled)
+        if not f.compiled:
+            raise ScenarioAborted(f"compile_inference did not compile: {f.reason}")
+        out = {"compiled": lambda: f(x)}
+        ort = _optional("onnxruntime")
+        if ort is not None and _optional("onnx") is not None:
+            import tempfile
+            import fastnn.onnx
+            with tempfile.TemporaryDirectory() as d:
+                path = os.path.join(d, "model.onnx")
+                fastnn.onnx.export(model, path)
+                so = ort.SessionOptions()
+                so.intra_op_num_threads = fnn.get_num_threads()
+                so.inter_op_num_threads = 1
+                sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+            feed = {"input": x}
+            out["onnxruntime"] = lambda: sess.run(None, feed)[0]
+        lay = [(W, b) for W, b in weights]
+
+        def numpy_forward():
+            h = x
+            for i, (W, b) in enumerate(lay):
+                h = h @ W.T
+                h += b
+                if i < len(lay) - 1:
+                    np.maximum(h, 0, out=h)
+            return h
+        out["numpy"] = numpy_forward
+        if torch is not None:
+            tm = self.torch_model(torch, weights).eval()
+            tx = torch.from_numpy(x)
+
+            def torch_forward():
+                with torch.inference_mode():
+                    return tm(tx)
+            out["torch"] = torch_forward
+        return out
+
+    def crosscheck(self, fns):
+        outs = {k: np.asarray(f(), dtype=np.float64).copy() for k, f in fns.items()}
+        ref = outs["compiled"]
+        scale = max(float(np.abs(ref).max()), 1e-30)
+        diff = {k: float(np.abs(o - ref).max()) / scale for k, o in outs.items()}
+        bad = {k: d for k, d in diff.items() if not d <= self.rtol}
+        return {"passed": not bad, "steps": 1, "rtol": self.rtol, "max_rel_diff": diff,
+                "losses": {k: [float(o.sum())] for k, o in outs.items()},
+                "message": None if not bad else
+                ("outputs disagree with fastnn compiled's: " + ", ".join(
+                    f"{k} max rel diff {d:.3g} > rtol {self.rtol:g}" for k, d in bad.items()))}
+
+
 # -------------------------------------------------------------------------- the suite
 def build_scenarios(groups, quick, large):
     out = []
@@ -763,18 +847,25 @@ def build_scenarios(groups, quick, large):
             check_steps=2))
     if "digits" in groups:
         out.append(DigitsScenario(epochs=10 if quick else 50))
+    if "inference" in groups:
+        for name, sizes, seed in (("tiny", (2, 64, 64, 3), 7), ("mnist", (784, 512, 512, 10), 8)):
+            for batch in (1, 32) if quick else (1, 32, 1024):
+                out.append(InferenceScenario(
+                    f"infer-{name}-b{batch}", "inference",
+                    f"inference {'-'.join(map(str, sizes))} ReLU, batch {batch}, float32",
+                    sizes, batch, "float32", "relu", "ce", True, 0.0, "uniform", seed))
     return out
 
 
 def _print_header(sc, log):
-    unit = "µs/step" if sc.kind == "step" else "ms/fit"
+    unit = {"step": "µs/step", "inference": "µs/call"}.get(sc.kind, "ms/fit")
     acc = "  test acc" if sc.kind == "fit" else ""
     log(f"  {'thr':>3} {'contender':<13}{'median ' + unit:>15}{'min':>10}{'max':>10}"
         f"{'samples/s':>11}{'GFLOP/s':>9}{'ratio':>7}{acc}  flags")
 
 
 def _print_rows(sc, nt, res, log):
-    scale = 1.0 if sc.kind == "step" else 1e-3          # µs per step / ms per fit
+    scale = 1e-3 if sc.kind == "fit" else 1.0       # µs per step or call / ms per fit
     for k in CONTENDERS:
         if k not in res:
             continue
@@ -829,15 +920,15 @@ def run_suite(groups, threads, quick=False, large=False, blocks=None, log=print,
                           "skipped": f"{e}"})
             log(f"\n== {sc.key}: skipped ({e})")
             continue
-        flop_txt = (f"{sc.flop / 1e6:.2f} MFLOP/step" if sc.kind == "step"
-                    else f"{sc.flop / 1e9:.2f} GFLOP/fit")
+        flop_txt = (f"{sc.flop / 1e9:.2f} GFLOP/fit" if sc.kind == "fit" else
+                    f"{sc.flop / 1e6:.2f} MFLOP/{'call' if sc.kind == 'inference' else 'step'}")
         log(f"\n== {sc.key}: {sc.title} ({flop_txt})")
         _print_header(sc, log)
         try:
             for nt in threads:
                 with _Threads(nt, torch):
                     fns = sc.contenders(torch)
-                    if sc.kind == "step":
+                    if sc.kind != "fit":
                         entry["compiled"] = sc.compiled     # else contenders() aborted
                     chk = sc.crosscheck(fns)
                     chk["threads"] = nt
@@ -858,11 +949,13 @@ def run_suite(groups, threads, quick=False, large=False, blocks=None, log=print,
             log(f"  ABORTED {sc.key}: {e}")
             continue
         checks = entry["crosscheck"]["checks"]
-        if sc.kind == "step":
+        if sc.kind != "fit":
             worst = {k: max(c["max_rel_diff"][k] for c in checks) for k in checks[0]["losses"]
                      if k != "compiled"}
-            log(f"  cross-check OK ({sc.check_steps} steps from the same state, rtol "
-                f"{sc.rtol:g}): max rel. loss diff vs compiled "
+            what = ("the outputs, rtol" if sc.kind == "inference" else
+                    f"{sc.check_steps} steps from the same state, rtol")
+            log(f"  cross-check OK ({what} {sc.rtol:g}): max rel. "
+                f"{'output' if sc.kind == 'inference' else 'loss'} diff vs compiled "
                 + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
         else:
             accs = checks[0]["test_accuracy"]
@@ -959,7 +1052,7 @@ def main(argv=None):
                     help="also 4096-4096-4096-10 batch 512 (minutes, ~1.6 GB of memory)")
     ap.add_argument("--threads", default=None,
                     help="comma list of thread counts (default 1 and all cores)")
-    ap.add_argument("--scenarios", default=",".join(g for g in GROUPS if g != "large"),
+    ap.add_argument("--scenarios", default=",".join(g for g in GROUPS if g not in OPT_IN),
                     help=f"comma list from {','.join(GROUPS)}")
     ap.add_argument("--blocks", type=int, default=None,
                     help="timed blocks per contender (default 7, --quick 3)")

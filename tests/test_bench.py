@@ -263,3 +263,30 @@ def test_no_script_edits_sys_path():
                  if any(f"sys.path.{m}" in p.read_text() for m in ("insert", "append",
                                                                     "extend"))]
     assert not offenders, f"these scripts edit sys.path: {offenders}"
+
+
+def test_quick_inference_scenarios(tmp_path):
+    out = tmp_path / "inf.json"
+    proc, log = _run_bench(["bench", "--quick", "--scenarios", "inference", "--threads", "1",
+                            "--blocks", "1", "--json", str(out), "--no-plot"])
+    assert "cross-check OK (the outputs" in proc.stdout, log
+    assert "µs/call" in proc.stdout, log
+    doc = json.loads(out.read_text())
+    assert doc["ok"] is True
+    keys = [e["key"] for e in doc["scenarios"]]
+    assert keys == ["infer-tiny-b1", "infer-tiny-b32", "infer-mnist-b1", "infer-mnist-b32"]
+    for sc in doc["scenarios"]:
+        assert sc["kind"] == "inference" and sc["compiled"] is True
+        assert sc["crosscheck"]["passed"] is True
+        [r] = sc["results"]
+        names = set(r["contenders"])
+        assert {"compiled", "numpy"} <= names
+        if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
+            assert "onnxruntime" in names
+        if HAVE_TORCH:
+            assert "torch" in names
+        assert r["contenders"]["compiled"]["ratio"] == 1.0
+
+
+def test_inference_is_not_a_default_scenario(brun):
+    assert "inference" in brun.GROUPS and "inference" in brun.OPT_IN

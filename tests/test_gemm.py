@@ -472,3 +472,38 @@ def test_in_place_and_packed_operands_bitwise_equal(shape, dtype, variant):
     expected = ref.gemm(a, b, bias=bias, activation="tanh")
     tol = 1e-4 if dtype == np.float32 else 1e-10
     np.testing.assert_allclose(outs[0], expected, rtol=tol, atol=tol)
+
+
+# ---------------------------------------------------------------- one or two rows (GEMV)
+@pytest.mark.parametrize("M", [1, 2])
+@pytest.mark.parametrize("K,N", [(1, 1), (2, 64), (15, 7), (16, 3), (33, 17), (784, 40)])
+@pytest.mark.parametrize("layout", ["x@W.T", "dz@W", "strided"])
+def test_few_rows_run_as_matrix_vector_products(M, K, N, layout, dtype):
+    """At most two rows (beta == 0) run as matrix-vector products reading B in place: the
+    dot form (B = W.T, rows of W contiguous), the axpy form (B row-major), and a strided
+    A; every activation with a bias, against the reference and against the packed path."""
+    from fastnn._kernels import gemm as _g
+    rng = np.random.default_rng(K * 100 + N + M)
+    if layout == "x@W.T":
+        a = rng.standard_normal((M, K)).astype(dtype)
+        b = rng.standard_normal((N, K)).astype(dtype).T
+    elif layout == "dz@W":
+        a = rng.standard_normal((M, K)).astype(dtype)
+        b = rng.standard_normal((K, N)).astype(dtype)
+    else:
+        a = rng.standard_normal((K, M + 3)).astype(dtype).T[:M]
+        b = rng.standard_normal((N, K)).astype(dtype).T
+    bias = rng.standard_normal(N).astype(dtype)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    for act, slope in ACT_SLOPES:
+        got = fastnn.gemm(a, b, bias=bias, activation=act, negative_slope=slope,
+                          engine="native", n_threads=2)
+        old = _g._set_gemv_max_m(0)
+        try:
+            packed = fastnn.gemm(a, b, bias=bias, activation=act, negative_slope=slope,
+                                 engine="native", n_threads=1)
+        finally:
+            _g._set_gemv_max_m(old)
+        expected = ref.gemm(a, b, bias=bias, activation=act, negative_slope=slope)
+        np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * np.sqrt(K))
+        np.testing.assert_allclose(got, packed, rtol=tol, atol=tol * np.sqrt(K))

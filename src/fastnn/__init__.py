@@ -15,6 +15,7 @@ from .gradcheck import GradcheckError, GradcheckReport, gradcheck, numerical_gra
 from .io import Checkpoint, load, load_checkpoint, save, save_checkpoint
 from .training import (Callback, CompiledStep, EarlyStopping, History, LRSchedulerCallback,
                        Trainer, compile_step)
+from .inference import InferenceFunction, compile_inference
 
 __all__ = [
     "__version__", "config", "show_config", "get_engine", "set_engine", "get_num_threads",
@@ -28,5 +29,5 @@ __all__ = [
     "numerical_gradient", "GradcheckError", "GradcheckReport", "save", "load",
     "save_checkpoint", "load_checkpoint", "Checkpoint",
     "compile_step", "CompiledStep", "Trainer", "History", "Callback", "EarlyStopping",
-    "LRSchedulerCallback",
+    "LRSchedulerCallback", "compile_inference", "InferenceFunction",
 ]

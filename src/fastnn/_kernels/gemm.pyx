@@ -17,7 +17,7 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from libc.string cimport memset
 
 from ._core cimport (fnn_kern_s, fnn_kern_d, kern_s, kern_d, workspace, scale_bias_act,
-                     Activation)
+                     bias_act, Activation)
 
 # Below PARALLEL_MIN_FLOPS flops (2*M*N*K) a GEMM runs on one thread, and each extra thread
 # must get at least FLOPS_PER_THREAD: a parallel region plus the duplicated packing costs more
@@ -316,6 +316,70 @@ cdef void _choose_grid(int M, int N, int mu, int nu, int mr, int nr, int nt,
         t -= 1
 
 
+# At most GEMV_MAX_M rows (a batch of one or two: request-time inference), C = A @ B + bias
+# runs as matrix-vector products reading B in place: packing all of B (a 784x512 weight is
+# 1.6 MB) for one row cost 2x the product itself.  Dot form where B's rows are contiguous
+# along K (x @ W.T), axpy form where they are contiguous along N (dz @ W); each output is
+# summed in one fixed order on one thread, the bias and activation by bias_act (the
+# epilogue the K == 0 path uses).
+cdef int GEMV_MAX_M = 2
+cdef enum:
+    GEMV_LANES = 16
+
+
+def _set_gemv_max_m(int m):
+    """Tuning hook: GEMMs with at most m rows (and beta == 0) run as matrix-vector
+    products (0: off).  Returns the previous value."""
+    global GEMV_MAX_M
+    old = GEMV_MAX_M
+    GEMV_MAX_M = m
+    return old
+
+
+cdef void _gemv_dot(int N, int K, floating alpha, const floating *a, const floating *B,
+                    Py_ssize_t csb, floating *c) noexcept nogil:
+    """c[j] = alpha * sum_k a[k] B[k, j], B[k, j] at B + k + j*csb: GEMV_LANES partial sums
+    (k mod GEMV_LANES) added in lane order, then the tail."""
+    cdef floating s[GEMV_LANES]
+    cdef floating t
+    cdef int j, k, l
+    cdef const floating *w
+    for j in range(N):
+        w = B + <Py_ssize_t>j * csb
+        for l in range(GEMV_LANES):
+            s[l] = 0
+        k = 0
+        while k + GEMV_LANES <= K:
+            for l in range(GEMV_LANES):
+                s[l] = s[l] + a[k + l] * w[k + l]
+            k += GEMV_LANES
+        t = 0
+        for l in range(GEMV_LANES):
+            t = t + s[l]
+        while k < K:
+            t = t + a[k] * w[k]
+            k += 1
+        c[j] = alpha * t
+
+
+cdef void _gemv_axpy(int N, int K, floating alpha, const floating *a, Py_ssize_t csa,
+                     const floating *B, Py_ssize_t rsb, floating *c) noexcept nogil:
+    """c[j] = alpha * sum_k a[k] B[k, j], B's rows contiguous: c += a[k] * B[k, :] for
+    k = 0, 1, ..."""
+    cdef int j, k
+    cdef floating ak
+    cdef const floating *brow
+    for j in range(N):
+        c[j] = 0
+    for k in range(K):
+        ak = a[<Py_ssize_t>k * csa]
+        brow = B + <Py_ssize_t>k * rsb
+        for j in range(N):
+            c[j] = c[j] + ak * brow[j]
+    for j in range(N):
+        c[j] = alpha * c[j]
+
+
 cdef int gemm_native(int M, int N, int K, floating alpha,
                      const floating *A, Py_ssize_t rsa, Py_ssize_t csa,
                      const floating *B, Py_ssize_t rsb, Py_ssize_t csb,
@@ -328,6 +392,18 @@ cdef int gemm_native(int M, int N, int K, floating alpha,
         return 0
     if K <= 0 or alpha == 0:
         scale_bias_act(M, N, C, rsc, beta, bias, act, slope)
+        return 0
+
+    cdef int i
+    if M <= GEMV_MAX_M and beta == 0 and ((rsb == 1 and csa == 1) or csb == 1):
+        for i in range(M):
+            if rsb == 1 and csa == 1:
+                _gemv_dot(N, K, alpha, A + <Py_ssize_t>i * rsa, B, csb,
+                          C + <Py_ssize_t>i * rsc)
+            else:
+                _gemv_axpy(N, K, alpha, A + <Py_ssize_t>i * rsa, csa, B, rsb,
+                           C + <Py_ssize_t>i * rsc)
+        bias_act(M, N, C, rsc, bias, act, slope, 1)
         return 0
 
     cdef int mr, nr

@@ -801,3 +801,194 @@ cdef class StepKernel:
             raise MemoryError("compiled step: could not allocate the GEMM packing workspace")
         return done
 
+
+
+# ------------------------------------------------------------------ inference (forward only)
+cdef int _infer(Op *ops, int nops, Slot *S, int s_in, int M, const void *x,
+                Py_ssize_t rsx, bint dbl) noexcept nogil:
+    """The program's forward on M rows of x (row stride rsx): the ops of the training step's
+    forward, in order.  Returns nonzero when a GEMM workspace could not be allocated."""
+    cdef int engine = current_engine(), nt = current_threads()
+    cdef int et = loop_threads(engine, nt)
+    cdef int k
+    cdef float df = 0
+    cdef double dd = 0
+    S[s_in].val = <void *>x
+    S[s_in].rs = rsx
+    for k in range(nops):
+        if dbl:
+            if _forward_op[double](&ops[k], S, M, engine, nt, et, dd):
+                return 1
+        else:
+            if _forward_op[float](&ops[k], S, M, engine, nt, et, df):
+                return 1
+    return 0
+
+
+cdef class InferKernel:
+    """A forward-only program (the training step's Slot and Op structs, forward fields
+    only): ``run(x)`` runs the eval-mode forward of the planned model in one nogil call and
+    returns the output slot's rows (a view of a preallocated buffer, overwritten by the next
+    call), or None when fastnn/inference.py must re-plan (the model changed, or the batch
+    exceeds the workspaces)."""
+    cdef Op *ops
+    cdef Slot *S
+    cdef int *ipool
+    cdef int nops, nslots, s_in, s_out, typenum
+    cdef bint dbl
+    cdef Py_ssize_t cap, K0, Nout, view_m, version
+    cdef readonly object keep
+    cdef object out              # (cap, Nout), the output slot's buffer
+    cdef object view             # out[:view_m]
+    cdef object params, datas, model, graph_plan, version_box
+    cdef readonly str who
+
+    def __cinit__(self):
+        self.ops = NULL
+        self.S = NULL
+        self.ipool = NULL
+
+    cdef void _free(self) noexcept:
+        free(self.ops)
+        free(self.S)
+        free(self.ipool)
+        self.ops = NULL
+        self.S = NULL
+        self.ipool = NULL
+
+    def __dealloc__(self):
+        self._free()
+
+    def setup(self, str who, object model, object graph_plan, list slots, list ops,
+              int s_in, int s_out, list params, Py_ssize_t cap, object dtype,
+              object version_box, Py_ssize_t version):
+        """slots: dicts n, val ((cap, n) arrays; None for the input slot); ops: dicts kind,
+        gop, act, slope, ins, outs, K, N, W, b (the training program's forward fields)."""
+        cdef int i, j, ni = 0
+        cdef Op *op
+        self._free()
+        self.nops = len(ops)
+        self.nslots = len(slots)
+        for d in ops:
+            ni += len(d["ins"]) + len(d["outs"])
+        self.ops = <Op *>calloc(max(self.nops, 1), sizeof(Op))
+        self.S = <Slot *>calloc(max(self.nslots, 1), sizeof(Slot))
+        self.ipool = <int *>calloc(max(ni, 1), sizeof(int))
+        if self.ops == NULL or self.S == NULL or self.ipool == NULL:
+            self._free()
+            raise MemoryError("compile_inference: out of memory")
+        keep = []
+        for i, d in enumerate(slots):
+            self.S[i].n = d["n"]
+            self.S[i].rs = d["n"]
+            self.S[i].val = _ptr(d["val"])
+            if d["val"] is not None:
+                keep.append(d["val"])
+        ni = 0
+        for i, d in enumerate(ops):
+            op = &self.ops[i]
+            op.kind = d["kind"]
+            op.gop = d["gop"]
+            op.act = d["act"]
+            op.slope = d["slope"]
+            op.nin = len(d["ins"])
+            op.nout = len(d["outs"])
+            op.ins = &self.ipool[ni]
+            for j, s in enumerate(d["ins"]):
+                op.ins[j] = s
+            ni += op.nin
+            op.outs = &self.ipool[ni]
+            for j, s in enumerate(d["outs"]):
+                op.outs[j] = s
+            ni += op.nout
+            op.K = d["K"]
+            op.N = d["N"]
+            op.W = _ptr(d["W"])
+            op.b = _ptr(d["b"])
+            if d["W"] is not None:
+                keep.append(d["W"])
+            if d["b"] is not None:
+                keep.append(d["b"])
+        self.keep = keep
+        self.who = who
+        self.s_in = s_in
+        self.s_out = s_out
+        self.cap = cap
+        self.K0 = self.S[s_in].n
+        self.Nout = self.S[s_out].n
+        self.out = slots[s_out]["val"]
+        self.view = self.out
+        self.view_m = cap
+        self.dbl = np_dtype(dtype) == np_dtype("float64")
+        self.typenum = cnp.NPY_FLOAT64 if self.dbl else cnp.NPY_FLOAT32
+        self.params = params
+        self.datas = [p._data for p in params]
+        self.model = model
+        self.graph_plan = graph_plan
+        self.version_box = version_box
+        self.version = version
+
+    property capacity:
+        def __get__(self):
+            return self.cap
+
+    property n_ops:
+        def __get__(self):
+            return self.nops
+
+    cpdef bint valid(self):
+        """False when the model's structure, a graph's plan or a parameter's array changed
+        since setup (the program must be re-planned)."""
+        cdef Py_ssize_t i
+        if self.version_box[0] != self.version:
+            return False
+        if self.graph_plan is not None and self.model._plan is not self.graph_plan:
+            return False
+        for i in range(len(self.datas)):
+            if self.params[i]._data is not self.datas[i]:
+                return False
+        return True
+
+    cdef _bad_input(self, x):
+        dt = "float64" if self.dbl else "float32"
+        if not cnp.PyArray_Check(x):
+            raise TypeError(f"{self.who}: x must be a numpy.ndarray of shape (batch, "
+                            f"{self.K0}) and dtype {dt}, got {type(x).__name__}")
+        if cnp.PyArray_TYPE(<cnp.ndarray>x) != self.typenum or \
+                not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x):
+            raise TypeError(f"{self.who}: x has dtype {x.dtype} but the model computes in "
+                            f"{dt}; convert it with .astype(np.{dt})")
+        raise ValueError(f"{self.who}: x must have shape (batch, {self.K0}), got shape "
+                         f"{x.shape}")
+
+    def run(self, x):
+        """The output for x (batch, K0) of the model's dtype, or None (re-plan first)."""
+        cdef cnp.ndarray xa
+        cdef Py_ssize_t M
+        cdef int e
+        cdef const void *px
+        cdef bint dbl = self.dbl
+        if not self.valid():
+            return None
+        if not cnp.PyArray_Check(x):
+            self._bad_input(x)
+        xa = <cnp.ndarray>x
+        if cnp.PyArray_TYPE(xa) != self.typenum or not cnp.PyArray_ISNOTSWAPPED(xa) or \
+                cnp.PyArray_NDIM(xa) != 2 or cnp.PyArray_DIMS(xa)[1] != self.K0:
+            self._bad_input(x)
+        M = cnp.PyArray_DIMS(xa)[0]
+        if M > self.cap:
+            return None
+        if M == 0:
+            return self.out[:0].copy()
+        if not cnp.PyArray_IS_C_CONTIGUOUS(xa) or not cnp.PyArray_ISALIGNED(xa):
+            xa = np_ascontiguousarray(xa)
+        px = cnp.PyArray_DATA(xa)
+        with nogil:
+            e = _infer(self.ops, self.nops, self.S, self.s_in, <int>M, px, self.K0, dbl)
+        if e:
+            raise MemoryError(f"{self.who}: could not allocate the GEMM packing workspace")
+        if M != self.view_m:
+            self.view = self.out[:M]
+            self.view_m = M
+        return self.view

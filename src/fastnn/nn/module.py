@@ -147,6 +147,25 @@ class Module:
     def __call__(self, *inputs, **kwargs):
         return self.forward(*inputs, **kwargs)
 
+    def predict(self, *inputs, **named):
+        """The eval-mode output for ``inputs`` as a new array, through the model's cached
+        compiled inference (fastnn.compile_inference: one nogil call for a Sequential or
+        one-input Graph of fastnn layers; re-planned when the model changes; the module path
+        otherwise), bitwise equal to ``model.eval()(x)``; the model's mode is unchanged."""
+        f = self.__dict__.get("_inference")
+        if f is None:
+            from ..inference import InferenceFunction
+            f = InferenceFunction(self, who=f"{type(self).__name__}.predict")
+            object.__setattr__(self, "_inference", f)
+        y = f(*inputs, **named)
+        return y.copy() if isinstance(y, np.ndarray) else y
+
+    def __getstate__(self):
+        # the cached compiled inference points into this model's arrays: never copied
+        d = self.__dict__.copy()
+        d.pop("_inference", None)
+        return d
+
     def _who(self):
         return repr(self) if not self._modules else f"{type(self).__name__}"
 
