@@ -9,6 +9,7 @@ from .ops import (activation_backward, activation_forward, gemm, linear_backward
 from .nn import (Add, Concat, Graph, Identity, LeakyReLU, Linear, Maximum, Module, Multiply,
                  Parameter, ReLU, Sequential, Sigmoid, Split, Tanh)
 from .nn.utils import clip_grad_norm_, clip_grad_value_
+from . import init
 from .losses import CrossEntropyLoss, Loss, MSELoss, SVMLoss
 from .optim import SGD, Adam, AdamW, RMSprop
 from .gradcheck import GradcheckError, GradcheckReport, gradcheck, numerical_gradient
@@ -22,7 +23,7 @@ __all__ = [
     "gemm", "linear_forward", "linear_backward", "activation_forward", "activation_backward",
     "Parameter", "Module", "Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU", "Identity",
     "Sequential", "Graph", "Add", "Multiply", "Maximum", "Concat", "Split",
-    "clip_grad_norm_", "clip_grad_value_",
+    "clip_grad_norm_", "clip_grad_value_", "init",
     "Loss", "MSELoss", "CrossEntropyLoss", "SVMLoss", "SGD", "Adam", "AdamW", "RMSprop",
     "gradcheck",
     "numerical_gradient", "GradcheckError", "GradcheckReport", "save", "load",
