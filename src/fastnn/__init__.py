@@ -10,7 +10,8 @@ from .nn import (Add, Concat, Graph, Identity, LeakyReLU, Linear, Maximum, Modul
                  Parameter, ReLU, Sequential, Sigmoid, Split, Tanh)
 from .nn.utils import clip_grad_norm_, clip_grad_value_
 from . import init
-from .losses import CrossEntropyLoss, Loss, MSELoss, SVMLoss
+from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, Loss,
+                     MSELoss, NLLLoss, SmoothL1Loss, SVMLoss)
 from .optim import SGD, Adam, AdamW, RMSprop
 from .gradcheck import GradcheckError, GradcheckReport, gradcheck, numerical_gradient
 from .io import Checkpoint, load, load_checkpoint, save, save_checkpoint
@@ -24,7 +25,8 @@ __all__ = [
     "Parameter", "Module", "Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU", "Identity",
     "Sequential", "Graph", "Add", "Multiply", "Maximum", "Concat", "Split",
     "clip_grad_norm_", "clip_grad_value_", "init",
-    "Loss", "MSELoss", "CrossEntropyLoss", "SVMLoss", "SGD", "Adam", "AdamW", "RMSprop",
+    "Loss", "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss",
+    "CrossEntropyLoss", "NLLLoss", "SVMLoss", "SGD", "Adam", "AdamW", "RMSprop",
     "gradcheck",
     "numerical_gradient", "GradcheckError", "GradcheckReport", "save", "load",
     "save_checkpoint", "load_checkpoint", "Checkpoint",

@@ -7,7 +7,7 @@ bitwise identical for any thread count.  g == NULL skips the gradient (evaluatio
 Strides are element strides; every row is contiguous.  The callers (fastnn/losses.py)
 validate shapes, dtypes and label ranges.
 """
-from libc.math cimport log
+from libc.math cimport exp, fabs, log, log1p
 from cython.parallel cimport prange
 from ._core cimport (current_engine, current_threads, elem_threads, kern_s, kern_d,
                      Engine, FNN_ACT_EXP_NEG, loop_threads)
@@ -196,6 +196,240 @@ cdef double svm_loss(Py_ssize_t m, Py_ssize_t n, const floating *s, Py_ssize_t r
     return scale * _sum_rows(m, rows)
 
 
+# ---------------------------------------------------------------- elementwise losses
+cpdef enum PointwiseLoss:
+    # the elementwise losses of pointwise_loss (pred and target of one shape)
+    PW_MSE = 0          # (p - t)**2 (the weighted path of MSELoss)
+    PW_BCE_LOGITS = 1   # -[pw t log sigmoid(p) + (1 - t) log(1 - sigmoid(p))]
+    PW_BCE = 2          # -[t max(log p, -100) + (1 - t) max(log(1 - p), -100)]
+    PW_L1 = 3           # |p - t|
+    PW_HUBER = 4        # 0.5 d**2 if |d| < delta else delta (|d| - 0.5 delta)
+    PW_SMOOTH_L1 = 5    # 0.5 d**2 / beta if |d| < beta else |d| - 0.5 beta (beta 0: L1)
+
+
+# torch's clamp of BCE's gradient denominator: 1e-12 rounded to float32 (9.99999996e-13)
+cdef double BCE_EPS = <double><float>1e-12
+
+
+cdef inline double _sign(double d) noexcept nogil:
+    # torch's sign: 0 at 0 (the L1 subgradient there)
+    return 1.0 if d > 0 else (-1.0 if d < 0 else 0.0)
+
+
+cdef inline double _pw_row(int kind, Py_ssize_t n, const floating *p, const floating *t,
+                           const double *pw, floating *g, double gs,
+                           double param) noexcept nogil:
+    """One row of an elementwise loss: returns sum_j l(p_j, t_j) and writes
+    g_j = gs * dl/dp_j (g NULL: the value only).  Every element is computed in double and
+    the gradient rounded once; g may be p (each element is read before it is written)."""
+    cdef Py_ssize_t j
+    cdef double x, y, d, ad, e, lse, lw, sig, lp, lq, l, dl, w
+    cdef double acc = 0
+    for j in range(n):
+        x = p[j]
+        y = t[j]
+        if kind == PW_MSE:
+            d = x - y
+            l = d * d
+            dl = 2.0 * d
+        elif kind == PW_BCE_LOGITS:
+            # log(1 + exp(-|x|)) + max(-x, 0) = -log sigmoid(x), without overflow
+            e = exp(-fabs(x))
+            lse = log1p(e) + (-x if x < 0 else 0.0)
+            sig = 1.0 / (1.0 + e) if x >= 0 else e / (1.0 + e)
+            if pw != NULL:
+                w = pw[j]
+                lw = 1.0 + (w - 1.0) * y
+                l = (1.0 - y) * x + lw * lse
+                dl = sig * lw - w * y
+            else:
+                l = (1.0 - y) * x + lse
+                dl = sig - y
+        elif kind == PW_BCE:
+            lp = log(x)
+            lq = log(1.0 - x)
+            if lp < -100.0:
+                lp = -100.0
+            if lq < -100.0:
+                lq = -100.0
+            l = -(y * lp + (1.0 - y) * lq)
+            # torch's gradient: (p - t) / max(p (1 - p), eps), eps = 1e-12 as a float
+            d = x * (1.0 - x)
+            dl = (x - y) / (d if d > BCE_EPS else BCE_EPS)
+        elif kind == PW_L1:
+            d = x - y
+            l = fabs(d)
+            dl = _sign(d)
+        elif kind == PW_HUBER:
+            d = x - y
+            ad = fabs(d)
+            if ad < param:
+                l = 0.5 * d * d
+                dl = d
+            else:
+                l = param * (ad - 0.5 * param)
+                dl = param * _sign(d)
+        else:   # PW_SMOOTH_L1
+            d = x - y
+            ad = fabs(d)
+            if ad < param:
+                l = 0.5 * d * d / param
+                dl = d / param
+            else:
+                l = ad - 0.5 * param
+                dl = _sign(d)
+        acc += l
+        if g != NULL:
+            g[j] = <floating>(gs * dl)
+    return acc
+
+
+cdef inline double _pw_weighted(int kind, Py_ssize_t i, Py_ssize_t n, const floating *p,
+                                Py_ssize_t rsp, const floating *t, Py_ssize_t rst,
+                                const double *sw, const double *pw, floating *g,
+                                Py_ssize_t rsg, double param, double scale) noexcept nogil:
+    cdef double w = sw[i] if sw != NULL else 1.0
+    return w * _pw_row(kind, n, p + i * rsp, t + i * rst, pw,
+                       g + i * rsg if g != NULL else NULL, scale * w, param)
+
+
+cdef double pointwise_loss(int kind, Py_ssize_t m, Py_ssize_t n, const floating *p,
+                           Py_ssize_t rsp, const floating *t, Py_ssize_t rst,
+                           const double *sw, const double *pw, floating *g, Py_ssize_t rsg,
+                           double param, double scale, double *rows,
+                           int n_threads) noexcept nogil:
+    """scale * sum_i sw_i sum_j l(p_ij, t_ij); g_ij = scale * sw_i * dl/dp_ij.  sw: per-row
+    weights (NULL: 1), pw: per-column positive weights of PW_BCE_LOGITS (NULL: 1), param:
+    delta (Huber) or beta (SmoothL1)."""
+    cdef Py_ssize_t i
+    cdef int nt = elem_threads(m, 4 * n if kind != PW_MSE else n, n_threads)
+    if nt == 1:
+        for i in range(m):
+            rows[i] = _pw_weighted(kind, i, n, p, rsp, t, rst, sw, pw, g, rsg, param, scale)
+    else:
+        for i in prange(m, nogil=True, num_threads=nt, schedule='static'):
+            rows[i] = _pw_weighted(kind, i, n, p, rsp, t, rst, sw, pw, g, rsg, param, scale)
+    return scale * _sum_rows(m, rows)
+
+
+# ------------------------------------------------- weighted / smoothed classification
+cdef inline double _xent_w_row(Py_ssize_t n, const floating *s, Py_ssize_t y,
+                               const double *cw, double wsum, double eps, double rw,
+                               floating *g, double gs) noexcept nogil:
+    """rw * [(1 - eps) w_y (-log p_y) + (eps / n) sum_c w_c (-log p_c)], p = softmax(s),
+    w = cw (NULL: 1, wsum = sum w); g = gs * rw * d/ds.  g is required and may be s."""
+    cdef Py_ssize_t j
+    cdef floating mx = s[0]
+    cdef double zy, sz = 0, total = 0, lse, wy, a, cp, ce
+    for j in range(1, n):
+        if s[j] > mx:
+            mx = s[j]
+    zy = <double>(s[y] - mx)
+    wy = cw[y] if cw != NULL else 1.0
+    if eps != 0:
+        if cw != NULL:
+            for j in range(n):
+                sz += cw[j] * <double>(s[j] - mx)
+                g[j] = s[j] - mx
+        else:
+            for j in range(n):
+                sz += <double>(s[j] - mx)
+                g[j] = s[j] - mx
+    else:
+        for j in range(n):
+            g[j] = s[j] - mx
+    _exp_neg(n, g)
+    for j in range(n):
+        total += g[j]
+    lse = log(total)
+    # gradient: p_j ((1 - eps) w_y + eps W / n) - (1 - eps) w_y [j == y] - eps w_j / n
+    a = gs * rw
+    cp = a * ((1.0 - eps) * wy + eps * wsum / n) / total
+    ce = a * eps / n
+    if eps != 0 and cw != NULL:
+        for j in range(n):
+            g[j] = <floating>(g[j] * cp - ce * cw[j])
+    else:
+        for j in range(n):
+            g[j] = <floating>(g[j] * cp - ce)
+    g[y] = <floating>(g[y] - a * (1.0 - eps) * wy)
+    return rw * ((1.0 - eps) * wy * (lse - zy) + (eps / n) * (wsum * lse - sz))
+
+
+cdef double xent_w_loss(Py_ssize_t m, Py_ssize_t n, const floating *s, Py_ssize_t rss,
+                        const int64_t *y, const double *cw, const double *sw, double eps,
+                        floating *g, Py_ssize_t rsg, double scale, double *rows,
+                        int n_threads) noexcept nogil:
+    """CrossEntropyLoss with class weights cw (NULL: none), per-row weights sw (NULL:
+    none) and label smoothing eps, as torch: scale * sum_i sw_i [(1 - eps) w_{y_i}
+    (-log p_{i,y_i}) + (eps / n) sum_c w_c (-log p_ic)]."""
+    cdef Py_ssize_t i, j
+    cdef double wsum = 0
+    cdef int nt = elem_threads(m, 8 * n, n_threads)
+    if cw != NULL:
+        for j in range(n):
+            wsum += cw[j]
+    else:
+        wsum = <double>n
+    if nt == 1:
+        for i in range(m):
+            rows[i] = _xent_w_row(n, s + i * rss, y[i], cw, wsum, eps,
+                                  sw[i] if sw != NULL else 1.0, g + i * rsg, scale)
+    else:
+        for i in prange(m, nogil=True, num_threads=nt, schedule='static'):
+            rows[i] = _xent_w_row(n, s + i * rss, y[i], cw, wsum, eps,
+                                  sw[i] if sw != NULL else 1.0, g + i * rsg, scale)
+    return scale * _sum_rows(m, rows)
+
+
+cdef inline double _nll_row(Py_ssize_t n, const floating *s, Py_ssize_t y, double w,
+                            floating *g, double gs) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef double v = -w * <double>s[y]
+    if g != NULL:
+        for j in range(n):
+            g[j] = 0
+        g[y] = <floating>(-gs * w)
+    return v
+
+
+cdef double nll_loss(Py_ssize_t m, Py_ssize_t n, const floating *s, Py_ssize_t rss,
+                     const int64_t *y, const double *cw, const double *sw, floating *g,
+                     Py_ssize_t rsg, double scale, double *rows, int n_threads) noexcept nogil:
+    """scale * sum_i -sw_i w_{y_i} s_{i,y_i} (s: log-probabilities); g = its gradient."""
+    cdef Py_ssize_t i
+    cdef int nt = elem_threads(m, n, n_threads)
+    if nt == 1:
+        for i in range(m):
+            rows[i] = _nll_row(n, s + i * rss, y[i],
+                               (cw[y[i]] if cw != NULL else 1.0) * (sw[i] if sw != NULL else 1.0),
+                               g + i * rsg if g != NULL else NULL, scale)
+    else:
+        for i in prange(m, nogil=True, num_threads=nt, schedule='static'):
+            rows[i] = _nll_row(n, s + i * rss, y[i],
+                               (cw[y[i]] if cw != NULL else 1.0) * (sw[i] if sw != NULL else 1.0),
+                               g + i * rsg if g != NULL else NULL, scale)
+    return scale * _sum_rows(m, rows)
+
+
+cdef double svm_w_loss(Py_ssize_t m, Py_ssize_t n, const floating *s, Py_ssize_t rss,
+                       const int64_t *y, const double *sw, floating *g, Py_ssize_t rsg,
+                       double margin, double scale, double *rows, int n_threads) noexcept nogil:
+    """svm_loss with per-row weights sw: row i's value and gradient times sw_i."""
+    cdef Py_ssize_t i
+    cdef floating mg = <floating>margin
+    cdef int nt = elem_threads(m, n, n_threads)
+    if nt == 1:
+        for i in range(m):
+            rows[i] = sw[i] * _svm_row(n, s + i * rss, y[i], g + i * rsg if g != NULL else NULL,
+                                       mg, <floating>(scale * sw[i]))
+    else:
+        for i in prange(m, nogil=True, num_threads=nt, schedule='static'):
+            rows[i] = sw[i] * _svm_row(n, s + i * rss, y[i], g + i * rsg if g != NULL else NULL,
+                                       mg, <floating>(scale * sw[i]))
+    return scale * _sum_rows(m, rows)
+
+
 # ---------------------------------------------------------------- Python entry points
 # (validated by fastnn/losses.py: at least one row and one column, labels in range; `g` may
 # be an empty (0, 0) array for "no gradient")
@@ -228,4 +462,57 @@ def _svm(const floating[:, :] s, const int64_t[::1] y, floating[:, :] g, double[
         out = svm_loss(s.shape[0], s.shape[1], cptr2(s), row_stride(s),
                        &y[0], ptr2(g), row_stride(g), margin, scale,
                        &rows[0], nt)
+    return out
+
+
+# (the weight arrays are float64 and contiguous; an empty one stands for "no weights")
+cdef inline const double *_dptr(const double[::1] a) noexcept nogil:
+    return &a[0] if a.shape[0] > 0 else NULL
+
+
+def _pointwise(int kind, const floating[:, :] p, const floating[:, :] t, const double[::1] sw,
+               const double[::1] pw, floating[:, :] g, double[::1] rows, double param,
+               double scale, int n_threads=-1):
+    cdef double out
+    cdef int nt = loop_threads(current_engine(), n_threads)
+    with nogil:
+        out = pointwise_loss(kind, p.shape[0], p.shape[1], cptr2(p), row_stride(p), cptr2(t),
+                             row_stride(t), _dptr(sw), _dptr(pw), ptr2(g), row_stride(g),
+                             param, scale, &rows[0], nt)
+    return out
+
+
+def _xent_w(const floating[:, :] s, const int64_t[::1] y, const double[::1] cw,
+            const double[::1] sw, double eps, floating[:, :] g, double[::1] rows,
+            double scale, int n_threads=-1):
+    # g is required (a (rows, classes) buffer)
+    cdef double out
+    cdef int nt = loop_threads(current_engine(), n_threads)
+    with nogil:
+        out = xent_w_loss(s.shape[0], s.shape[1], cptr2(s), row_stride(s), &y[0],
+                          _dptr(cw), _dptr(sw), eps, ptr2(g), row_stride(g), scale,
+                          &rows[0], nt)
+    return out
+
+
+def _nll(const floating[:, :] s, const int64_t[::1] y, const double[::1] cw,
+         const double[::1] sw, floating[:, :] g, double[::1] rows, double scale,
+         int n_threads=-1):
+    cdef double out
+    cdef int nt = loop_threads(current_engine(), n_threads)
+    with nogil:
+        out = nll_loss(s.shape[0], s.shape[1], cptr2(s), row_stride(s), &y[0], _dptr(cw),
+                       _dptr(sw), ptr2(g), row_stride(g), scale, &rows[0], nt)
+    return out
+
+
+def _svm_w(const floating[:, :] s, const int64_t[::1] y, const double[::1] sw,
+           floating[:, :] g, double[::1] rows, double margin, double scale,
+           int n_threads=-1):
+    # sw is required (one weight per row)
+    cdef double out
+    cdef int nt = loop_threads(current_engine(), n_threads)
+    with nogil:
+        out = svm_w_loss(s.shape[0], s.shape[1], cptr2(s), row_stride(s), &y[0], &sw[0],
+                         ptr2(g), row_stride(g), margin, scale, &rows[0], nt)
     return out

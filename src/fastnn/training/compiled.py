@@ -160,6 +160,10 @@ def _program(model, loss_fn, optimizer):
     if type(loss_fn) not in _LOSS_KINDS:
         raise CannotCompile(f"the loss is a {type(loss_fn).__name__}; MSELoss, "
                             "CrossEntropyLoss and SVMLoss compile")
+    if type(loss_fn) is CrossEntropyLoss and (loss_fn.weight is not None
+                                              or loss_fn.label_smoothing):
+        raise CannotCompile("CrossEntropyLoss with class weights or label smoothing does "
+                            "not compile yet")
     if type(model) in (Sequential, Linear):
         plan, k0 = _chain_plan(model)
     elif type(model) is Graph:

@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 from .. import _checks
-from ..losses import CrossEntropyLoss, SVMLoss
+from ..losses import CrossEntropyLoss, NLLLoss, SVMLoss
 from ..nn.utils import clip_grad_norm_
 from .._kernels import step as _ks
 from .callbacks import Callback, runs_per_batch
@@ -138,7 +138,7 @@ class Trainer:
 
     # -- data
     def _classification(self):
-        return isinstance(self.loss_fn, (CrossEntropyLoss, SVMLoss))
+        return isinstance(self.loss_fn, (CrossEntropyLoss, NLLLoss, SVMLoss))
 
     def _dtype(self):
         try:
