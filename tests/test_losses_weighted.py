@@ -617,3 +617,71 @@ def test_reprs():
     assert repr(fnn.CrossEntropyLoss(weight=[1, 2], label_smoothing=0.1)) == \
         "CrossEntropyLoss(weight=[1.0, 2.0], label_smoothing=0.1, reduction='mean')"
     assert repr(fnn.NLLLoss()) == "NLLLoss(reduction='mean')"
+
+
+def _manual_weighted_fit(build, lf, X, y, w, epochs, bs, seed):
+    """Trainer.fit(sample_weight=w)'s arithmetic written out with the module API."""
+    from fastnn._kernels import step as _ks
+    m = build()
+    opt = fnn.SGD(m.parameters(), lr=0.2)
+    n = X.shape[0]
+    perm = np.empty(n, np.int64)
+    for e in range(epochs):
+        _ks.shuffle(perm, seed, e)
+        for s in range(0, n, bs):
+            idx = perm[s:s + bs]
+            if w[idx].sum() == 0:
+                continue
+            m.zero_grad()
+            opt.zero_grad()
+            lf(m(X[idx]), y[idx], sample_weight=w[idx])
+            m.backward(lf.backward(), input_grad=False)
+            opt.step()
+    return m
+
+
+@pytest.mark.parametrize("kind", ["xent", "mse"])
+def test_trainer_fit_sample_weight(kind, rng):
+    X = rng.standard_normal((70, 5))
+    if kind == "xent":
+        y = rng.integers(0, 3, 70)
+        make_lf = fnn.CrossEntropyLoss
+    else:
+        y = rng.standard_normal((70, 3))
+        make_lf = fnn.MSELoss
+    w = rng.uniform(0, 2, 70)
+    w[:16] = 0.0
+
+    def build():
+        return fnn.Sequential(fnn.Linear(5, 8, rng=1, dtype=np.float64), fnn.Tanh(),
+                              fnn.Linear(8, 3, rng=2, dtype=np.float64))
+    m = build()
+    tr = fnn.Trainer(m, make_lf(), fnn.SGD(m.parameters(), lr=0.2), epochs=3, batch_size=16,
+                     seed=5, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # no compile_step fallback warning
+        h = tr.fit(X, y, sample_weight=w)
+    ref_m = _manual_weighted_fit(build, make_lf(), X, y, w, 3, 16, 5)
+    for p1, p2 in zip(m.parameters(), ref_m.parameters()):
+        assert_bitwise_equal(p1.data, p2.data)
+    assert len(h["loss"]) == 3 and np.isfinite(h["loss"]).all()
+    # all-ones weights train as the unweighted fit (the compiled step), to rounding
+    m1, m2 = build(), build()
+    fnn.Trainer(m1, make_lf(), fnn.SGD(m1.parameters(), lr=0.2), epochs=2, batch_size=16,
+                seed=5, progress=False).fit(X, y, sample_weight=np.ones(70))
+    fnn.Trainer(m2, make_lf(), fnn.SGD(m2.parameters(), lr=0.2), epochs=2, batch_size=16,
+                seed=5, progress=False).fit(X, y)
+    for p1, p2 in zip(m1.parameters(), m2.parameters()):
+        np.testing.assert_allclose(p1.data, p2.data, rtol=1e-12, atol=1e-14)
+
+
+def test_trainer_fit_sample_weight_errors(rng):
+    X = rng.standard_normal((10, 5))
+    y = rng.integers(0, 3, 10)
+    m = fnn.Sequential(fnn.Linear(5, 3, rng=1, dtype=np.float64))
+    tr = fnn.Trainer(m, fnn.CrossEntropyLoss(), fnn.SGD(m.parameters(), lr=0.1),
+                     progress=False)
+    with pytest.raises(ValueError, match=r"Trainer.fit: sample_weight must have shape \(10,\)"):
+        tr.fit(X, y, sample_weight=np.ones(9))
+    with pytest.raises(ValueError, match="Trainer.fit: sample_weight must be finite and >= 0"):
+        tr.fit(X, y, sample_weight=-np.ones(10))
