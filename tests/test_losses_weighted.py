@@ -599,8 +599,9 @@ def test_bce_errors_and_pos_weight_shapes(rng):
         fnn.BCELoss()(bad, t)
     with pytest.raises(ValueError, match=r"pos_weight of shape \(2,\) does not broadcast"):
         fnn.BCEWithLogitsLoss(pos_weight=[1.0, 2.0])(p, t)
-    # (1,) broadcasts everywhere; (batch, 3, 2) pred with (2,) pos_weight
-    fnn.BCEWithLogitsLoss(pos_weight=[2.0])(p, t)
+    # (1,) and a number broadcast everywhere; (batch, 3, 2) pred with (2,) pos_weight
+    assert fnn.BCEWithLogitsLoss(pos_weight=[2.0])(p, t) == \
+        fnn.BCEWithLogitsLoss(pos_weight=2.0)(p, t)
     x3, t3 = _reals(rng, (4, 3, 2), np.float64), _targets01(rng, (4, 3, 2), np.float64)
     pw = np.array([0.5, 2.0])
     loss = fnn.BCEWithLogitsLoss(pos_weight=pw, reduction="sum")

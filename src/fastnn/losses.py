@@ -245,6 +245,8 @@ class BCEWithLogitsLoss(_Elementwise):
 
     def __init__(self, *, pos_weight=None, reduction="mean"):
         super().__init__(reduction)
+        if pos_weight is not None and np.ndim(pos_weight) == 0:
+            pos_weight = [pos_weight]           # a number: one weight for every label
         self._pw = None if pos_weight is None else \
             C.weights("BCEWithLogitsLoss", "pos_weight", pos_weight)
         self._pw_cache = None

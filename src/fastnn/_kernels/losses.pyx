@@ -213,7 +213,29 @@ cdef double BCE_EPS = <double><float>1e-12
 
 cdef inline double _sign(double d) noexcept nogil:
     # torch's sign: 0 at 0 (the L1 subgradient there)
-    return 1.0 if d > 0 else (-1.0 if d < 0 else 0.0)
+    return <double>(d > 0) - <double>(d < 0)
+
+
+cdef inline double _bce_logits_elem(double x, double y, double w, double *dl) noexcept nogil:
+    # log(1 + exp(-|x|)) + max(-x, 0) = -log sigmoid(x), without overflow; w = pos_weight
+    cdef double e = exp(-fabs(x))
+    cdef double lse = log1p(e) + (-x if x < 0 else 0.0)
+    cdef double sig = 1.0 / (1.0 + e) if x >= 0 else e / (1.0 + e)
+    cdef double lw = 1.0 + (w - 1.0) * y
+    dl[0] = sig * lw - w * y
+    return (1.0 - y) * x + lw * lse
+
+
+cdef inline double _bce_elem(double x, double y, double *dl) noexcept nogil:
+    cdef double lp = log(x), lq = log(1.0 - x), d
+    if lp < -100.0:
+        lp = -100.0
+    if lq < -100.0:
+        lq = -100.0
+    # torch's gradient: (p - t) / max(p (1 - p), eps), eps = 1e-12 as a float
+    d = x * (1.0 - x)
+    dl[0] = (x - y) / (d if d > BCE_EPS else BCE_EPS)
+    return -(y * lp + (1.0 - y) * lq)
 
 
 cdef inline double _pw_row(int kind, Py_ssize_t n, const floating *p, const floating *t,
@@ -221,66 +243,57 @@ cdef inline double _pw_row(int kind, Py_ssize_t n, const floating *p, const floa
                            double param) noexcept nogil:
     """One row of an elementwise loss: returns sum_j l(p_j, t_j) and writes
     g_j = gs * dl/dp_j (g NULL: the value only).  Every element is computed in double and
-    the gradient rounded once; g may be p (each element is read before it is written)."""
+    the gradient rounded once; g may be p (each element is read before it is written).
+    One loop per kind (the kind is not re-tested per element)."""
     cdef Py_ssize_t j
-    cdef double x, y, d, ad, e, lse, lw, sig, lp, lq, l, dl, w
+    cdef double d, ad, dl = 0
     cdef double acc = 0
-    for j in range(n):
-        x = p[j]
-        y = t[j]
-        if kind == PW_MSE:
-            d = x - y
-            l = d * d
-            dl = 2.0 * d
-        elif kind == PW_BCE_LOGITS:
-            # log(1 + exp(-|x|)) + max(-x, 0) = -log sigmoid(x), without overflow
-            e = exp(-fabs(x))
-            lse = log1p(e) + (-x if x < 0 else 0.0)
-            sig = 1.0 / (1.0 + e) if x >= 0 else e / (1.0 + e)
-            if pw != NULL:
-                w = pw[j]
-                lw = 1.0 + (w - 1.0) * y
-                l = (1.0 - y) * x + lw * lse
-                dl = sig * lw - w * y
-            else:
-                l = (1.0 - y) * x + lse
-                dl = sig - y
-        elif kind == PW_BCE:
-            lp = log(x)
-            lq = log(1.0 - x)
-            if lp < -100.0:
-                lp = -100.0
-            if lq < -100.0:
-                lq = -100.0
-            l = -(y * lp + (1.0 - y) * lq)
-            # torch's gradient: (p - t) / max(p (1 - p), eps), eps = 1e-12 as a float
-            d = x * (1.0 - x)
-            dl = (x - y) / (d if d > BCE_EPS else BCE_EPS)
-        elif kind == PW_L1:
-            d = x - y
-            l = fabs(d)
-            dl = _sign(d)
-        elif kind == PW_HUBER:
-            d = x - y
+    if kind == PW_MSE:
+        for j in range(n):
+            d = <double>p[j] - <double>t[j]
+            acc += d * d
+            if g != NULL:
+                g[j] = <floating>(gs * (2.0 * d))
+    elif kind == PW_L1:
+        for j in range(n):
+            d = <double>p[j] - <double>t[j]
+            acc += fabs(d)
+            if g != NULL:
+                g[j] = <floating>(gs * _sign(d))
+    elif kind == PW_HUBER:
+        for j in range(n):
+            d = <double>p[j] - <double>t[j]
             ad = fabs(d)
             if ad < param:
-                l = 0.5 * d * d
+                acc += 0.5 * d * d
                 dl = d
             else:
-                l = param * (ad - 0.5 * param)
+                acc += param * (ad - 0.5 * param)
                 dl = param * _sign(d)
-        else:   # PW_SMOOTH_L1
-            d = x - y
+            if g != NULL:
+                g[j] = <floating>(gs * dl)
+    elif kind == PW_SMOOTH_L1:
+        for j in range(n):
+            d = <double>p[j] - <double>t[j]
             ad = fabs(d)
             if ad < param:
-                l = 0.5 * d * d / param
+                acc += 0.5 * d * d / param
                 dl = d / param
             else:
-                l = ad - 0.5 * param
+                acc += ad - 0.5 * param
                 dl = _sign(d)
-        acc += l
-        if g != NULL:
-            g[j] = <floating>(gs * dl)
+            if g != NULL:
+                g[j] = <floating>(gs * dl)
+    elif kind == PW_BCE_LOGITS:
+        for j in range(n):
+            acc += _bce_logits_elem(p[j], t[j], pw[j] if pw != NULL else 1.0, &dl)
+            if g != NULL:
+                g[j] = <floating>(gs * dl)
+    else:   # PW_BCE
+        for j in range(n):
+            acc += _bce_elem(p[j], t[j], &dl)
+            if g != NULL:
+                g[j] = <floating>(gs * dl)
     return acc
 
 
@@ -313,47 +326,67 @@ cdef double pointwise_loss(int kind, Py_ssize_t m, Py_ssize_t n, const floating 
 
 
 # ------------------------------------------------- weighted / smoothed classification
-cdef inline double _xent_w_row(Py_ssize_t n, const floating *s, Py_ssize_t y,
-                               const double *cw, double wsum, double eps, double rw,
-                               floating *g, double gs) noexcept nogil:
-    """rw * [(1 - eps) w_y (-log p_y) + (eps / n) sum_c w_c (-log p_c)], p = softmax(s),
-    w = cw (NULL: 1, wsum = sum w); g = gs * rw * d/ds.  g is required and may be s."""
-    cdef Py_ssize_t j
-    cdef floating mx = s[0]
-    cdef double zy, sz = 0, total = 0, lse, wy, a, cp, ce
-    for j in range(1, n):
-        if s[j] > mx:
-            mx = s[j]
-    zy = <double>(s[y] - mx)
-    wy = cw[y] if cw != NULL else 1.0
-    if eps != 0:
-        if cw != NULL:
+cdef void _xent_w_block(Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t n, const floating *s,
+                        Py_ssize_t rss, const int64_t *y, const double *cw, double wsum,
+                        double eps, const double *sw, floating *g, Py_ssize_t rsg, double gs,
+                        double *rows) noexcept nogil:
+    """Rows i0..i1-1 of xent_w_loss, as _xent_block: row i's value is
+    sw_i [(1 - eps) w_y (lse - z_y) + (eps / n) (W lse - sum_c w_c z_c)] with z = s - max
+    and lse = log sum exp z (w = cw, 1 without; W = sum w), its gradient
+    gs sw_i [p_j ((1 - eps) w_y + eps W / n) - (1 - eps) w_y [j == y] - eps w_j / n].
+    The shifted logits of the block are exponentiated in one vector call.  g is required
+    and may be s (each row of s is read before its row of g is written)."""
+    cdef Py_ssize_t i, j, yi
+    cdef floating mx
+    cdef const floating *si
+    cdef floating *gi
+    cdef double sz, total, wy, rw, a, cp, ce, lse, c1 = 1.0 - eps
+    for i in range(i0, i1):
+        si = s + i * rss
+        gi = g + i * rsg
+        yi = y[i]
+        mx = si[0]
+        for j in range(1, n):
+            if si[j] > mx:
+                mx = si[j]
+        wy = cw[yi] if cw != NULL else 1.0
+        sz = 0
+        if eps != 0:
+            if cw != NULL:
+                for j in range(n):
+                    sz += cw[j] * <double>(si[j] - mx)
+            else:
+                for j in range(n):
+                    sz += <double>(si[j] - mx)
+        # the part of the value without lse, kept in rows[i] until lse is known
+        rows[i] = c1 * wy * <double>(si[yi] - mx) + (eps / n) * sz
+        for j in range(n):
+            gi[j] = si[j] - mx
+    if rsg == n:
+        _exp_neg((i1 - i0) * n, g + i0 * rsg)
+    else:
+        for i in range(i0, i1):
+            _exp_neg(n, g + i * rsg)
+    for i in range(i0, i1):
+        gi = g + i * rsg
+        yi = y[i]
+        total = 0
+        for j in range(n):
+            total += gi[j]
+        lse = log(total)
+        wy = cw[yi] if cw != NULL else 1.0
+        rw = sw[i] if sw != NULL else 1.0
+        a = gs * rw
+        cp = a * (c1 * wy + eps * wsum / n) / total
+        ce = a * eps / n
+        if eps != 0 and cw != NULL:
             for j in range(n):
-                sz += cw[j] * <double>(s[j] - mx)
-                g[j] = s[j] - mx
+                gi[j] = <floating>(gi[j] * cp - ce * cw[j])
         else:
             for j in range(n):
-                sz += <double>(s[j] - mx)
-                g[j] = s[j] - mx
-    else:
-        for j in range(n):
-            g[j] = s[j] - mx
-    _exp_neg(n, g)
-    for j in range(n):
-        total += g[j]
-    lse = log(total)
-    # gradient: p_j ((1 - eps) w_y + eps W / n) - (1 - eps) w_y [j == y] - eps w_j / n
-    a = gs * rw
-    cp = a * ((1.0 - eps) * wy + eps * wsum / n) / total
-    ce = a * eps / n
-    if eps != 0 and cw != NULL:
-        for j in range(n):
-            g[j] = <floating>(g[j] * cp - ce * cw[j])
-    else:
-        for j in range(n):
-            g[j] = <floating>(g[j] * cp - ce)
-    g[y] = <floating>(g[y] - a * (1.0 - eps) * wy)
-    return rw * ((1.0 - eps) * wy * (lse - zy) + (eps / n) * (wsum * lse - sz))
+                gi[j] = <floating>(gi[j] * cp - ce)
+        gi[yi] = <floating>(gi[yi] - a * c1 * wy)
+        rows[i] = rw * ((c1 * wy + eps * wsum / n) * lse - rows[i])
 
 
 cdef double xent_w_loss(Py_ssize_t m, Py_ssize_t n, const floating *s, Py_ssize_t rss,
@@ -362,8 +395,8 @@ cdef double xent_w_loss(Py_ssize_t m, Py_ssize_t n, const floating *s, Py_ssize_
                         int n_threads) noexcept nogil:
     """CrossEntropyLoss with class weights cw (NULL: none), per-row weights sw (NULL:
     none) and label smoothing eps, as torch: scale * sum_i sw_i [(1 - eps) w_{y_i}
-    (-log p_{i,y_i}) + (eps / n) sum_c w_c (-log p_ic)]."""
-    cdef Py_ssize_t i, j
+    (-log p_{i,y_i}) + (eps / n) sum_c w_c (-log p_ic)].  Blocks of rows as xent_loss."""
+    cdef Py_ssize_t b, nb, j, rb = XENT_BLOCK // n if n < XENT_BLOCK else 1
     cdef double wsum = 0
     cdef int nt = elem_threads(m, 8 * n, n_threads)
     if cw != NULL:
@@ -371,14 +404,15 @@ cdef double xent_w_loss(Py_ssize_t m, Py_ssize_t n, const floating *s, Py_ssize_
             wsum += cw[j]
     else:
         wsum = <double>n
+    nb = (m + rb - 1) // rb
     if nt == 1:
-        for i in range(m):
-            rows[i] = _xent_w_row(n, s + i * rss, y[i], cw, wsum, eps,
-                                  sw[i] if sw != NULL else 1.0, g + i * rsg, scale)
+        for b in range(nb):
+            _xent_w_block(b * rb, min(m, (b + 1) * rb), n, s, rss, y, cw, wsum, eps, sw, g,
+                          rsg, scale, rows)
     else:
-        for i in prange(m, nogil=True, num_threads=nt, schedule='static'):
-            rows[i] = _xent_w_row(n, s + i * rss, y[i], cw, wsum, eps,
-                                  sw[i] if sw != NULL else 1.0, g + i * rsg, scale)
+        for b in prange(nb, nogil=True, num_threads=nt, schedule='static'):
+            _xent_w_block(b * rb, min(m, (b + 1) * rb), n, s, rss, y, cw, wsum, eps, sw, g,
+                          rsg, scale, rows)
     return scale * _sum_rows(m, rows)
 
 
