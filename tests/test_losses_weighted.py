@@ -451,12 +451,14 @@ def test_compile_step_falls_back_for_the_new_losses(rng):
     T = rng.uniform(0, 1, (32, 4)).astype(np.float32)
     for lf, target in ((fnn.CrossEntropyLoss(weight=[1, 2, 1, 1]), y),
                        (fnn.CrossEntropyLoss(label_smoothing=0.1), y), (fnn.NLLLoss(), y),
-                       (fnn.BCEWithLogitsLoss(), T), (fnn.HuberLoss(), T),
-                       (fnn.L1Loss(), T), (fnn.SmoothL1Loss(), T)):
+                       (fnn.BCEWithLogitsLoss(pos_weight=[2.0]), T), (fnn.BCELoss(), T)):
         def build():
             return fnn.Sequential(fnn.Linear(6, 8, rng=1), fnn.ReLU(), fnn.Linear(8, 4, rng=2))
         m1, m2 = build(), build()
         o1, o2 = fnn.SGD(m1.parameters(), lr=0.1), fnn.SGD(m2.parameters(), lr=0.1)
+        if isinstance(lf, fnn.BCELoss):
+            m1.append(fnn.Sigmoid())
+            m2.append(fnn.Sigmoid())
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             step = fnn.compile_step(m1, lf, o1)
@@ -464,7 +466,8 @@ def test_compile_step_falls_back_for_the_new_losses(rng):
         assert type(lf).__name__ in step.reason, step.reason
         assert [x.category for x in w] == [RuntimeWarning]
         lf2 = type(lf)(**({"weight": lf.weight} if getattr(lf, "weight", None) is not None
-                          else {}))
+                          else {"pos_weight": lf.pos_weight}
+                          if getattr(lf, "pos_weight", None) is not None else {}))
         if isinstance(lf, fnn.CrossEntropyLoss) and lf.label_smoothing:
             lf2 = fnn.CrossEntropyLoss(label_smoothing=lf.label_smoothing)
         for _ in range(3):
@@ -479,7 +482,8 @@ def test_compile_step_falls_back_for_the_new_losses(rng):
 
 
 def test_trainer_with_the_new_losses(rng):
-    """The Trainer runs them through the module path (accuracy for the classifiers)."""
+    """The Trainer: the module path for weighted/smoothed CE and NLL (accuracy for the
+    classifiers), compiled epochs for BCEWithLogitsLoss."""
     X = rng.standard_normal((64, 5)).astype(np.float32)
     y = (X[:, 0] > 0).astype(np.int64)
     for lf in (fnn.CrossEntropyLoss(label_smoothing=0.05), fnn.NLLLoss()):
@@ -490,7 +494,8 @@ def test_trainer_with_the_new_losses(rng):
         assert len(h["loss"]) == 3 and "accuracy" in h.history
     m = fnn.Sequential(fnn.Linear(5, 1, rng=0))
     Y = y[:, None].astype(np.float32)
-    with pytest.warns(RuntimeWarning, match="running the module path"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # compiles: no fallback warning
         h = fnn.Trainer(m, fnn.BCEWithLogitsLoss(), fnn.SGD(m.parameters(), lr=0.5),
                         epochs=5, batch_size=16, progress=False).fit(X, Y)
     assert h["loss"][-1] < h["loss"][0]
@@ -686,3 +691,76 @@ def test_trainer_fit_sample_weight_errors(rng):
         tr.fit(X, y, sample_weight=np.ones(9))
     with pytest.raises(ValueError, match="Trainer.fit: sample_weight must be finite and >= 0"):
         tr.fit(X, y, sample_weight=-np.ones(10))
+
+
+COMPILED = {"l1": lambda: fnn.L1Loss(), "huber-0.5": lambda: fnn.HuberLoss(delta=0.5),
+            "huber-sum": lambda: fnn.HuberLoss("sum"),
+            "smoothl1-0.5": lambda: fnn.SmoothL1Loss(beta=0.5),
+            "smoothl1-0": lambda: fnn.SmoothL1Loss(beta=0.0),
+            "bcelogits": lambda: fnn.BCEWithLogitsLoss(),
+            "bcelogits-sum": lambda: fnn.BCEWithLogitsLoss(reduction="sum")}
+
+
+@pytest.mark.parametrize("nt", [1, 2])
+@pytest.mark.parametrize("name", list(COMPILED))
+def test_compiled_step_equals_module_path(name, nt, dtype, native, threads, rng):
+    """The elementwise losses compile; parameters and losses bitwise equal to the module
+    path (a large batch, so 2 threads split the loss kernel)."""
+    fnn.set_num_threads(nt)
+
+    def build():
+        return fnn.Sequential(fnn.Linear(20, 64, rng=1, dtype=dtype), fnn.Tanh(),
+                              fnn.Linear(64, 300, rng=2, dtype=dtype))
+    m1, m2 = build(), build()
+    lf1, lf2 = COMPILED[name](), COMPILED[name]()
+    o1 = fnn.SGD(m1.parameters(), lr=0.05, momentum=0.9)
+    o2 = fnn.SGD(m2.parameters(), lr=0.05, momentum=0.9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        step = fnn.compile_step(m1, lf1, o1)
+    assert step.compiled, step.reason
+    for i in range(4):
+        x = rng.standard_normal((400, 20)).astype(dtype)
+        t = (rng.uniform(size=(400, 300)) < 0.5).astype(dtype) if "bce" in name else \
+            rng.standard_normal((400, 300)).astype(dtype)
+        if i == 2 and name.startswith("huber-0.5"):
+            lf1.delta = lf2.delta = 0.25        # read on every call
+        a = step(x, t)
+        o2.zero_grad()
+        b = lf2(m2(x), t)
+        m2.backward(lf2.backward(), input_grad=False)
+        o2.step()
+        assert a == b, (i, a, b)
+        for p1, p2 in zip(m1.parameters(), m2.parameters()):
+            assert_bitwise_equal(p1.data, p2.data, f"step {i}")
+            assert_bitwise_equal(p1.grad, p2.grad, f"step {i}")
+
+
+@pytest.mark.parametrize("name", ["huber-0.5", "bcelogits"])
+def test_trainer_compiled_equals_module_path(name, dtype, rng):
+    X = rng.standard_normal((150, 6)).astype(dtype)
+    Y = (X[:, :2] > 0).astype(dtype) if "bce" in name else X[:, :2] * 2.0
+    res = []
+    for compiled in (True, False):
+        m = fnn.Sequential(fnn.Linear(6, 16, rng=1, dtype=dtype), fnn.ReLU(),
+                           fnn.Linear(16, 2, rng=2, dtype=dtype))
+        tr = fnn.Trainer(m, COMPILED[name](), fnn.SGD(m.parameters(), lr=0.1), epochs=3,
+                         batch_size=32, progress=False, compiled=compiled)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            h = tr.fit(X, Y)
+        res.append((h["loss"], [p.data.copy() for p in m.parameters()]))
+    assert res[0][0] == res[1][0]
+    for a, b in zip(res[0][1], res[1][1]):
+        assert_bitwise_equal(a, b)
+
+
+def test_compiled_step_regression_target_errors(rng):
+    m = fnn.Sequential(fnn.Linear(4, 3, rng=1))
+    step = fnn.compile_step(m, fnn.HuberLoss(), fnn.SGD(m.parameters(), lr=0.1))
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    with pytest.raises(TypeError, match="HuberLoss targets must be a numpy.ndarray of dtype "
+                                        "float32"):
+        step(x, np.zeros((5, 3)))
+    with pytest.raises(ValueError, match="targets must have the output's shape"):
+        step(x, np.zeros((5, 2), np.float32))

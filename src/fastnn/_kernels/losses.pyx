@@ -197,15 +197,7 @@ cdef double svm_loss(Py_ssize_t m, Py_ssize_t n, const floating *s, Py_ssize_t r
 
 
 # ---------------------------------------------------------------- elementwise losses
-cpdef enum PointwiseLoss:
-    # the elementwise losses of pointwise_loss (pred and target of one shape)
-    PW_MSE = 0          # (p - t)**2 (the weighted path of MSELoss)
-    PW_BCE_LOGITS = 1   # -[pw t log sigmoid(p) + (1 - t) log(1 - sigmoid(p))]
-    PW_BCE = 2          # -[t max(log p, -100) + (1 - t) max(log(1 - p), -100)]
-    PW_L1 = 3           # |p - t|
-    PW_HUBER = 4        # 0.5 d**2 if |d| < delta else delta (|d| - 0.5 delta)
-    PW_SMOOTH_L1 = 5    # 0.5 d**2 / beta if |d| < beta else |d| - 0.5 beta (beta 0: L1)
-
+# (the PointwiseLoss codes are declared in losses.pxd, for the compiled step too)
 
 # torch's clamp of BCE's gradient denominator: 1e-12 rounded to float32 (9.99999996e-13)
 cdef double BCE_EPS = <double><float>1e-12
