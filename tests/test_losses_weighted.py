@@ -451,7 +451,7 @@ def test_compile_step_falls_back_for_the_new_losses(rng):
     T = rng.uniform(0, 1, (32, 4)).astype(np.float32)
     for lf, target in ((fnn.CrossEntropyLoss(weight=[1, 2, 1, 1]), y),
                        (fnn.CrossEntropyLoss(label_smoothing=0.1), y), (fnn.NLLLoss(), y),
-                       (fnn.BCEWithLogitsLoss(pos_weight=[2.0]), T), (fnn.BCELoss(), T)):
+                       (fnn.BCELoss(), T)):
         def build():
             return fnn.Sequential(fnn.Linear(6, 8, rng=1), fnn.ReLU(), fnn.Linear(8, 4, rng=2))
         m1, m2 = build(), build()
@@ -698,7 +698,9 @@ COMPILED = {"l1": lambda: fnn.L1Loss(), "huber-0.5": lambda: fnn.HuberLoss(delta
             "smoothl1-0.5": lambda: fnn.SmoothL1Loss(beta=0.5),
             "smoothl1-0": lambda: fnn.SmoothL1Loss(beta=0.0),
             "bcelogits": lambda: fnn.BCEWithLogitsLoss(),
-            "bcelogits-sum": lambda: fnn.BCEWithLogitsLoss(reduction="sum")}
+            "bcelogits-sum": lambda: fnn.BCEWithLogitsLoss(reduction="sum"),
+            "bcelogits-pw": lambda: fnn.BCEWithLogitsLoss(pos_weight=np.linspace(0.5, 2, 300)),
+            "bcelogits-pw1": lambda: fnn.BCEWithLogitsLoss(pos_weight=3.0, reduction="sum")}
 
 
 @pytest.mark.parametrize("nt", [1, 2])
@@ -736,7 +738,7 @@ def test_compiled_step_equals_module_path(name, nt, dtype, native, threads, rng)
             assert_bitwise_equal(p1.grad, p2.grad, f"step {i}")
 
 
-@pytest.mark.parametrize("name", ["huber-0.5", "bcelogits"])
+@pytest.mark.parametrize("name", ["huber-0.5", "bcelogits", "bcelogits-pw1"])
 def test_trainer_compiled_equals_module_path(name, dtype, rng):
     X = rng.standard_normal((150, 6)).astype(dtype)
     Y = (X[:, :2] > 0).astype(dtype) if "bce" in name else X[:, :2] * 2.0
@@ -764,3 +766,15 @@ def test_compiled_step_regression_target_errors(rng):
         step(x, np.zeros((5, 3)))
     with pytest.raises(ValueError, match="targets must have the output's shape"):
         step(x, np.zeros((5, 2), np.float32))
+
+
+def test_compiled_pos_weight_broadcast_error(rng):
+    """A pos_weight that does not fit the output: the module path's error, from the step."""
+    m = fnn.Sequential(fnn.Linear(4, 3, rng=1))
+    step = fnn.compile_step(m, fnn.BCEWithLogitsLoss(pos_weight=[1.0, 2.0]),
+                            fnn.SGD(m.parameters(), lr=0.1))
+    assert step.compiled
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"pos_weight of shape \(2,\) does not broadcast to "
+                                         r"pred's shape without its batch axis, \(3,\)"):
+        step(x, np.zeros((5, 3), np.float32))

@@ -261,10 +261,15 @@ class BCEWithLogitsLoss(_Elementwise):
         return v
 
     def _pos_weight(self, pred):
+        return self._pos_weight_row(pred.shape[1:] if pred.ndim > 1 else (1,))
+
+    def _pos_weight_row(self, tail):
+        """pos_weight broadcast to one row of pred (`tail`: pred's shape without the batch
+        axis), flattened; the empty array without pos_weight."""
         pw = self._pw
         if pw is None:
             return _NOW
-        tail = pred.shape[1:] if pred.ndim > 1 else (1,)
+        tail = tuple(tail)
         c = self._pw_cache
         if c is not None and c[0] == tail:
             return c[1]
@@ -272,8 +277,8 @@ class BCEWithLogitsLoss(_Elementwise):
             b = np.broadcast_to(pw, tail)
         except ValueError:
             raise ValueError(f"{self._who()}: pos_weight of shape {pw.shape} does not "
-                             f"broadcast to pred's shape {pred.shape} without its batch "
-                             f"axis, {tail}") from None
+                             f"broadcast to pred's shape without its batch axis, "
+                             f"{tail}") from None
         b = np.ascontiguousarray(b).reshape(-1)
         self._pw_cache = (tail, b)
         return b

@@ -237,7 +237,8 @@ cdef inline int _pointwise_kind(int kind, double param) noexcept nogil:
 
 
 cdef double _train_step(Op *ops, int nops, Slot *S, int nslots, int s_in, int s_out, Param *P,
-                        int np_, OptHyper *h, int loss_kind, bint mean, double margin, int M,
+                        int np_, OptHyper *h, int loss_kind, bint mean, double margin,
+                        const double *pw, int M,
                         const floating *x, Py_ssize_t rsx, const floating *t, const int64_t *y,
                         floating *gl, double *rows, bint check_finite, int64_t *correct,
                         const GradView *G, bint clip, double max_norm, double *gnorm,
@@ -271,7 +272,7 @@ cdef double _train_step(Op *ops, int nops, Slot *S, int nslots, int s_in, int s_
     elif _regression(loss_kind):
         # the elementwise losses (margin holds delta / beta): pointwise_loss, as the modules
         scale = 1.0 / (<double>M * N) if mean else 1.0
-        loss = pointwise_loss(_pointwise_kind(loss_kind, margin), M, N, o, N, t, N, NULL, NULL,
+        loss = pointwise_loss(_pointwise_kind(loss_kind, margin), M, N, o, N, t, N, NULL, pw,
                               gl, N, margin, scale, rows, et)
     elif loss_kind == LossKind.XENT:
         scale = 1.0 / M if mean else 1.0
@@ -385,6 +386,8 @@ cdef class StepKernel:
     cdef int nops, nslots, s_in, s_out, np_, loss_kind, dbl, typenum
     cdef bint mean, have_state
     cdef double margin
+    cdef const double *pw              # BCEWithLogitsLoss's pos_weight (Nout,), or NULL
+    cdef object pw_keep
     cdef OptHyper h
     cdef Py_ssize_t cap, K0, Nout, state_version
     cdef void *gl
@@ -601,6 +604,12 @@ cdef class StepKernel:
             self.margin = lf.delta
         elif self.loss_kind == LossKind.SMOOTH_L1:
             self.margin = lf.beta
+        elif self.loss_kind == LossKind.BCE_LOGITS:
+            # the module's own broadcast of pos_weight to one row of the output (checked when
+            # the step was planned), or NULL
+            pwa = lf._pos_weight_row((self.Nout,))
+            self.pw_keep = pwa
+            self.pw = <const double *>cnp.PyArray_DATA(<cnp.ndarray>pwa) if pwa.size else NULL
         opt = self.opt
         hyper = opt._hyper
         h = &self.h
@@ -709,7 +718,7 @@ cdef class StepKernel:
             if self.dbl:
                 loss = _train_step[double](self.ops, self.nops, self.S, self.nslots, self.s_in,
                                            self.s_out, self.P, self.np_, &self.h, self.loss_kind,
-                                           self.mean, self.margin, M,
+                                           self.mean, self.margin, self.pw, M,
                                            <const double *>cnp.PyArray_DATA(xa), self.K0,
                                            <const double *>cnp.PyArray_DATA(ya),
                                            <const int64_t *>cnp.PyArray_DATA(ya),
@@ -719,7 +728,7 @@ cdef class StepKernel:
             else:
                 loss = _train_step[float](self.ops, self.nops, self.S, self.nslots, self.s_in,
                                           self.s_out, self.P, self.np_, &self.h, self.loss_kind,
-                                          self.mean, self.margin, M,
+                                          self.mean, self.margin, self.pw, M,
                                           <const float *>cnp.PyArray_DATA(xa), self.K0,
                                           <const float *>cnp.PyArray_DATA(ya),
                                           <const int64_t *>cnp.PyArray_DATA(ya),
@@ -799,7 +808,7 @@ cdef class StepKernel:
                 if self.dbl:
                     loss = _train_step[double](self.ops, self.nops, self.S, self.nslots, self.s_in,
                                                self.s_out, self.P, self.np_, &self.h,
-                                               self.loss_kind, self.mean, self.margin, M,
+                                               self.loss_kind, self.mean, self.margin, self.pw, M,
                                                <const double *>self.xbuf, self.K0,
                                                <const double *>self.tbuf, self.ybuf,
                                                <double *>self.gl, self.rows, True,
@@ -809,7 +818,7 @@ cdef class StepKernel:
                 else:
                     loss = _train_step[float](self.ops, self.nops, self.S, self.nslots, self.s_in,
                                               self.s_out, self.P, self.np_, &self.h,
-                                              self.loss_kind, self.mean, self.margin, M,
+                                              self.loss_kind, self.mean, self.margin, self.pw, M,
                                               <const float *>self.xbuf, self.K0,
                                               <const float *>self.tbuf, self.ybuf,
                                               <float *>self.gl, self.rows, True,

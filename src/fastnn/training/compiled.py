@@ -164,8 +164,6 @@ def _program(model, loss_fn, optimizer):
         raise CannotCompile(f"the loss is a {type(loss_fn).__name__}; MSELoss, L1Loss, "
                             "HuberLoss, SmoothL1Loss, BCEWithLogitsLoss, CrossEntropyLoss and "
                             "SVMLoss compile")
-    if type(loss_fn) is BCEWithLogitsLoss and loss_fn.pos_weight is not None:
-        raise CannotCompile("BCEWithLogitsLoss with pos_weight does not compile yet")
     if type(loss_fn) is CrossEntropyLoss and (loss_fn.weight is not None
                                               or loss_fn.label_smoothing):
         raise CannotCompile("CrossEntropyLoss with class weights or label smoothing does "
@@ -434,7 +432,7 @@ def compile_step(model, loss_fn, optimizer, *, batch_size=None, warn=True,
     followed by a Sigmoid, ReLU, Tanh or LeakyReLU (negative_slope >= 0), or a ``Graph``
     with one input and one output whose nodes are Linear layers, those activations and the
     gates Add, Multiply, Maximum, Concat and Split, with an ``MSELoss``, ``L1Loss``,
-    ``HuberLoss``, ``SmoothL1Loss``, ``BCEWithLogitsLoss`` (without pos_weight),
+    ``HuberLoss``, ``SmoothL1Loss``, ``BCEWithLogitsLoss``,
     ``CrossEntropyLoss`` (without class weights or label smoothing) or ``SVMLoss`` and a
     fastnn optimizer (``SGD``) over (some of) the
     model's parameters, ``step(x, y)`` runs forward, the loss, backward and the update in one
