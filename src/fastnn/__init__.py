@@ -9,7 +9,9 @@ from .ops import (activation_backward, activation_forward, gemm, linear_backward
 from .nn import (Add, Concat, Graph, Identity, LeakyReLU, Linear, Maximum, Module, Multiply,
                  Parameter, ReLU, Sequential, Sigmoid, Split, Tanh)
 from .nn.utils import clip_grad_norm_, clip_grad_value_
-from .losses import CrossEntropyLoss, Loss, MSELoss, SVMLoss
+from . import init
+from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, Loss,
+                     MSELoss, NLLLoss, SmoothL1Loss, SVMLoss)
 from .optim import SGD, Adam, AdamW, RMSprop
 from .gradcheck import GradcheckError, GradcheckReport, gradcheck, numerical_gradient
 from .io import Checkpoint, load, load_checkpoint, save, save_checkpoint
@@ -23,8 +25,9 @@ __all__ = [
     "gemm", "linear_forward", "linear_backward", "activation_forward", "activation_backward",
     "Parameter", "Module", "Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU", "Identity",
     "Sequential", "Graph", "Add", "Multiply", "Maximum", "Concat", "Split",
-    "clip_grad_norm_", "clip_grad_value_",
-    "Loss", "MSELoss", "CrossEntropyLoss", "SVMLoss", "SGD", "Adam", "AdamW", "RMSprop",
+    "clip_grad_norm_", "clip_grad_value_", "init",
+    "Loss", "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss",
+    "CrossEntropyLoss", "NLLLoss", "SVMLoss", "SGD", "Adam", "AdamW", "RMSprop",
     "gradcheck",
     "numerical_gradient", "GradcheckError", "GradcheckReport", "save", "load",
     "save_checkpoint", "load_checkpoint", "Checkpoint",

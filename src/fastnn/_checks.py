@@ -354,3 +354,48 @@ def nonneg_bound(who, name, value):
 def clip_option(who, value):
     """The clip_grad_norm= option of compile_step / Trainer: None or a max_norm >= 0."""
     return None if value is None else nonneg_bound(who, "clip_grad_norm", value)
+
+
+# ------------------------------------------------------------------ loss weights
+def weights(who, what, w, shape=None):
+    """A float64 C-contiguous copy of a weight array (an ndarray or a sequence of real
+    numbers): finite and >= 0, of `shape` when given (any shape, at least 1-D, otherwise)."""
+    if isinstance(w, np.ndarray):
+        a = w
+    else:
+        try:
+            a = np.asarray(w)
+        except Exception:
+            raise TypeError(f"{who}: {what} must be an array of real numbers, got "
+                            f"{type(w).__name__}") from None
+    if a.dtype.kind not in "iuf":
+        raise TypeError(f"{who}: {what} must be an array of real numbers, got dtype "
+                        f"{a.dtype}")
+    if shape is not None and a.shape != shape:
+        raise ValueError(f"{who}: {what} must have shape {shape}, got {a.shape}")
+    if a.ndim == 0:
+        raise ValueError(f"{who}: {what} must be at least 1-D, got a 0-d array")
+    a = np.array(a, dtype=np.float64, order="C", copy=True)
+    if a.size and not (np.isfinite(a).all() and a.min() >= 0):
+        bad = int(np.flatnonzero(~(np.isfinite(a.reshape(-1)) & (a.reshape(-1) >= 0)))[0])
+        raise ValueError(f"{who}: {what} must be finite and >= 0; element {bad} is "
+                         f"{a.reshape(-1)[bad]!r}")
+    return a
+
+
+def sample_weight(who, w, n):
+    """Per-sample weights for a batch of n rows: shape (n,), finite and >= 0 (a float64
+    contiguous copy)."""
+    a = weights(who, "sample_weight", w)
+    if a.shape != (n,):
+        raise ValueError(f"{who}: sample_weight must have shape ({n},) (one weight per row "
+                         f"of pred), got {a.shape}")
+    return a
+
+
+def fraction(who, what, value):
+    """A real number in [0, 1], as a float."""
+    v = real(who, what, value)
+    if v > 1.0:
+        raise ValueError(f"{who}: {what} must be in [0, 1], got {value!r}")
+    return v

@@ -24,7 +24,9 @@ import numpy as np
 from ._kernels._core import Activation
 
 __all__ = ["ACTIVATIONS", "activation", "activation_grad", "gemm", "linear_forward",
-           "linear_backward", "mse_loss", "cross_entropy_loss", "svm_loss", "sgd_step",
+           "linear_backward", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
+           "bce_loss", "bce_with_logits_loss", "cross_entropy_loss", "nll_loss", "svm_loss",
+           "sgd_step",
            "adam_step", "rmsprop_step",
            "two_layer_step", "two_layer_train", "NumpyMLP", "NumpyAdamMLP", "NumpyResidualMLP"]
 
@@ -137,44 +139,153 @@ def linear_backward(grad_out, x, W, y, activation="identity", negative_slope=0.0
 
 
 # ------------------------------------------------------------------ losses and optimizer
-def mse_loss(pred, target, reduction="mean"):
-    """(loss, grad w.r.t. pred) of sum((pred - target)**2), / pred.size for "mean"."""
+# Every loss returns (value, gradient w.r.t. pred).  sample_weight (batch,) multiplies row
+# i's loss; reduction="mean" then divides by sum(sample_weight) (times the elements per row
+# of an elementwise loss; times the label's class weight for weighted classification).
+def _elementwise(pred, l, dl, reduction, sample_weight):
+    """Reduce the per-element losses l (and derivatives dl) of pred (float64 arrays)."""
     pred = np.asarray(pred)
+    n = pred.shape[0]
+    per_row = l.size // n
+    if sample_weight is None:
+        w = np.ones(n)
+        denom = l.size
+    else:
+        w = _f64(sample_weight)
+        denom = per_row * w.sum()
+    wb = w.reshape((n,) + (1,) * (pred.ndim - 1))
+    scale = 1.0 / denom if reduction == "mean" else 1.0
+    return scale * float(np.sum(wb * l)), (scale * wb * dl).astype(pred.dtype)
+
+
+def mse_loss(pred, target, reduction="mean", sample_weight=None):
+    """(loss, grad w.r.t. pred) of sum((pred - target)**2), / pred.size for "mean"."""
     d = _f64(pred) - _f64(target)
-    scale = 1.0 / d.size if reduction == "mean" else 1.0
-    return scale * float(np.sum(d * d)), (2.0 * scale * d).astype(pred.dtype)
+    return _elementwise(pred, d * d, 2.0 * d, reduction, sample_weight)
 
 
-def cross_entropy_loss(scores, labels, reduction="mean"):
-    """(loss, grad) of -log softmax(scores)[label], mean over rows for "mean"."""
+def l1_loss(pred, target, reduction="mean", sample_weight=None):
+    """|pred - target|; subgradient sign(d), 0 at 0."""
+    d = _f64(pred) - _f64(target)
+    return _elementwise(pred, np.abs(d), np.sign(d), reduction, sample_weight)
+
+
+def huber_loss(pred, target, delta=1.0, reduction="mean", sample_weight=None):
+    """0.5 d**2 where |d| < delta, else delta (|d| - 0.5 delta)."""
+    d = _f64(pred) - _f64(target)
+    quad = np.abs(d) < delta
+    l = np.where(quad, 0.5 * d * d, delta * (np.abs(d) - 0.5 * delta))
+    dl = np.where(quad, d, delta * np.sign(d))
+    return _elementwise(pred, l, dl, reduction, sample_weight)
+
+
+def smooth_l1_loss(pred, target, beta=1.0, reduction="mean", sample_weight=None):
+    """0.5 d**2 / beta where |d| < beta, else |d| - 0.5 beta (beta = 0: L1)."""
+    if beta == 0:
+        return l1_loss(pred, target, reduction, sample_weight)
+    d = _f64(pred) - _f64(target)
+    quad = np.abs(d) < beta
+    l = np.where(quad, 0.5 * d * d / beta, np.abs(d) - 0.5 * beta)
+    dl = np.where(quad, d / beta, np.sign(d))
+    return _elementwise(pred, l, dl, reduction, sample_weight)
+
+
+def bce_loss(pred, target, reduction="mean", sample_weight=None):
+    """-[t log p + (1 - t) log(1 - p)], logs clamped at -100; torch's gradient
+    (p - t) / max(p (1 - p), float32(1e-12))."""
+    p, t = _f64(pred), _f64(target)
+    with np.errstate(divide="ignore"):
+        lp = np.maximum(np.log(p), -100.0)
+        lq = np.maximum(np.log(1.0 - p), -100.0)
+    l = -(t * lp + (1.0 - t) * lq)
+    dl = (p - t) / np.maximum(p * (1.0 - p), float(np.float32(1e-12)))
+    return _elementwise(pred, l, dl, reduction, sample_weight)
+
+
+def bce_with_logits_loss(pred, target, pos_weight=None, reduction="mean",
+                         sample_weight=None):
+    """-[pw t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))], with -log sigmoid(x) =
+    log1p(exp(-|x|)) + max(-x, 0); pos_weight broadcasts over the batch axis."""
+    x, t = _f64(pred), _f64(target)
+    pw = np.ones(x.shape[1:] or (1,)) if pos_weight is None else _f64(pos_weight)
+    if x.ndim == 1:
+        pw = np.broadcast_to(pw, (1,))[0]
+    lw = 1.0 + (pw - 1.0) * t
+    l = (1.0 - t) * x + lw * (np.log1p(np.exp(-np.abs(x))) + np.maximum(-x, 0.0))
+    dl = _sigmoid(x) * lw - pw * t
+    return _elementwise(pred, l, dl, reduction, sample_weight)
+
+
+def _log_softmax(s):
+    z = s - s.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def _classification(scores, labels, reduction, weight, sample_weight):
+    """(row weights, class weights, scale) of a (weighted) classification loss."""
+    n, c = np.shape(scores)
+    cw = np.ones(c) if weight is None else _f64(weight)
+    sw = np.ones(n) if sample_weight is None else _f64(sample_weight)
+    scale = 1.0 / float(np.sum(sw * cw[labels])) if reduction == "mean" else 1.0
+    return sw, cw, scale
+
+
+def cross_entropy_loss(scores, labels, reduction="mean", weight=None, label_smoothing=0.0,
+                       sample_weight=None):
+    """(loss, grad) of torch's cross-entropy: row i's loss is (1 - eps) w_y (-log p_y) +
+    (eps / C) sum_c w_c (-log p_c) (w = weight, 1 without), times sample_weight[i]; "mean"
+    divides by sum_i sample_weight[i] w_{y_i} (the batch size without weights)."""
     scores = np.asarray(scores)
     s = _f64(scores)
-    n = s.shape[0]
-    z = s - s.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    n, c = s.shape
+    logp = _log_softmax(s)
     rows = np.arange(n)
-    scale = 1.0 / n if reduction == "mean" else 1.0
-    loss = -scale * float(logp[rows, labels].sum())
-    grad = np.exp(logp)
-    grad[rows, labels] -= 1.0
-    return loss, (scale * grad).astype(scores.dtype)
+    if weight is None and not label_smoothing and sample_weight is None:
+        scale = 1.0 / n if reduction == "mean" else 1.0
+        loss = -scale * float(logp[rows, labels].sum())
+        grad = np.exp(logp)
+        grad[rows, labels] -= 1.0
+        return loss, (scale * grad).astype(scores.dtype)
+    sw, cw, scale = _classification(s, labels, reduction, weight, sample_weight)
+    eps = float(label_smoothing)
+    q = np.zeros((n, c))
+    q[rows, labels] = (1.0 - eps) * cw[labels]
+    q += eps / c * cw[None, :]              # the weighted target of each row
+    loss = scale * float(np.sum(sw * -(q * logp).sum(axis=1)))
+    grad = np.exp(logp) * q.sum(axis=1, keepdims=True) - q
+    return loss, (scale * sw[:, None] * grad).astype(scores.dtype)
 
 
-def svm_loss(scores, labels, margin=1.0, reduction="mean"):
+def nll_loss(logp, labels, reduction="mean", weight=None, sample_weight=None):
+    """(loss, grad) of -w_{y_i} logp[i, y_i] (times sample_weight[i]); "mean" divides by
+    sum_i sample_weight[i] w_{y_i}."""
+    logp = np.asarray(logp)
+    s = _f64(logp)
+    n = s.shape[0]
+    sw, cw, scale = _classification(s, labels, reduction, weight, sample_weight)
+    rows = np.arange(n)
+    r = sw * cw[labels]
+    grad = np.zeros_like(s)
+    grad[rows, labels] = -r
+    return scale * float(np.sum(-r * s[rows, labels])), (scale * grad).astype(logp.dtype)
+
+
+def svm_loss(scores, labels, margin=1.0, reduction="mean", sample_weight=None):
     """(loss, subgradient) of the multiclass hinge sum_{j != y} max(0, s_j - s_y + margin),
     mean over rows for "mean"; a term counts as active only when > 0."""
     scores = np.asarray(scores)
     s = _f64(scores)
     n = s.shape[0]
     rows = np.arange(n)
+    sw = np.ones(n) if sample_weight is None else _f64(sample_weight)
     marg = s - s[rows, labels][:, None] + margin
     marg[rows, labels] = 0.0
     active = marg > 0
-    scale = 1.0 / n if reduction == "mean" else 1.0
-    loss = scale * float(np.where(active, marg, 0.0).sum())
+    scale = 1.0 / float(sw.sum()) if reduction == "mean" else 1.0
+    loss = scale * float(np.sum(sw * np.where(active, marg, 0.0).sum(axis=1)))
     grad = active.astype(np.float64)
     grad[rows, labels] = -active.sum(axis=1)
-    return loss, (scale * grad).astype(scores.dtype)
+    return loss, (scale * sw[:, None] * grad).astype(scores.dtype)
 
 
 def sgd_step(p, g, buf, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,

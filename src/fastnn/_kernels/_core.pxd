@@ -24,6 +24,10 @@ cdef extern from "fnn_types.h" nogil:
         MSE "FNN_LOSS_MSE"
         XENT "FNN_LOSS_XENT"
         SVM "FNN_LOSS_SVM"
+        L1 "FNN_LOSS_L1"
+        HUBER "FNN_LOSS_HUBER"
+        SMOOTH_L1 "FNN_LOSS_SMOOTH_L1"
+        BCE_LOGITS "FNN_LOSS_BCE_LOGITS"
     cpdef enum OptKind "fnn_opt":
         SGD "FNN_OPT_SGD"
         ADAM "FNN_OPT_ADAM"

@@ -33,7 +33,11 @@ typedef enum fnn_gate {              /* graph gates */
 typedef enum fnn_loss {              /* losses of the compiled step */
     FNN_LOSS_MSE = 0,
     FNN_LOSS_XENT = 1,
-    FNN_LOSS_SVM = 2
+    FNN_LOSS_SVM = 2,
+    FNN_LOSS_L1 = 3,
+    FNN_LOSS_HUBER = 4,
+    FNN_LOSS_SMOOTH_L1 = 5,
+    FNN_LOSS_BCE_LOGITS = 6
 } fnn_loss;
 
 typedef enum fnn_opt {             /* optimizer updates (optim.opt_update) */

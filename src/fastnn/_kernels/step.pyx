@@ -37,7 +37,8 @@ from ._core cimport (current_engine, current_threads, act_forward, act_backward,
                      Engine, Activation, GateOp, LossKind, OpKind, loop_threads)
 from .dense cimport gemm_any
 from .gates cimport binary_forward, binary_backward, copy_rows
-from .losses cimport mse_loss, xent_loss, svm_loss
+from .losses cimport (mse_loss, xent_loss, svm_loss, pointwise_loss, PW_L1, PW_HUBER,
+                     PW_SMOOTH_L1, PW_BCE_LOGITS)
 from .optim cimport opt_update, OptHyper, OPT_MAX_STATE, OPT_MAX_HYPER
 from .clip cimport GradView, total_norm, clip_coef, clip_scale
 
@@ -218,8 +219,26 @@ cdef int _backward_op(Op *op, Slot *S, int M, int engine, int nt, int et,
     return 0
 
 
+cdef inline bint _regression(int kind) noexcept nogil:
+    """A loss of float targets of the output's shape (else integer labels)."""
+    return kind != LossKind.XENT and kind != LossKind.SVM
+
+
+cdef inline int _pointwise_kind(int kind, double param) noexcept nogil:
+    # the PointwiseLoss code of an elementwise LossKind (SmoothL1Loss with beta 0 is L1Loss,
+    # as in losses.SmoothL1Loss)
+    if kind == LossKind.L1 or (kind == LossKind.SMOOTH_L1 and param == 0):
+        return PW_L1
+    if kind == LossKind.HUBER:
+        return PW_HUBER
+    if kind == LossKind.SMOOTH_L1:
+        return PW_SMOOTH_L1
+    return PW_BCE_LOGITS
+
+
 cdef double _train_step(Op *ops, int nops, Slot *S, int nslots, int s_in, int s_out, Param *P,
-                        int np_, OptHyper *h, int loss_kind, bint mean, double margin, int M,
+                        int np_, OptHyper *h, int loss_kind, bint mean, double margin,
+                        const double *pw, int M,
                         const floating *x, Py_ssize_t rsx, const floating *t, const int64_t *y,
                         floating *gl, double *rows, bint check_finite, int64_t *correct,
                         const GradView *G, bint clip, double max_norm, double *gnorm,
@@ -250,13 +269,18 @@ cdef double _train_step(Op *ops, int nops, Slot *S, int nslots, int s_in, int s_
     if loss_kind == LossKind.MSE:
         scale = 1.0 / (<double>M * N) if mean else 1.0
         loss = mse_loss(M, N, o, N, t, N, gl, N, scale, rows, et)
+    elif _regression(loss_kind):
+        # the elementwise losses (margin holds delta / beta): pointwise_loss, as the modules
+        scale = 1.0 / (<double>M * N) if mean else 1.0
+        loss = pointwise_loss(_pointwise_kind(loss_kind, margin), M, N, o, N, t, N, NULL, pw,
+                              gl, N, margin, scale, rows, et)
     elif loss_kind == LossKind.XENT:
         scale = 1.0 / M if mean else 1.0
         loss = xent_loss(M, N, o, N, y, gl, N, scale, rows, et)
     else:
         scale = 1.0 / M if mean else 1.0
         loss = svm_loss(M, N, o, N, y, gl, N, margin, scale, rows, et)
-    if correct != NULL and loss_kind != LossKind.MSE:
+    if correct != NULL and not _regression(loss_kind):
         c = 0
         for r in range(M):       # argmax, first maximum on ties (as numpy.argmax)
             mx = o[r * N]
@@ -362,6 +386,8 @@ cdef class StepKernel:
     cdef int nops, nslots, s_in, s_out, np_, loss_kind, dbl, typenum
     cdef bint mean, have_state
     cdef double margin
+    cdef const double *pw              # BCEWithLogitsLoss's pos_weight (Nout,), or NULL
+    cdef object pw_keep
     cdef OptHyper h
     cdef Py_ssize_t cap, K0, Nout, state_version
     cdef void *gl
@@ -574,6 +600,16 @@ cdef class StepKernel:
         self.mean = lf.reduction == "mean"
         if self.loss_kind == LossKind.SVM:
             self.margin = lf.margin
+        elif self.loss_kind == LossKind.HUBER:
+            self.margin = lf.delta
+        elif self.loss_kind == LossKind.SMOOTH_L1:
+            self.margin = lf.beta
+        elif self.loss_kind == LossKind.BCE_LOGITS:
+            # the module's own broadcast of pos_weight to one row of the output (checked when
+            # the step was planned), or NULL
+            pwa = lf._pos_weight_row((self.Nout,))
+            self.pw_keep = pwa
+            self.pw = <const double *>cnp.PyArray_DATA(<cnp.ndarray>pwa) if pwa.size else NULL
         opt = self.opt
         hyper = opt._hyper
         h = &self.h
@@ -645,10 +681,11 @@ cdef class StepKernel:
         M = <int>cnp.PyArray_DIMS(xa)[0]
         if not cnp.PyArray_IS_C_CONTIGUOUS(xa) or not cnp.PyArray_ISALIGNED(xa):
             xa = np_ascontiguousarray(xa)
-        if self.loss_kind == LossKind.MSE:
+        if _regression(self.loss_kind):
             if not cnp.PyArray_Check(y) or cnp.PyArray_TYPE(<cnp.ndarray>y) != self.typenum \
                     or not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>y):
-                raise TypeError(f"compiled step: MSELoss targets must be a numpy.ndarray of "
+                raise TypeError(f"compiled step: {type(self.loss_fn).__name__} targets must "
+                                f"be a numpy.ndarray of "
                                 f"dtype {'float64' if self.dbl else 'float32'}, got "
                                 f"{getattr(y, 'dtype', type(y).__name__)}")
             ya = <cnp.ndarray>y
@@ -681,7 +718,7 @@ cdef class StepKernel:
             if self.dbl:
                 loss = _train_step[double](self.ops, self.nops, self.S, self.nslots, self.s_in,
                                            self.s_out, self.P, self.np_, &self.h, self.loss_kind,
-                                           self.mean, self.margin, M,
+                                           self.mean, self.margin, self.pw, M,
                                            <const double *>cnp.PyArray_DATA(xa), self.K0,
                                            <const double *>cnp.PyArray_DATA(ya),
                                            <const int64_t *>cnp.PyArray_DATA(ya),
@@ -691,7 +728,7 @@ cdef class StepKernel:
             else:
                 loss = _train_step[float](self.ops, self.nops, self.S, self.nslots, self.s_in,
                                           self.s_out, self.P, self.np_, &self.h, self.loss_kind,
-                                          self.mean, self.margin, M,
+                                          self.mean, self.margin, self.pw, M,
                                           <const float *>cnp.PyArray_DATA(xa), self.K0,
                                           <const float *>cnp.PyArray_DATA(ya),
                                           <const int64_t *>cnp.PyArray_DATA(ya),
@@ -719,12 +756,12 @@ cdef class StepKernel:
         cdef int q
         cdef int M, err = 0
         cdef Py_ssize_t kx = self.K0 * (8 if self.dbl else 4)
-        cdef Py_ssize_t ky = self.Nout * (8 if self.dbl else 4) if self.loss_kind == LossKind.MSE \
+        cdef Py_ssize_t ky = self.Nout * (8 if self.dbl else 4) if _regression(self.loss_kind) \
             else 8
         cdef const char *xs = <const char *>cnp.PyArray_DATA(X)
         cdef const char *ys = <const char *>cnp.PyArray_DATA(Y)
         cdef double loss
-        cdef bint clf = self.loss_kind != LossKind.MSE
+        cdef bint clf = not _regression(self.loss_kind)
         # the Trainer validated the data against the model it planned; re-check what this
         # kernel relies on (cheap, once per call), in case the model changed since
         if batch_size < 1 or batch_size > self.cap:
@@ -735,7 +772,7 @@ cdef class StepKernel:
             raise TypeError(f"compiled step: X must be a C-contiguous "
                             f"{'float64' if self.dbl else 'float32'} array of shape ({n}, "
                             f"{self.K0}) for this model, got {X.dtype} {(<object>X).shape}")
-        if self.loss_kind == LossKind.MSE:
+        if _regression(self.loss_kind):
             ok = (cnp.PyArray_NDIM(Y) == 2 and cnp.PyArray_DIMS(Y)[0] == n and
                   cnp.PyArray_DIMS(Y)[1] == self.Nout and cnp.PyArray_TYPE(Y) == self.typenum)
         else:
@@ -749,7 +786,7 @@ cdef class StepKernel:
                 correct.shape[0] < first + n_steps:
             raise ValueError("run_batches: steps out of range")
         cdef Py_ssize_t bad
-        if self.loss_kind != LossKind.MSE:
+        if not _regression(self.loss_kind):
             bad = _bad_label(n, <const int64_t *>cnp.PyArray_DATA(Y), self.Nout)
             if bad >= 0:
                 raise ValueError(f"compiled step: labels must be in [0, {self.Nout}) for "
@@ -771,7 +808,7 @@ cdef class StepKernel:
                 if self.dbl:
                     loss = _train_step[double](self.ops, self.nops, self.S, self.nslots, self.s_in,
                                                self.s_out, self.P, self.np_, &self.h,
-                                               self.loss_kind, self.mean, self.margin, M,
+                                               self.loss_kind, self.mean, self.margin, self.pw, M,
                                                <const double *>self.xbuf, self.K0,
                                                <const double *>self.tbuf, self.ybuf,
                                                <double *>self.gl, self.rows, True,
@@ -781,7 +818,7 @@ cdef class StepKernel:
                 else:
                     loss = _train_step[float](self.ops, self.nops, self.S, self.nslots, self.s_in,
                                               self.s_out, self.P, self.np_, &self.h,
-                                              self.loss_kind, self.mean, self.margin, M,
+                                              self.loss_kind, self.mean, self.margin, self.pw, M,
                                               <const float *>self.xbuf, self.K0,
                                               <const float *>self.tbuf, self.ybuf,
                                               <float *>self.gl, self.rows, True,

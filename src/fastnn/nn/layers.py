@@ -9,6 +9,7 @@ when a container's plan says so (fastnn.nn.plan): one kernel call each way.
 import numpy as np
 
 from .. import _checks as C
+from .. import init as _init
 from ..ops import ACTIVATIONS
 from .._kernels import dense as _dense
 from .module import Module, buf, not_run
@@ -31,9 +32,18 @@ class Linear(Module):
     from U(-1/sqrt(in_features), 1/sqrt(in_features)) as in PyTorch, drawn from ``rng`` (a
     numpy Generator, an int seed, or None for fresh entropy) in float64 and rounded to
     ``dtype``.
+
+    ``init`` chooses another weight initialization: a name of ``fastnn.init`` without the
+    trailing underscore ("xavier_uniform", "xavier_normal", "kaiming_uniform",
+    "kaiming_normal", "uniform", "normal", "zeros", "ones"; each with its defaults) or a
+    callable ``f(weight, rng=rng)`` that fills the weight Parameter in place, e.g.
+    ``functools.partial(fastnn.init.kaiming_normal_, nonlinearity="relu")``.  ``bias_init``
+    does the same for the bias (None: the default uniform above).  The weight is drawn
+    first, then the bias, from the same ``rng``.
     """
 
-    def __init__(self, in_features, out_features, bias=True, *, dtype=np.float32, rng=None):
+    def __init__(self, in_features, out_features, bias=True, *, dtype=np.float32, rng=None,
+                 init=None, bias_init=None):
         super().__init__()
         for nm, v in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 \
@@ -42,12 +52,21 @@ class Linear(Module):
         dt = C.float_dtype("Linear", dtype)
         self.in_features = int(in_features)
         self.out_features = int(out_features)
+        init = _init.resolve("Linear", "init", init)
+        bias_init = _init.resolve("Linear", "bias_init", bias_init)
         rng = np.random.default_rng(rng)
         bound = 1.0 / np.sqrt(self.in_features)
-        self.weight = Parameter(rng.uniform(-bound, bound,
-                                            (self.out_features, self.in_features)).astype(dt))
-        if bias:
+        shape = (self.out_features, self.in_features)
+        if init is None:
+            self.weight = Parameter(rng.uniform(-bound, bound, shape).astype(dt))
+        else:
+            self.weight = Parameter(np.zeros(shape, dt))
+            init(self.weight, rng=rng)
+        if bias and bias_init is None:
             self.bias = Parameter(rng.uniform(-bound, bound, self.out_features).astype(dt))
+        elif bias:
+            self.bias = Parameter(np.zeros(self.out_features, dt))
+            bias_init(self.bias, rng=rng)
         else:
             self.bias = None
 

@@ -17,7 +17,8 @@ import warnings
 import numpy as np
 
 from .. import _checks
-from ..losses import CrossEntropyLoss, Loss, MSELoss, SVMLoss
+from ..losses import (BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, Loss, MSELoss,
+                      SmoothL1Loss, SVMLoss)
 from ..nn import Add, Concat, Graph, Identity, Linear, Maximum, Module, Multiply, \
     Sequential, Split
 from ..nn.layers import _Activation
@@ -31,7 +32,9 @@ from .._kernels._core import GateOp, LossKind, OpKind
 __all__ = ["compile_step", "CompiledStep"]
 
 # codes of the step kernel's program (the table in fastnn/_kernels/fnn_types.h)
-_LOSS_KINDS = {MSELoss: LossKind.MSE, CrossEntropyLoss: LossKind.XENT, SVMLoss: LossKind.SVM}
+_LOSS_KINDS = {MSELoss: LossKind.MSE, CrossEntropyLoss: LossKind.XENT, SVMLoss: LossKind.SVM,
+               L1Loss: LossKind.L1, HuberLoss: LossKind.HUBER, SmoothL1Loss: LossKind.SMOOTH_L1,
+               BCEWithLogitsLoss: LossKind.BCE_LOGITS}
 _GATE_OPS = {Add: GateOp.ADD, Multiply: GateOp.MUL, Maximum: GateOp.MAX,
              Concat: GateOp.CONCAT, Split: GateOp.SPLIT}
 
@@ -158,8 +161,13 @@ def _program(model, loss_fn, optimizer):
         raise CannotCompile(f"{type(optimizer).__name__} overrides step(); the compiled step "
                             "would not run it")
     if type(loss_fn) not in _LOSS_KINDS:
-        raise CannotCompile(f"the loss is a {type(loss_fn).__name__}; MSELoss, "
-                            "CrossEntropyLoss and SVMLoss compile")
+        raise CannotCompile(f"the loss is a {type(loss_fn).__name__}; MSELoss, L1Loss, "
+                            "HuberLoss, SmoothL1Loss, BCEWithLogitsLoss, CrossEntropyLoss and "
+                            "SVMLoss compile")
+    if type(loss_fn) is CrossEntropyLoss and (loss_fn.weight is not None
+                                              or loss_fn.label_smoothing):
+        raise CannotCompile("CrossEntropyLoss with class weights or label smoothing does "
+                            "not compile yet")
     if type(model) in (Sequential, Linear):
         plan, k0 = _chain_plan(model)
     elif type(model) is Graph:
@@ -423,8 +431,10 @@ def compile_step(model, loss_fn, optimizer, *, batch_size=None, warn=True,
     For a ``Sequential`` (nested ones are flattened) of ``Linear`` layers, each optionally
     followed by a Sigmoid, ReLU, Tanh or LeakyReLU (negative_slope >= 0), or a ``Graph``
     with one input and one output whose nodes are Linear layers, those activations and the
-    gates Add, Multiply, Maximum, Concat and Split, with an ``MSELoss``,
-    ``CrossEntropyLoss`` or ``SVMLoss`` and a fastnn optimizer (``SGD``) over (some of) the
+    gates Add, Multiply, Maximum, Concat and Split, with an ``MSELoss``, ``L1Loss``,
+    ``HuberLoss``, ``SmoothL1Loss``, ``BCEWithLogitsLoss``,
+    ``CrossEntropyLoss`` (without class weights or label smoothing) or ``SVMLoss`` and a
+    fastnn optimizer (``SGD``) over (some of) the
     model's parameters, ``step(x, y)`` runs forward, the loss, backward and the update in one
     nogil kernel call on workspaces allocated once (grown when a larger batch comes).
     It equals::
@@ -443,7 +453,8 @@ def compile_step(model, loss_fn, optimizer, *, batch_size=None, warn=True,
     the next call.
 
     x must have the model's dtype; y is an integer label array (classification losses,
-    checked against the number of classes) or a target array of the output's shape (MSE).
+    checked against the number of classes) or a target array of the output's shape (the
+    elementwise losses).
     Anything else (another optimizer, loss or module type) falls back to exactly the module
     code above behind the same API, with one RuntimeWarning saying why (``warn=False``
     silences it); ``step.compiled`` and ``step.reason`` tell which path runs.

@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 from .. import _checks
-from ..losses import CrossEntropyLoss, SVMLoss
+from ..losses import CrossEntropyLoss, NLLLoss, SVMLoss
 from ..nn.utils import clip_grad_norm_
 from .._kernels import step as _ks
 from .callbacks import Callback, runs_per_batch
@@ -138,7 +138,7 @@ class Trainer:
 
     # -- data
     def _classification(self):
-        return isinstance(self.loss_fn, (CrossEntropyLoss, SVMLoss))
+        return isinstance(self.loss_fn, (CrossEntropyLoss, NLLLoss, SVMLoss))
 
     def _dtype(self):
         try:
@@ -213,13 +213,22 @@ class Trainer:
         return st
 
     # -- training
-    def fit(self, X, y, validation_data=None, callbacks=None):
+    def fit(self, X, y, validation_data=None, callbacks=None, sample_weight=None):
         """Train for ``epochs`` epochs; returns the History (also ``trainer.history``),
         which continues across fit calls.  ``validation_data=(X_val, y_val)`` adds val_loss
-        (and val_accuracy) after each epoch; ``callbacks`` is a list of Callback."""
+        (and val_accuracy) after each epoch; ``callbacks`` is a list of Callback.
+
+        ``sample_weight`` (n,): per-sample weights, finite and >= 0, passed batch by batch
+        to the loss (``loss_fn(out, y_b, sample_weight=w_b)``: with reduction="mean" each
+        batch's loss is divided by its sum of weights, as scikit-learn).  A batch whose
+        weights are all 0 makes no update.  The epoch's "loss" is then the weighted mean
+        over the samples.  Weighted fitting runs the module path (the compiled step does
+        not take weights yet)."""
         X, y = self._data(X, y, "fit")
         if y is None:
             raise TypeError("Trainer.fit: y is required")
+        sw = None if sample_weight is None else \
+            _checks.sample_weight("Trainer.fit", sample_weight, X.shape[0])
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -233,7 +242,7 @@ class Trainer:
         batch_cbs = [cb for cb in callbacks if runs_per_batch(cb)]
         n, bs = X.shape[0], self.batch_size
         steps = -(-n // bs)
-        step = self._get_step()
+        step = self._get_step() if sw is None else None
         if step is not None:
             step.reserve(bs)
         was_training = self.model.training
@@ -259,15 +268,17 @@ class Trainer:
                 lr = getattr(self.optimizer, "lr", None)      # the epoch's first step's
                 t0 = time.perf_counter()
                 try:
-                    self._epoch(step, X, y, perm, steps, losses, correct, bar, e, batch_cbs)
+                    self._epoch(step, X, y, perm, steps, losses, correct, bar, e, batch_cbs,
+                                sw, sizes)
                 finally:
                     if bar is not None:
                         bar.close()
                 dt = time.perf_counter() - t0
+                total = n if sw is None else float(sw.sum())   # weighted: sizes = sums
                 if self.loss_fn.reduction == "mean":
-                    loss = float(np.dot(losses, sizes) / n)
+                    loss = float(np.dot(losses, sizes) / total) if total > 0 else 0.0
                 else:
-                    loss = float(losses.sum() / n)
+                    loss = float(losses.sum() / total) if total > 0 else 0.0
                 logs = {"loss": loss}
                 if clf:
                     logs["accuracy"] = float(correct.sum() / n)
@@ -290,7 +301,8 @@ class Trainer:
             self.model.train(was_training)
         return self.history
 
-    def _epoch(self, step, X, y, perm, steps, losses, correct, bar, e, batch_cbs):
+    def _epoch(self, step, X, y, perm, steps, losses, correct, bar, e, batch_cbs, sw=None,
+               sizes=None):
         n, bs = X.shape[0], self.batch_size
         s = 0
         if step is not None and step.compiled:
@@ -326,15 +338,23 @@ class Trainer:
             model.zero_grad()
             opt.zero_grad()
             out = model(xb)
-            loss = lf(out, yb)
-            if not math.isfinite(loss):
+            if sw is None:
+                loss = lf(out, yb)
+            else:
+                wb = sw[idx]
+                sizes[s] = wb.sum()     # the batch's weight in the epoch's mean
+                loss = lf(out, yb, sample_weight=wb) if sizes[s] > 0 else None
+            if loss is not None and not math.isfinite(loss):
                 self._nonfinite(loss, e, s, steps)
             if clf:
                 correct[s] = int(np.count_nonzero(out.argmax(axis=1) == yb))
-            model.backward(lf.backward(), input_grad=False)
-            if self.clip_grad_norm is not None:
-                clip_grad_norm_(opt.params, self.clip_grad_norm)
-            opt.step()
+            if loss is not None:
+                model.backward(lf.backward(), input_grad=False)
+                if self.clip_grad_norm is not None:
+                    clip_grad_norm_(opt.params, self.clip_grad_norm)
+                opt.step()
+            else:
+                loss = 0.0               # all weights 0: no update
             losses[s] = loss
             if bar is not None:
                 bar.update(len(idx))
