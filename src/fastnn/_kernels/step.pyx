@@ -371,6 +371,32 @@ cdef inline void *_ptr(object a):
     return cnp.PyArray_DATA(<cnp.ndarray>a) if a is not None else NULL
 
 
+cdef int _forward_fields(Op *op, dict d, int *ipool, int ni) except -1:
+    """Fill what an op's forward reads from its planned dict (compiled.py's program): kind,
+    gate, activation, its slots (taken from ipool at ni) and the Linear's K, N, W, b.
+    Returns the next free ipool index.  Shared by StepKernel and InferKernel."""
+    cdef int j
+    op.kind = d["kind"]
+    op.gop = d["gop"]
+    op.act = d["act"]
+    op.slope = d["slope"]
+    op.nin = len(d["ins"])
+    op.nout = len(d["outs"])
+    op.ins = &ipool[ni]
+    for j, s in enumerate(d["ins"]):
+        op.ins[j] = s
+    ni += op.nin
+    op.outs = &ipool[ni]
+    for j, s in enumerate(d["outs"]):
+        op.outs[j] = s
+    ni += op.nout
+    op.K = d["K"]
+    op.N = d["N"]
+    op.W = _ptr(d["W"])
+    op.b = _ptr(d["b"])
+    return ni
+
+
 cdef class StepKernel:
     """The program compiled.py planned, as C structs pointing into its arrays; see the
     module docstring."""
@@ -481,20 +507,7 @@ cdef class StepKernel:
         nb = 0
         for i, d in enumerate(ops):
             op = &self.ops[i]
-            op.kind = d["kind"]
-            op.gop = d["gop"]
-            op.act = d["act"]
-            op.slope = d["slope"]
-            op.nin = len(d["ins"])
-            op.nout = len(d["outs"])
-            op.ins = &self.ipool[ni]
-            for j, s in enumerate(d["ins"]):
-                op.ins[j] = s
-            ni += op.nin
-            op.outs = &self.ipool[ni]
-            for j, s in enumerate(d["outs"]):
-                op.outs[j] = s
-            ni += op.nout
+            ni = _forward_fields(op, d, self.ipool, ni)
             op.needs = &self.bpool[nb]
             op.gin = &self.gpool[nb]
             for j in range(op.nin):
@@ -503,12 +516,8 @@ cdef class StepKernel:
             nb += op.nin
             op.run = d["run"]
             op.want = d["want"]
-            op.K = d["K"]
-            op.N = d["N"]
             op.accW = d["accW"]
             op.accb = d["accb"]
-            op.W = _ptr(d["W"])
-            op.b = _ptr(d["b"])
             op.gW = _ptr(d["gW"])
             op.gb = _ptr(d["gb"])
             op.work = _ptr(d["work"])
@@ -924,24 +933,7 @@ cdef class InferKernel:
         ni = 0
         for i, d in enumerate(ops):
             op = &self.ops[i]
-            op.kind = d["kind"]
-            op.gop = d["gop"]
-            op.act = d["act"]
-            op.slope = d["slope"]
-            op.nin = len(d["ins"])
-            op.nout = len(d["outs"])
-            op.ins = &self.ipool[ni]
-            for j, s in enumerate(d["ins"]):
-                op.ins[j] = s
-            ni += op.nin
-            op.outs = &self.ipool[ni]
-            for j, s in enumerate(d["outs"]):
-                op.outs[j] = s
-            ni += op.nout
-            op.K = d["K"]
-            op.N = d["N"]
-            op.W = _ptr(d["W"])
-            op.b = _ptr(d["b"])
+            ni = _forward_fields(op, d, self.ipool, ni)
             if d["W"] is not None:
                 keep.append(d["W"])
             if d["b"] is not None:
