@@ -371,6 +371,22 @@ cdef inline void *_ptr(object a):
     return cnp.PyArray_DATA(<cnp.ndarray>a) if a is not None else NULL
 
 
+cdef bint _unchanged(object version_box, Py_ssize_t version, object model, object graph_plan,
+                     object params, object datas):
+    """Whether what a planned program points into is as it was planned: the model's
+    structure (modules' version counter), a graph's plan, every parameter's array.
+    Shared by StepKernel.valid and InferKernel.valid."""
+    cdef Py_ssize_t i
+    if version_box[0] != version:
+        return False
+    if graph_plan is not None and model._plan is not graph_plan:
+        return False
+    for i in range(len(datas)):
+        if params[i]._data is not datas[i]:
+            return False
+    return True
+
+
 cdef int _forward_fields(Op *op, dict d, int *ipool, int ni) except -1:
     """Fill what an op's forward reads from its planned dict (compiled.py's program): kind,
     gate, activation, its slots (taken from ipool at ni) and the Linear's K, N, W, b.
@@ -590,15 +606,9 @@ cdef class StepKernel:
     cpdef bint valid(self):
         """False when the model's structure (a graph's nodes), a parameter's array or the
         optimizer's parameter list changed since setup (the step must be re-planned)."""
-        cdef int i
-        if self.version_box[0] != self.version or self.opt.params is not self.params:
-            return False
-        if self.graph_plan is not None and self.model._plan is not self.graph_plan:
-            return False
-        for i in range(self.np_):
-            if self.params[i]._data is not self.datas[i]:
-                return False
-        return True
+        return self.opt.params is self.params and _unchanged(
+            self.version_box, self.version, self.model, self.graph_plan, self.params,
+            self.datas)
 
     cdef int _sync(self) except -1:
         """Read the loss's reduction (and margin) and the optimizer's contract: its kind and
@@ -968,15 +978,8 @@ cdef class InferKernel:
     cpdef bint valid(self):
         """False when the model's structure, a graph's plan or a parameter's array changed
         since setup (the program must be re-planned)."""
-        cdef Py_ssize_t i
-        if self.version_box[0] != self.version:
-            return False
-        if self.graph_plan is not None and self.model._plan is not self.graph_plan:
-            return False
-        for i in range(len(self.datas)):
-            if self.params[i]._data is not self.datas[i]:
-                return False
-        return True
+        return _unchanged(self.version_box, self.version, self.model, self.graph_plan,
+                          self.params, self.datas)
 
     cdef _bad_input(self, x):
         dt = "float64" if self.dbl else "float32"
