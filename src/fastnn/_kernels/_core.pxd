@@ -37,6 +37,11 @@ cdef extern from "fnn_types.h" nogil:
         LINEAR "FNN_OP_LINEAR"
         ACT "FNN_OP_ACT"
         GATE "FNN_OP_GATE"
+        DROPOUT "FNN_OP_DROPOUT"
+        LAYERNORM "FNN_OP_LAYERNORM"
+        BATCHNORM "FNN_OP_BATCHNORM"
+        SOFTMAX "FNN_OP_SOFTMAX"
+        LOGSOFTMAX "FNN_OP_LOGSOFTMAX"
     # internal, not an activation (the softmax's exponential in act_fwd)
     enum:
         FNN_ACT_EXP_NEG

@@ -15,6 +15,8 @@ typedef enum fnn_act {              /* activations (fused into the GEMM writebac
     FNN_ACT_TANH = 4,
     /* internal, not an activation: exp(x) for x <= 0 (act_fwd only), the softmax's exponential */
     FNN_ACT_EXP_NEG = 5
+    /* reserved for the activations being added: 6 GELU (erf), 7 GELU_TANH, 8 SILU,
+     * 9 SOFTPLUS, 10 ELU */
 } fnn_act;
 
 typedef enum fnn_engine {              /* GEMM engines */
@@ -50,7 +52,12 @@ typedef enum fnn_opt {             /* optimizer updates (optim.opt_update) */
 typedef enum fnn_op {              /* ops of the compiled step's program */
     FNN_OP_LINEAR = 0,      /* Linear + fused activation */
     FNN_OP_ACT = 1,         /* an activation on its own */
-    FNN_OP_GATE = 2         /* a gate (fnn_gate) */
+    FNN_OP_GATE = 2,        /* a gate (fnn_gate) */
+    FNN_OP_DROPOUT = 3,     /* Dropout (counter-based mask) */
+    FNN_OP_LAYERNORM = 4,   /* LayerNorm over the last axis */
+    FNN_OP_BATCHNORM = 5,   /* BatchNorm1d over the batch axis */
+    FNN_OP_SOFTMAX = 6,     /* Softmax(dim=1) */
+    FNN_OP_LOGSOFTMAX = 7   /* LogSoftmax(dim=1) */
 } fnn_op;
 
 /* ---- kernel tables ---- */
