@@ -1044,6 +1044,7 @@ cdef class InferKernel:
                 keep.append(d["W"])
             if d["b"] is not None:
                 keep.append(d["b"])
+            keep += [d[k] for k in ("st2", "rm", "rv") if d.get(k) is not None]
         self.keep = keep
         self.who = who
         self.s_in = s_in
