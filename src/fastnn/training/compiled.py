@@ -86,8 +86,9 @@ def _chain_plan(model):
         if not isinstance(m, _Activation):
             raise CannotCompile(f"the model has a {type(m).__name__} ({m!r})")
         if not fusable(m):
-            raise CannotCompile(f"{m!r} reads its input in backward; Sigmoid, ReLU, Tanh "
-                                "and LeakyReLU(negative_slope >= 0) compile")
+            raise CannotCompile(f"{m!r} does not fuse (it reads its input in backward); "
+                                "Sigmoid, ReLU, Tanh and LeakyReLU(negative_slope >= 0) "
+                                "compile")
     k0 = None
     for m in mods:                      # the first layer with a known input width
         if isinstance(m, _Activation):
