@@ -231,7 +231,8 @@ class BatchNorm1d(_Norm):
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+                f"affine={self.affine}, bias={self.bias is not None}, "
+                f"track_running_stats={self.track_running_stats}"
                 + self._dtype_repr())
 
     def _arch(self):
