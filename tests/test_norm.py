@@ -15,6 +15,7 @@ import fastnn as fnn
 from fastnn import _reference as R
 from fastnn._kernels import norm as _norm
 from _util import VARIANTS, assert_bitwise_equal, assert_close
+from test_compiled_step import module_step as _module_step
 
 F64 = np.float64
 
@@ -300,15 +301,6 @@ def test_torch_parity_10_training_steps(mix, opt, rng):
 
 
 # --------------------------------------------------------- compiled step == module path
-def _module_step(model, lf, opt, x, y):
-    model.zero_grad()
-    opt.zero_grad()
-    loss = lf(model(x), y)
-    model.backward(lf.backward(), input_grad=False)
-    opt.step()
-    return loss
-
-
 def _assert_states_equal(a, b):
     sa, sb = a.state_dict(), b.state_dict()
     assert list(sa) == list(sb)
