@@ -121,6 +121,8 @@ def _program(plan, widths, cap):
             # an eval-mode BatchNorm1d after a Linear without activation, whose output only
             # it reads: folded into that Linear (W, b recomputed before every call)
             lin = plan.steps[k - 1].lin
+            if st.norm.dtype != dt:
+                raise CannotCompile(f"its layers mix {dt} and {st.norm.dtype}")
             Wf = np.empty_like(lin.weight._data)
             bf = np.empty(lin.out_features, dt)
             folds.append((lin, st.norm, Wf, bf))

@@ -333,7 +333,7 @@ class Module:
     def _convert_state(self, dt):
         """.to(dt)'s hook for a module's own non-parameter state: converts the
         floating-point buffers (a subclass with more adds to it)."""
-        for bname, b in list(self._buffers.items()):
+        for bname, b in list(self.__dict__.get("_buffers", {}).items()):
             if b is not None and b.dtype.kind == "f" and b.dtype != dt:
                 self._set_buffer(bname, b.astype(dt))
 

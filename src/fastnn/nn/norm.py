@@ -103,9 +103,18 @@ class LayerNorm(_Norm):
     """y = (x - mean) / sqrt(var + eps) * weight + bias over the last axis of x (..., n),
     mean and the biased variance per row, as torch.nn.LayerNorm.
 
-    ``normalized_shape``: n, or a 1-tuple (n,) (only the last axis is normalized here).
-    ``elementwise_affine``: learnable weight (ones) and, with ``bias``, bias (zeros), each
-    of shape (n,).
+    Parameters
+    ----------
+    normalized_shape : int or tuple of one int
+        n, the size of the last axis (only the last axis is normalized here).
+    eps : float, optional
+        Added to the variance (>= 0).
+    elementwise_affine : bool, optional
+        Learn ``weight`` (ones) and, with ``bias``, ``bias`` (zeros), each of shape (n,).
+    bias : bool, optional
+        Learn the bias (with ``elementwise_affine``).
+    dtype : {numpy.float32, numpy.float64}, optional
+        The parameters' and the computation's dtype.
     """
 
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, *,
@@ -189,8 +198,23 @@ class BatchNorm1d(_Norm):
     and ``num_batches_tracked`` (an int64 0-d array) are updated: running = momentum *
     batch + (1 - momentum) * running with the unbiased batch variance (``momentum=None``:
     the cumulative average).  Eval mode: the running statistics normalize (the batch's when
-    ``track_running_stats=False``).  ``affine``: learnable weight (ones) and bias (zeros).
-    (N, C, L) input is not supported.
+    ``track_running_stats=False``).  (N, C, L) input is not supported.
+
+    Parameters
+    ----------
+    num_features : int
+        C, the number of features.
+    eps : float, optional
+        Added to the variance (>= 0).
+    momentum : float or None, optional
+        The running statistics' update factor in [0, 1]; None: the cumulative average.
+        May be changed between steps.
+    affine : bool, optional
+        Learn ``weight`` (ones) and ``bias`` (zeros), each of shape (C,).
+    track_running_stats : bool, optional
+        Keep the running statistics (and normalize with them in eval mode).
+    dtype : {numpy.float32, numpy.float64}, optional
+        The parameters', buffers' and the computation's dtype.
     """
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
