@@ -14,7 +14,10 @@ A BatchNorm1d in eval mode (frozen statistics) can be backpropagated, as in PyTo
 forward then keeps the normalized input (a fresh array) for backward, which computes the
 affine parameters' gradients and grad_in = grad_out * weight / sqrt(running_var + eps).
 """
+from __future__ import annotations
+
 import numbers
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +25,7 @@ from .. import _checks as C
 from .._kernels import norm as _norm
 from .module import Module, buf, not_run
 from .parameter import Parameter
+from .._typing import Array, DTypeLike
 
 __all__ = ["LayerNorm", "BatchNorm1d"]
 
@@ -58,7 +62,7 @@ class _Norm(Module):
         self._set_dtype(dt)
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype[Any]:
         return self._dt
 
     def _wb(self):
@@ -91,10 +95,10 @@ class _Norm(Module):
     def _dtype_repr(self):
         return f", dtype={self._dt}" if self._dt != _F32 else ""
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         return self._fwd(self._ctx, x, False)
 
-    def backward(self, grad_out, input_grad=True):
+    def backward(self, grad_out: Array, input_grad: bool = True) -> Array | None:
         return self._bwd(self._ctx, grad_out, input_grad, self._who)
 
 
@@ -117,8 +121,15 @@ class LayerNorm(_Norm):
         The parameters' and the computation's dtype.
     """
 
-    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, *,
-                 dtype=np.float32):
+    weight: Parameter | None
+    bias: Parameter | None
+    normalized_shape: tuple[int]
+    eps: float
+    elementwise_affine: bool
+
+    def __init__(self, normalized_shape: int | tuple[int], eps: float = 1e-5,
+                 elementwise_affine: bool = True, bias: bool = True, *,
+                 dtype: DTypeLike = np.float32) -> None:
         super().__init__()
         who = "LayerNorm"
         shp = normalized_shape
@@ -139,10 +150,10 @@ class LayerNorm(_Norm):
                      C.flag(who, "bias", bias), dt)
 
     @property
-    def features(self):
+    def features(self) -> int:
         return self.normalized_shape[0]
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"{self.normalized_shape}, eps={self.eps}, "
                 f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}"
                 + self._dtype_repr())
@@ -217,8 +228,19 @@ class BatchNorm1d(_Norm):
         The parameters', buffers' and the computation's dtype.
     """
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, *, dtype=np.float32):
+    weight: Parameter | None
+    bias: Parameter | None
+    num_features: int
+    eps: float
+    affine: bool
+    track_running_stats: bool
+    running_mean: Array | None
+    running_var: Array | None
+    num_batches_tracked: Array | None
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True, *,
+                 dtype: DTypeLike = np.float32) -> None:
         super().__init__()
         who = "BatchNorm1d"
         n = _features(who, "num_features", num_features)
@@ -240,11 +262,11 @@ class BatchNorm1d(_Norm):
                 self.register_buffer(k, None)
 
     @property
-    def momentum(self):
+    def momentum(self) -> float | None:
         return self.__dict__["_momentum"]
 
     @momentum.setter
-    def momentum(self, value):
+    def momentum(self, value: float | None) -> None:
         if value is not None:
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
                     not 0 <= float(value) <= 1:
@@ -253,7 +275,7 @@ class BatchNorm1d(_Norm):
             value = float(value)
         object.__setattr__(self, "_momentum", value)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, bias={self.bias is not None}, "
                 f"track_running_stats={self.track_running_stats}"
