@@ -11,9 +11,9 @@ path behind the same API (``f.compiled`` / ``f.reason`` say which).
 import numpy as np
 
 from .nn import Graph, Identity, Linear, Module, Sequential
-from .nn.layers import _Activation
+from .nn.layers import Dropout, _Activation
 from .nn.module import _structure_version
-from .nn.plan import ActStep, GateStep, LinearStep, plan_chain
+from .nn.plan import ActStep, DropoutStep, GateStep, LinearStep, plan_chain
 from .training.compiled import _GATE_OPS, CannotCompile, _widths, flatten
 from ._kernels import step as _ks
 from ._kernels._core import OpKind
@@ -30,7 +30,8 @@ def _plain_activation(m):
 def _forward_plan(model):
     """(plan, input width or None, graph plan or None), or CannotCompile(reason)."""
     if type(model) in (Sequential, Linear):
-        mods = flatten(model, [])
+        # Dropout is the identity in eval mode: left out
+        mods = [m for m in flatten(model, []) if type(m) is not Dropout]
         for m in mods:
             if type(m) is not Linear and not _plain_activation(m):
                 raise CannotCompile(f"the model has a {type(m).__name__} ({m!r})")
@@ -55,7 +56,7 @@ def _forward_plan(model):
             elif type(st) is GateStep:
                 if type(st.gate) not in _GATE_OPS:
                     raise CannotCompile(f"the graph has a {type(st.gate).__name__}")
-            elif type(st) is not LinearStep:
+            elif type(st) not in (LinearStep, DropoutStep):
                 raise CannotCompile(f"the graph has a {type(st.module).__name__} "
                                     f"({st.module!r}) at node {st.index}")
         declared = model._recs[list(model._input_ids.values())[0]].feats[0]
@@ -92,6 +93,9 @@ def _program(plan, widths, cap):
             params += [p for p in (lin.weight, lin.bias) if p is not None]
         elif type(st) is ActStep:
             op.update(kind=OpKind.ACT, act=st.act._code, slope=float(st.act._slope()))
+        elif type(st) is DropoutStep:
+            # eval-mode Dropout: the identity (a copy into its slot)
+            op.update(kind=OpKind.ACT, act=0, slope=0.0)
         else:
             op.update(kind=OpKind.GATE, gop=_GATE_OPS[type(st.gate)])
         ops.append(op)

@@ -283,8 +283,26 @@ class Module:
 
     # -- state
     def state_dict(self):
-        """An OrderedDict name -> copy of the parameter's data."""
-        return OrderedDict((n, p.data.copy()) for n, p in self.named_parameters())
+        """An OrderedDict name -> copy of the parameter's data, then "<module>._extra_state"
+        -> the array ``get_extra_state()`` returns for each module that has extra state
+        (torch's name; e.g. Dropout's seed and step counter)."""
+        sd = OrderedDict((n, p.data.copy()) for n, p in self.named_parameters())
+        sd.update(self._extra_states())
+        return sd
+
+    # -- extra state (torch.nn.Module's get_extra_state / set_extra_state): a module with
+    # state that is not a parameter overrides both; its state_dict entry is an ndarray
+    def get_extra_state(self):
+        raise RuntimeError(f"{type(self).__name__} has no extra state")
+
+    def set_extra_state(self, state):
+        raise RuntimeError(f"{type(self).__name__} has no extra state")
+
+    def _extra_states(self):
+        """[(key, array)] of the modules with extra state, in named_modules order."""
+        return [(f"{n}._extra_state" if n else "_extra_state", m.get_extra_state())
+                for n, m in self.named_modules()
+                if type(m).get_extra_state is not Module.get_extra_state]
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into the parameters.  Every shape and dtype is checked before
@@ -295,15 +313,27 @@ class Module:
             raise TypeError(f"{who}: expected a mapping name -> array, got "
                             f"{type(state_dict).__name__}")
         own = OrderedDict(self.named_parameters())
+        extra = OrderedDict((f"{n}._extra_state" if n else "_extra_state", m)
+                            for n, m in self.named_modules()
+                            if type(m).get_extra_state is not Module.get_extra_state)
+        own.update(extra)
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
             raise KeyError(f"{who}: missing keys {missing}, unexpected keys {unexpected}")
-        pending = []
+        pending, pending_extra = [], []
         for name, p in own.items():
             if name not in state_dict:
                 continue
             v = state_dict[name]
+            if name in extra:
+                cur = p.get_extra_state()
+                if not isinstance(v, np.ndarray) or v.shape != cur.shape or \
+                        v.dtype != cur.dtype:
+                    raise TypeError(f"{who}: {name!r} must be a {cur.dtype} array of shape "
+                                    f"{cur.shape}, got {C.fmt(v) if isinstance(v, np.ndarray) else type(v).__name__}")
+                pending_extra.append((p, v.copy()))
+                continue
             if isinstance(v, Parameter):
                 v = v.data
             if not isinstance(v, np.ndarray):
@@ -318,6 +348,8 @@ class Module:
             pending.append((p, v))
         for p, v in pending:
             np.copyto(p._data, v)
+        for m, v in pending_extra:
+            m.set_extra_state(v)
         return IncompatibleKeys(missing, unexpected)
 
     # -- architecture (fastnn.save / fastnn.load write and read the records: fastnn.io)

@@ -23,7 +23,8 @@ from ..nn import Add, Concat, Graph, Identity, Linear, Maximum, Module, Multiply
     Sequential, Split
 from ..nn.layers import _Activation
 from ..nn.module import _structure_version
-from ..nn.plan import ActStep, GateStep, LinearStep, fusable, plan_chain
+from ..nn.layers import Dropout
+from ..nn.plan import ActStep, DropoutStep, GateStep, LinearStep, fusable, plan_chain
 from ..nn.utils import clip_grad_norm_
 from ..optim import Optimizer
 from .._kernels import step as _ks
@@ -75,19 +76,21 @@ def flatten(model, out):
 
 # --------------------------------------------------------------------------- planning
 def _chain_plan(model):
-    """The plan of a Sequential/Linear chain; every activation must follow a Linear."""
+    """The plan of a Sequential/Linear chain; every activation must follow a Linear (or a
+    Dropout); a Dropout may be anywhere."""
     mods = flatten(model, [])
     for i, m in enumerate(mods):
-        if type(m) is Linear:
+        if type(m) in (Linear, Dropout):
             continue
         if not isinstance(m, _Activation):
             raise CannotCompile(f"the model has a {type(m).__name__} ({m!r})")
-        if i == 0 or type(mods[i - 1]) is not Linear:
+        if i == 0 or type(mods[i - 1]) not in (Linear, Dropout):
             raise CannotCompile(f"the model has an activation that does not follow a Linear "
                                 f"({m!r})")
         if not fusable(m):
             raise CannotCompile(f"{m!r} does not fuse into the Linear before it")
-    return plan_chain(mods), (mods[0].in_features if mods else None)
+    # (Dropout and the activations keep the width: the first Linear's is the input's)
+    return plan_chain(mods), next((m.in_features for m in mods if type(m) is Linear), None)
 
 
 def _graph_plan(g):
@@ -106,7 +109,7 @@ def _graph_plan(g):
         elif type(st) is GateStep:
             if type(st.gate) not in _GATE_OPS:
                 raise CannotCompile(f"the graph has a {type(st.gate).__name__}")
-        elif type(st) is not LinearStep:
+        elif type(st) not in (LinearStep, DropoutStep):
             raise CannotCompile(f"the graph has a {type(st.module).__name__} "
                                 f"({st.module!r}) at node {st.index}")
     declared = g._recs[list(g._input_ids.values())[0]].feats[0]
@@ -133,7 +136,7 @@ def _widths(plan, k0):
             if f[0] != st.lin.in_features:
                 raise CannotCompile(f"{st.lin._who()} follows a layer with {f[0]} outputs")
             w[outs[0]] = st.lin.out_features
-        elif type(st) is ActStep:
+        elif type(st) in (ActStep, DropoutStep):
             w[outs[0]] = f[0]
         else:
             gate = st.gate
@@ -240,7 +243,7 @@ def _arrays(plan, dt, widths, needs, want, runs, contribs, acc, cap):
               "needs": [bool(needs[s]) for s in ins], "act": 0, "slope": 0.0, "gop": 0,
               "K": 0, "N": 0, "W": None, "b": None, "gW": None, "gb": None,
               "accW": False, "accb": False, "work": None,
-              "gin": [None] * len(ins)}
+              "gin": [None] * len(ins), "drop": None}
         if type(st) is LinearStep:
             lin = st.lin
             op.update(kind=OpKind.LINEAR, act=st.code, slope=float(st.slope),
@@ -255,6 +258,12 @@ def _arrays(plan, dt, widths, needs, want, runs, contribs, acc, cap):
                 op["gin"][0] = emp(lin.in_features)
         elif type(st) is ActStep:
             op.update(kind=OpKind.ACT, act=st.act._code, slope=float(st.act._slope()))
+            if wk and needs[ins[0]]:
+                op["gin"][0] = emp(widths[ins[0]])
+        elif type(st) is DropoutStep:
+            # the mask from the module's seed and step counter, read and advanced by the
+            # kernel on every step (StepKernel._sync / _finish)
+            op.update(kind=OpKind.DROPOUT, drop=st.drop)
             if wk and needs[ins[0]]:
                 op["gin"][0] = emp(widths[ins[0]])
         else:
