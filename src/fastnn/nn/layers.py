@@ -309,6 +309,18 @@ def _drawn_seed():
     return int(_seed_source[0].integers(0, 2**64, dtype=np.uint64))
 
 
+def reseed_dropout(model, seed):
+    """Give the k-th ``Dropout(seed=None)`` among ``model.modules()`` the seed
+    ``fastnn._kernels.dropout.key(seed, k)`` (what ``Trainer(seed=...)`` does at the start
+    of fit, so a run is reproduced by the Trainer's seed); step counters are kept.
+    Dropouts built with an explicit seed keep it."""
+    k = 0
+    for m in model.modules():
+        if type(m) is Dropout and not m._seed_given:
+            object.__setattr__(m, "_seed", int(_dropout.key(seed, k)))
+            k += 1
+
+
 class Dropout(Module):
     """Inverted dropout: in training mode ``y = x * mask / (1 - p)`` with each element
     kept with probability 1 - p; in eval mode the identity (returns x itself).
