@@ -621,4 +621,5 @@ def dropout(x, seed, step, p):
     """Dropout's training-mode forward (and backward, applied to the gradient): x * mask,
     in x's dtype (the scale rounded to it first, as the kernel)."""
     m = dropout_mask(x.shape, seed, step, p).astype(x.dtype)
-    return x * m
+    with np.errstate(invalid="ignore"):         # inf * 0 = nan, as the kernel (and torch)
+        return x * m

@@ -119,11 +119,11 @@ def save(model, path):
     _check_unshared(model)
     arch = record(model)
     named = list(model.named_parameters())
-    extra = model._extra_states()      # e.g. Dropout's seed and step counter
+    xstate = model._extra_states()     # e.g. Dropout's seed and step counter
     meta = {"format": FORMAT, "version": VERSION, "arch": arch,
-            "parameters": [n for n, _ in named] + [k for k, _ in extra]}
+            "parameters": [n for n, _ in named] + [k for k, _ in xstate]}
     arrays = {_PREFIX + n: p.data for n, p in named}
-    arrays.update((_PREFIX + k, v) for k, v in extra)
+    arrays.update((_PREFIX + k, v) for k, v in xstate)
     arrays[_META] = np.array(json.dumps(meta))
     _write_npz(path, arrays)
 
@@ -305,14 +305,14 @@ def save_checkpoint(path, model, optimizer, epoch=None, **extra):
     keys = type(optimizer)._state_names
     hyper = {k: v for k, v in sd.items() if k not in keys}
     arrays = {_PREFIX + n: p.data for n, p in named}
-    extra = model._extra_states()      # e.g. Dropout's seed and step counter
-    arrays.update((_PREFIX + k, v) for k, v in extra)
+    xstate = model._extra_states()     # e.g. Dropout's seed and step counter
+    arrays.update((_PREFIX + k, v) for k, v in xstate)
     for k in keys:
         for i, b in enumerate(sd[k]):
             if b is not None:
                 arrays[f"{_OPT}{k}:{i}"] = b
     meta = {"format": CHECKPOINT_FORMAT, "version": VERSION, "arch": record(model),
-            "parameters": [n for n, _ in named] + [k for k, _ in extra],
+            "parameters": [n for n, _ in named] + [k for k, _ in xstate],
             "optimizer": {"type": type(optimizer).__name__, "state": hyper,
                           "params": [index[id(p)] for p in optimizer.params]},
             "epoch": None if epoch is None else int(epoch), "extra": extra}
