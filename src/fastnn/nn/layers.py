@@ -161,6 +161,21 @@ class Linear(Module):
 
 
 # ------------------------------------------------------------------------- activations
+def _grad_rows(ctx, grad_out, input_grad, who):
+    """What an elementwise layer's backward starts with (activations, Dropout): grad_out
+    checked against the saved output's shape and dtype, as rows, and the input-gradient
+    buffer -- (None, None) when input_grad is False."""
+    y = ctx.y
+    if y is None:
+        raise not_run(who)
+    grad_out = C.module_array(who, "grad_out", grad_out, y.dtype)
+    C.same_shape(who, "grad_out", grad_out, ctx.shape)
+    if not input_grad:
+        return None, None
+    g2 = C.as_rows(grad_out)
+    return g2, buf(ctx, "gi", y.shape, y.dtype, g2)
+
+
 class _Activation(Module):
     """Elementwise activation over an array of any shape (float32 or float64)."""
     _act = "identity"
@@ -202,15 +217,10 @@ class _Activation(Module):
         return out.reshape(x.shape) if x.ndim != 2 else out
 
     def _bwd(self, ctx, grad_out, input_grad, who):
-        y = ctx.y
-        if y is None:
-            raise not_run(who)
-        grad_out = C.module_array(who, "grad_out", grad_out, y.dtype)
-        C.same_shape(who, "grad_out", grad_out, ctx.shape)
-        if not input_grad:
+        g2, gi = _grad_rows(ctx, grad_out, input_grad, who)
+        if gi is None:
             return None
-        g2 = C.as_rows(grad_out)
-        gi = buf(ctx, "gi", y.shape, y.dtype, g2)
+        y = ctx.y
         if self._fusable():
             _ACT_BWD[y.dtype](g2, y, gi, self._code, self._slope())
         else:   # leaky_relu with a negative slope: the derivative needs the input's sign
@@ -427,14 +437,8 @@ class Dropout(Module):
         return out.reshape(x.shape) if x.ndim != 2 else out
 
     def _bwd(self, ctx, grad_out, input_grad, who):
-        y = ctx.y
-        if y is None:
-            raise not_run(who)
-        grad_out = C.module_array(who, "grad_out", grad_out, y.dtype)
-        C.same_shape(who, "grad_out", grad_out, ctx.shape)
-        if not input_grad:
+        g2, gi = _grad_rows(ctx, grad_out, input_grad, who)
+        if gi is None:
             return None
-        g2 = C.as_rows(grad_out)
-        gi = buf(ctx, "gi", y.shape, y.dtype, g2)
-        _DROP[y.dtype](g2, gi, ctx.x, self._thresh, self._scale)
+        _DROP[gi.dtype](g2, gi, ctx.x, self._thresh, self._scale)
         return gi.reshape(ctx.shape) if len(ctx.shape) != 2 else gi

@@ -438,9 +438,9 @@ def compile_step(model, loss_fn, optimizer, *, batch_size=None, warn=True,
     """One training step as one compiled call: ``loss = step(x, y)``.
 
     For a ``Sequential`` (nested ones are flattened) of ``Linear`` layers, each optionally
-    followed by a Sigmoid, ReLU, Tanh or LeakyReLU (negative_slope >= 0), or a ``Graph``
-    with one input and one output whose nodes are Linear layers, those activations and the
-    gates Add, Multiply, Maximum, Concat and Split, with an ``MSELoss``, ``L1Loss``,
+    followed by a Sigmoid, ReLU, Tanh or LeakyReLU (negative_slope >= 0), and ``Dropout``
+    anywhere, or a ``Graph`` with one input and one output whose nodes are Linear layers,
+    those activations, Dropout and the gates Add, Multiply, Maximum, Concat and Split, with an ``MSELoss``, ``L1Loss``,
     ``HuberLoss``, ``SmoothL1Loss``, ``BCEWithLogitsLoss``,
     ``CrossEntropyLoss`` (without class weights or label smoothing) or ``SVMLoss`` and a
     fastnn optimizer (``SGD``) over (some of) the
