@@ -161,6 +161,14 @@ class Linear(Module):
 
 
 # ------------------------------------------------------------------------- activations
+def _elementwise_input(who, x):
+    """An elementwise layer's input (activations, Dropout): a float ndarray of >= 1 dims."""
+    x = C.module_array(who, "input", x)
+    if x.ndim == 0:
+        raise ValueError(f"{who()}: input must have at least 1 dimension, got a 0-D array")
+    return x
+
+
 def _grad_rows(ctx, grad_out, input_grad, who):
     """What an elementwise layer's backward starts with (activations, Dropout): grad_out
     checked against the saved output's shape and dtype, as rows, and the input-gradient
@@ -200,10 +208,7 @@ class _Activation(Module):
         return self._bwd(self._ctx, grad_out, input_grad, self._who)
 
     def _fwd(self, ctx, x, training):
-        who = self._who
-        x = C.module_array(who, "input", x)
-        if x.ndim == 0:
-            raise ValueError(f"{who()}: input must have at least 1 dimension, got a 0-D array")
+        x = _elementwise_input(self._who, x)
         x2 = C.as_rows(x)
         if training:
             out = buf(ctx, "out", x2.shape, x.dtype, x2)
@@ -420,10 +425,7 @@ class Dropout(Module):
         return self._bwd(self._ctx, grad_out, input_grad, self._who)
 
     def _fwd(self, ctx, x, training):
-        who = self._who
-        x = C.module_array(who, "input", x)
-        if x.ndim == 0:
-            raise ValueError(f"{who()}: input must have at least 1 dimension, got a 0-D array")
+        x = _elementwise_input(self._who, x)
         if not training:
             return x
         x2 = C.as_rows(x)
