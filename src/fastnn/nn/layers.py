@@ -6,6 +6,10 @@ Each keeps its per-use state in a ``Ctx`` it is handed (``_forward_act(ctx, ...)
 ``backward`` use the module's own.  A Linear runs fused with the activation that follows it
 when a container's plan says so (fastnn.nn.plan): one kernel call each way.
 """
+from __future__ import annotations
+
+from typing import Any, Callable
+
 import numpy as np
 
 from .. import _checks as C
@@ -15,6 +19,7 @@ from .._kernels import dense as _dense
 from .._kernels import dropout as _dropout
 from .module import Module, buf, not_run
 from .parameter import Parameter
+from .._typing import Array, ArrayLike, DTypeLike
 
 __all__ = ["Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU", "Identity", "Dropout",
            "manual_seed"]
@@ -43,10 +48,31 @@ class Linear(Module):
     ``functools.partial(fastnn.init.kaiming_normal_, nonlinearity="relu")``.  ``bias_init``
     does the same for the bias (None: the default uniform above).  The weight is drawn
     first, then the bias, from the same ``rng``.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        The input and output widths (>= 1).
+    bias : bool, optional
+        Learn an additive bias.
+    dtype : {numpy.float32, numpy.float64}, optional
+        The parameters' dtype.
+    rng : numpy.random.Generator, int or None, optional
+        The generator of the initial values.
+    init : str or callable, optional
+        The weight initialization (see above).
+    bias_init : str or callable, optional
+        The bias initialization (see above).
     """
 
-    def __init__(self, in_features, out_features, bias=True, *, dtype=np.float32, rng=None,
-                 init=None, bias_init=None):
+    weight: Parameter
+    bias: Parameter | None
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 dtype: DTypeLike = np.float32,
+                 rng: int | np.random.Generator | None = None,
+                 init: str | Callable[..., Any] | None = None,
+                 bias_init: str | Callable[..., Any] | None = None) -> None:
         super().__init__()
         for nm, v in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 \
@@ -73,7 +99,7 @@ class Linear(Module):
         else:
             self.bias = None
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         s = (f"in_features={self.in_features}, out_features={self.out_features}, "
              f"bias={self.bias is not None}")
         if self.weight.dtype != _F32:
@@ -153,10 +179,10 @@ class Linear(Module):
                                 gb, acc, work, bool(input_grad), self.bias is not None)
         return gx if input_grad else None
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> Array:
         return self._forward_act(self._ctx, x, 0, 0.0)
 
-    def backward(self, grad_out, input_grad=True):
+    def backward(self, grad_out: ArrayLike, input_grad: bool = True) -> Array | None:
         return self._backward_act(self._ctx, grad_out, 0, 0.0, input_grad, self._who)
 
 
@@ -201,10 +227,10 @@ class _Activation(Module):
     def _who(self):
         return repr(self)
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> Array:
         return self._fwd(self._ctx, x, self.training)
 
-    def backward(self, grad_out, input_grad=True):
+    def backward(self, grad_out: ArrayLike, input_grad: bool = True) -> Array | None:
         return self._bwd(self._ctx, grad_out, input_grad, self._who)
 
     def _fwd(self, ctx, x, training):
@@ -273,10 +299,16 @@ class Tanh(_Activation):
 class LeakyReLU(_Activation):
     """y = x for x > 0, negative_slope * x otherwise (negative_slope is fixed at
     construction).  With negative_slope >= 0 the derivative is read from the output and the
-    layer fuses into a preceding Linear; a negative slope keeps the input instead."""
+    layer fuses into a preceding Linear; a negative slope keeps the input instead.
+
+    Parameters
+    ----------
+    negative_slope : float, optional
+        The slope for x <= 0.
+    """
     _act = "leaky_relu"
 
-    def __init__(self, negative_slope=0.01):
+    def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
         try:
             s = float(negative_slope)
@@ -288,7 +320,7 @@ class LeakyReLU(_Activation):
         object.__setattr__(self, "_negative_slope", s)
 
     @property
-    def negative_slope(self):
+    def negative_slope(self) -> float:
         return self._negative_slope
 
     def _slope(self):
@@ -297,7 +329,7 @@ class LeakyReLU(_Activation):
     def _fusable(self):
         return self._negative_slope >= 0
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"negative_slope={self._negative_slope}"
 
     def _arch(self):
@@ -311,24 +343,38 @@ class LeakyReLU(_Activation):
 _seed_source = [np.random.default_rng()]
 
 
-def manual_seed(seed):
+def manual_seed(seed: int) -> None:
     """Re-seed the generator that ``Dropout(p, seed=None)`` draws its seed from at
-    construction (an int in [0, 2**64)): models built after ``manual_seed(s)`` get the same
-    Dropout seeds, in construction order.  (``Trainer(seed=...)`` re-seeds such modules
-    from its own seed at the start of fit.)"""
+    construction: models built after ``manual_seed(s)`` get the same Dropout seeds, in
+    construction order.  (``Trainer(seed=...)`` re-seeds such modules from its own seed at
+    the start of fit.)
+
+    Parameters
+    ----------
+    seed : int
+        In [0, 2**64).
+    """
     s = C.int_in("fastnn.manual_seed", "seed", seed, 0, 2**64 - 1)
     _seed_source[0] = np.random.default_rng(s)
 
 
-def _drawn_seed():
+def _drawn_seed() -> int:
     return int(_seed_source[0].integers(0, 2**64, dtype=np.uint64))
 
 
-def reseed_dropout(model, seed):
+def reseed_dropout(model: Module, seed: int) -> None:
     """Give the k-th ``Dropout(seed=None)`` among ``model.modules()`` the seed
     ``fastnn._kernels.dropout.key(seed, k)`` (what ``Trainer(seed=...)`` does at the start
     of fit, so a run is reproduced by the Trainer's seed); step counters are kept.
-    Dropouts built with an explicit seed keep it."""
+    Dropouts built with an explicit seed keep it.
+
+    Parameters
+    ----------
+    model : Module
+        The model whose Dropout modules are re-seeded.
+    seed : int
+        In [0, 2**64).
+    """
     k = 0
     for m in model.modules():
         if type(m) is Dropout and not m._seed_given:
@@ -349,9 +395,16 @@ class Dropout(Module):
     from its own seed at the start of fit).  The seed and the step counter are the
     module's extra state (``state_dict()["<name>._extra_state"]``, saved by fastnn.save and
     in checkpoints), so a resumed run continues the same mask sequence.
+
+    Parameters
+    ----------
+    p : float, optional
+        The probability of zeroing an element, in [0, 1).
+    seed : int or None, optional
+        The mask seed, in [0, 2**64); None draws one (see above).
     """
 
-    def __init__(self, p=0.5, seed=None):
+    def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
         super().__init__()
         if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
             raise TypeError(f"Dropout: p must be a real number in [0, 1), got {p!r}")
@@ -369,34 +422,46 @@ class Dropout(Module):
         object.__setattr__(self, "_counter", 0)
 
     @property
-    def p(self):
+    def p(self) -> float:
+        """The drop probability (fixed at construction)."""
         return self._p
 
     @property
-    def seed(self):
+    def seed(self) -> int:
         """The mask seed (settable: an int in [0, 2**64))."""
         return self._seed
 
     @seed.setter
-    def seed(self, value):
+    def seed(self, value: int) -> None:
         object.__setattr__(self, "_seed", C.int_in("Dropout", "seed", value, 0, 2**64 - 1))
 
     @property
-    def step_count(self):
+    def step_count(self) -> int:
         """Training-mode forwards so far: the next forward's mask is that of this step
         (settable: an int >= 0)."""
         return self._counter
 
     @step_count.setter
-    def step_count(self, value):
+    def step_count(self, value: int) -> None:
         object.__setattr__(self, "_counter", C.int_in("Dropout", "step_count", value, 0,
                                                       2**64 - 1))
 
-    def mask_key(self, step=None):
-        """The RNG key of forward number `step` (default: the next one)."""
+    def mask_key(self, step: int | None = None) -> int:
+        """The RNG key of a forward.
+
+        Parameters
+        ----------
+        step : int or None, optional
+            The forward's number (None: the next forward's).
+
+        Returns
+        -------
+        int
+            The key ``fastnn._kernels.dropout.key(seed, step)`` its mask is drawn from.
+        """
         return _dropout.key(self._seed, self._counter if step is None else step)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"p={self._p}"
 
     def _who(self):
@@ -405,11 +470,24 @@ class Dropout(Module):
     def _arch(self):
         return {"p": self._p, "seed": self._seed if self._seed_given else None}
 
-    def get_extra_state(self):
-        """[seed, step_count] as a uint64 array (what state_dict holds for this module)."""
+    def get_extra_state(self) -> Array:
+        """What state_dict holds for this module.
+
+        Returns
+        -------
+        numpy.ndarray
+            [seed, step_count] as a uint64 array.
+        """
         return np.array([self._seed, self._counter], np.uint64)
 
-    def set_extra_state(self, state):
+    def set_extra_state(self, state: Array) -> None:
+        """Restore the seed and step counter from ``get_extra_state``'s array.
+
+        Parameters
+        ----------
+        state : numpy.ndarray
+            A uint64 array [seed, step_count].
+        """
         who = f"{self!r}.set_extra_state"
         if not isinstance(state, np.ndarray) or state.shape != (2,) or \
                 state.dtype != np.uint64:
@@ -418,10 +496,10 @@ class Dropout(Module):
         object.__setattr__(self, "_seed", int(state[0]))
         object.__setattr__(self, "_counter", int(state[1]))
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> Array:
         return self._fwd(self._ctx, x, self.training)
 
-    def backward(self, grad_out, input_grad=True):
+    def backward(self, grad_out: ArrayLike, input_grad: bool = True) -> Array | None:
         return self._bwd(self._ctx, grad_out, input_grad, self._who)
 
     def _fwd(self, ctx, x, training):
