@@ -575,6 +575,21 @@ def test_save_load_keeps_p_seed_and_counter(tmp_path):
     assert_bitwise_equal(r(x), m(x))             # the same next mask
 
 
+def test_save_load_graph_with_dropout(tmp_path):
+    g = _graph(np.float64)
+    x = np.random.default_rng(1).standard_normal((6, 7))
+    g(x)
+    g(x)
+    fnn.save(g, tmp_path / "g.npz")
+    r = fnn.load(tmp_path / "g.npz")
+    assert [k for k in r.state_dict() if k.endswith("_extra_state")] == \
+        [k for k in g.state_dict() if k.endswith("_extra_state")]
+    for a, b in zip([m for m in g.modules() if type(m) is fnn.Dropout],
+                    [m for m in r.modules() if type(m) is fnn.Dropout]):
+        assert (b.p, b.seed, b.step_count) == (a.p, a.seed, 2)
+    assert_bitwise_equal(r(x), g(x))
+
+
 def test_checkpoint_resume_continues_the_mask_sequence(tmp_path):
     rng = np.random.default_rng(3)
     data = [(rng.standard_normal((16, 7)), rng.integers(0, 4, 16)) for _ in range(5)]

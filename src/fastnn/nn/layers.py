@@ -406,12 +406,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
-            raise TypeError(f"Dropout: p must be a real number in [0, 1), got {p!r}")
-        pf = float(p)
-        if not 0.0 <= pf < 1.0:        # (NaN fails too)
-            raise ValueError(f"Dropout: p must be in [0, 1), got {p!r} (p = 1 would drop "
-                             "everything)")
+        pf = C.probability("Dropout", "p", p)
         given = seed is not None
         seed = C.int_in("Dropout", "seed", seed, 0, 2**64 - 1) if given else _drawn_seed()
         object.__setattr__(self, "_p", pf)
