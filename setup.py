@@ -15,7 +15,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = ["_core", "gemm", "blas", "dense", "losses", "optim", "clip", "step", "gates",
-           "norm"]
+           "norm", "dropout"]
 DEBUG = os.environ.get("FASTNN_DEBUG", "0") == "1"
 
 

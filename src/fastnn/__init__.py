@@ -8,7 +8,7 @@ from .ops import (activation_backward, activation_forward, gemm, linear_backward
                   linear_forward)
 from .nn import (Add, Concat, Graph, Identity, LeakyReLU, Linear, Maximum, Module, Multiply,
                  Parameter, ReLU, Sequential, Sigmoid, Split, Tanh)
-from .nn import BatchNorm1d, LayerNorm
+from .nn import BatchNorm1d, Dropout, LayerNorm, manual_seed
 from .nn.utils import clip_grad_norm_, clip_grad_value_
 from . import init
 from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, Loss,
@@ -34,5 +34,5 @@ __all__ = [
     "numerical_gradient", "GradcheckError", "GradcheckReport", "save", "load",
     "save_checkpoint", "load_checkpoint", "Checkpoint",
     "compile_step", "CompiledStep", "Trainer", "History", "Callback", "EarlyStopping",
-    "LRSchedulerCallback", "compile_inference", "InferenceFunction",
+    "LRSchedulerCallback", "compile_inference", "InferenceFunction", "Dropout", "manual_seed",
 ]

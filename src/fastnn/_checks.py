@@ -399,3 +399,14 @@ def fraction(who, what, value):
     if v > 1.0:
         raise ValueError(f"{who}: {what} must be in [0, 1], got {value!r}")
     return v
+
+
+def probability(who, what, value):
+    """A real number in [0, 1) (a drop probability), as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{who}: {what} must be a real number in [0, 1), got {value!r}")
+    v = float(value)
+    if not 0.0 <= v < 1.0:          # (NaN fails too)
+        raise ValueError(f"{who}: {what} must be in [0, 1), got {value!r} ({what} = 1 would "
+                         "drop everything)")
+    return v

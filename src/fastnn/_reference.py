@@ -19,6 +19,9 @@ written by hand in NumPy as a NumPy user would, in the dtype of their inputs --
 Weights come in fastnn's layout, W (out_features, in_features); the twins keep W.T.
 
 Activations: "identity", "relu", "leaky_relu", "sigmoid", "tanh".
+
+Dropout's twin (dropout_key, dropout_bits, dropout_mask, dropout): the counter-based RNG of
+fastnn/_kernels/dropout.pyx in NumPy uint64 arithmetic, bit for bit.
 """
 import numpy as np
 
@@ -30,7 +33,8 @@ __all__ = ["ACTIVATIONS", "activation", "activation_grad", "gemm", "linear_forwa
            "sgd_step",
            "adam_step", "rmsprop_step", "layer_norm", "layer_norm_backward", "batch_norm",
            "batch_norm_backward",
-           "two_layer_step", "two_layer_train", "NumpyMLP", "NumpyAdamMLP", "NumpyResidualMLP"]
+           "two_layer_step", "two_layer_train", "NumpyMLP", "NumpyAdamMLP", "NumpyResidualMLP",
+           "dropout_key", "dropout_bits", "dropout_mask", "dropout"]
 
 # the activation names, in the order of their codes (the table in fastnn/_kernels/fnn_types.h)
 ACTIVATIONS = tuple(a.name.lower() for a in Activation)
@@ -654,3 +658,49 @@ def _softmax_ce(scores, y):
     p[rows, y] -= 1
     p /= n
     return loss, p
+
+
+# ------------------------------------------------------------------------------ Dropout
+_U64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def _mix64(z):
+    """SplitMix64's finalizer, on Python ints or uint64 arrays (wrapping arithmetic)."""
+    if isinstance(z, np.ndarray):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _U64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _U64
+    return z ^ (z >> 31)
+
+
+def dropout_key(seed, step):
+    """The key of a Dropout's forward number `step` with seed `seed`."""
+    return _mix64((_mix64(seed ^ 0x5851F42D4C957F2D) + step * _GOLDEN) & _U64)
+
+
+def dropout_bits(shape, key):
+    """uint32 bits of each element of a value of `shape` (flat index i: the high half of
+    mix64(key + (i + 1) * golden))."""
+    n = int(np.prod(shape))
+    i = np.arange(1, n + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = np.uint64(key) + i * np.uint64(_GOLDEN)
+        return (_mix64(z) >> np.uint64(32)).astype(np.uint32).reshape(shape)
+
+
+def dropout_mask(shape, seed, step, p):
+    """The float64 mask of that forward: 1 / (1 - p) where kept (bits >= floor(p * 2**32)),
+    0 where dropped."""
+    keep = dropout_bits(shape, dropout_key(seed, step)) >= np.uint32(int(p * 2.0**32))
+    return np.where(keep, 1.0 / (1.0 - p), 0.0)
+
+
+def dropout(x, seed, step, p):
+    """Dropout's training-mode forward (and backward, applied to the gradient): x * mask,
+    in x's dtype (the scale rounded to it first, as the kernel)."""
+    m = dropout_mask(x.shape, seed, step, p).astype(x.dtype)
+    with np.errstate(invalid="ignore"):         # inf * 0 = nan, as the kernel (and torch)
+        return x * m

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from .nn import Graph, Identity, Linear, Module, Sequential
-from .nn.layers import _Activation
+from .nn.layers import Dropout, _Activation
 from .nn.module import _structure_version
 from .nn.norm import BatchNorm1d, LayerNorm
-from .nn.plan import ActStep, GateStep, LinearStep, NormStep, plan_chain
+from .nn.plan import ActStep, DropoutStep, GateStep, LinearStep, NormStep, plan_chain
 from .training.compiled import _GATE_OPS, CannotCompile, _widths, flatten
 from ._kernels import step as _ks
 from ._kernels._core import OpKind
@@ -35,7 +35,8 @@ def _plain_activation(m):
 def _forward_plan(model):
     """(plan, input width or None, graph plan or None), or CannotCompile(reason)."""
     if type(model) in (Sequential, Linear):
-        mods = flatten(model, [])
+        # Dropout is the identity in eval mode: left out
+        mods = [m for m in flatten(model, []) if type(m) is not Dropout]
         for m in mods:
             if type(m) not in (Linear, LayerNorm, BatchNorm1d) and not _plain_activation(m):
                 raise CannotCompile(f"the model has a {type(m).__name__} ({m!r})")
@@ -63,7 +64,7 @@ def _forward_plan(model):
                     raise CannotCompile(f"the graph has a {type(st.gate).__name__}")
             elif type(st) is NormStep:
                 _check_norm(st.norm)
-            elif type(st) is not LinearStep:
+            elif type(st) not in (LinearStep, DropoutStep):
                 raise CannotCompile(f"the graph has a {type(st.module).__name__} "
                                     f"({st.module!r}) at node {st.index}")
         declared = model._recs[list(model._input_ids.values())[0]].feats[0]
@@ -154,6 +155,9 @@ def _program(plan, widths, cap):
                 op.update(kind=OpKind.BATCHNORM, st2=np.empty(n, dt), rm=m.running_mean,
                           rv=m.running_var)
             params += [p for p in (m.weight, m.bias) if p is not None]
+        elif type(st) is DropoutStep:
+            # eval-mode Dropout: the identity (a copy into its slot)
+            op.update(kind=OpKind.ACT, act=0, slope=0.0)
         else:
             op.update(kind=OpKind.GATE, gop=_GATE_OPS[type(st.gate)])
         ops.append(op)

@@ -153,7 +153,9 @@ def save(model: Module, path: PathLike) -> None:
 
 
 def _put_buffers(model, meta, arrays):
-    bufs = list(model.named_buffers())
+    # the state besides the parameters: buffers and extra states (Dropout's seed and step
+    # counter), read back into state_dict form by _get_buffers
+    bufs = model._named_arrays()
     if bufs:
         meta["buffers"] = [n for n, _ in bufs]
         arrays.update((_BUF + n, b) for n, b in bufs)

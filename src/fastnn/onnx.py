@@ -5,7 +5,8 @@
     model2 = fastnn.onnx.load("model.onnx")          # bitwise equal outputs
 
 Each module becomes the standard operator: Linear -> Gemm(transB=1) (its bias as C),
-Sigmoid / ReLU / Tanh / LeakyReLU(alpha) / Identity -> the operator of that name, the gates
+Sigmoid / ReLU / Tanh / LeakyReLU(alpha) / Identity -> the operator of that name (Dropout,
+the identity in eval mode, is left out), the gates
 Add / Multiply / Maximum / Concat / Split -> Add / Mul / Max / Concat / Split (axis 1);
 nested containers are inlined.  The parameters are the initializers (named as in
 ``model.named_parameters()``) and the model's architecture record (fastnn.io.record) is
@@ -75,8 +76,8 @@ class _Emitter:
     def module(self, m, ins, feats, where):
         """Emit module m reading value names `ins` (known last-axis sizes `feats`);
         returns (output names, their sizes)."""
-        from .nn import (Add, Concat, Graph, Identity, LeakyReLU, Linear, Maximum, Multiply,
-                         ReLU, Sequential, Sigmoid, Split, Tanh)
+        from .nn import (Add, Concat, Dropout, Graph, Identity, LeakyReLU, Linear, Maximum,
+                         Multiply, ReLU, Sequential, Sigmoid, Split, Tanh)
         t = type(m)
         if isinstance(m, Sequential):
             for k, c in enumerate(m):
@@ -89,6 +90,8 @@ class _Emitter:
             if m.bias is not None:
                 gin.append(self.pnames[id(m.bias)])
             return self.node("Gemm", gin, "linear", transB=1), [m.out_features]
+        if t is Dropout:           # the identity in eval mode: no node
+            return ins, feats
         if t in (Sigmoid, ReLU, Tanh, Identity):
             op = {Sigmoid: "Sigmoid", ReLU: "Relu", Tanh: "Tanh", Identity: "Identity"}[t]
             return self.node(op, ins, op.lower()), feats
@@ -114,8 +117,8 @@ class _Emitter:
             return (self.node("Split", [ins[0], split], "split", n_out=len(m.sizes), axis=1),
                     list(m.sizes))
         raise TypeError(f"fastnn.onnx.export: {t.__name__} at {where} has no ONNX form "
-                        "(supported: Linear, Sigmoid, ReLU, Tanh, LeakyReLU, Identity, Add, "
-                        "Multiply, Maximum, Concat, Split, Sequential, Graph)")
+                        "(supported: Linear, Sigmoid, ReLU, Tanh, LeakyReLU, Identity, Dropout, "
+                        "Add, Multiply, Maximum, Concat, Split, Sequential, Graph)")
 
     def graph(self, g, ins, where):
         """A Graph's nodes in the planner's topological order (fastnn.nn.plan)."""
@@ -142,7 +145,7 @@ class _Emitter:
 
 def _in_features(m):
     """The size of the last axis of m's input(s), where the model tells it."""
-    from .nn import Graph, Linear, Sequential
+    from .nn import Dropout, Graph, Linear, Sequential
     from .nn.layers import _Activation
     if type(m) is Linear:
         return [m.in_features]
@@ -150,7 +153,7 @@ def _in_features(m):
         return [m._recs[i].feats[0] for i in m._input_ids.values()]
     if isinstance(m, Sequential):
         for c in m:
-            if isinstance(c, _Activation):
+            if isinstance(c, (_Activation, Dropout)):
                 continue
             return _in_features(c)
     return [None]
@@ -258,6 +261,8 @@ def load(path: PathLike) -> Module:
             raise io._LoadError(f"parameters {missing} are listed but missing")
         state = {n: onnx.numpy_helper.to_array(inits[n]) for n in names}
         model = io._build(arch)
+    # an inference format: extra state (Dropout's step counter) starts afresh
+    state.update(model._extra_states())
     try:
         model.load_state_dict(state, strict=True)
     except (KeyError, ValueError, TypeError) as e:

@@ -130,6 +130,9 @@ cdef inline int elem_threads(Py_ssize_t m, Py_ssize_t n, int n_threads) noexcept
 
 cdef int current_engine() noexcept nogil
 cdef int current_threads() noexcept nogil
+# the kernel variant in use (FNN_VARIANT_GENERIC / AVX2 / AVX512), for kernels that keep
+# their own per-variant code outside the tables (dropout.pyx)
+cdef int current_variant() noexcept nogil
 
 # The engine/threads rule, decided here once: with the BLAS engine our own loops stay on one
 # thread (two thread pools would fight over the cores); otherwise n_threads, or the current

@@ -28,6 +28,10 @@ cdef int current_threads() noexcept nogil:
     return n if n > 0 else 1
 
 
+cdef int current_variant() noexcept nogil:
+    return _variant
+
+
 cdef const fnn_kern_s *kern_s() noexcept nogil:
     return &fnn_kerns_s[_variant]
 

@@ -42,6 +42,8 @@ from .losses cimport (mse_loss, xent_loss, svm_loss, pointwise_loss, PW_L1, PW_H
 from .optim cimport opt_update, OptHyper, OPT_MAX_STATE, OPT_MAX_HYPER
 from .clip cimport GradView, total_norm, clip_coef, clip_scale
 from .norm cimport layernorm_forward, layernorm_backward, batchnorm_forward, batchnorm_backward
+from .dropout cimport dropout_key, dropout_apply
+from libc.stdint cimport uint32_t
 
 cnp.import_array()
 
@@ -91,6 +93,12 @@ cdef struct Op:
     void *rm            # BatchNorm1d: running_mean, running_var (N,), NULL when untracked
     void *rv
     int64_t *nbt        # BatchNorm1d: num_batches_tracked
+    # Dropout: the mask of forward number ctr of a module seeded with seed; ctr advances
+    # with each forward (read from / written back to the module by StepKernel), key is the
+    # last forward's, which backward regenerates the mask from
+    uint64_t seed, ctr, key
+    uint32_t thresh
+    double scale
 
 
 cdef struct Param:
@@ -133,6 +141,13 @@ cdef int _forward_op(Op *op, Slot *S, int M, int engine, int nt, int et,
         return 0
     if op.kind == OpKind.LAYERNORM or op.kind == OpKind.BATCHNORM:
         _norm_forward(op, x, y, M, et, dummy)
+        return 0
+    if op.kind == OpKind.DROPOUT:
+        # Dropout._fwd's key and kernel, and its counter's advance
+        op.key = dropout_key(op.seed, op.ctr)
+        op.ctr += 1
+        dropout_apply(M, x.n, <const floating *>x.val, x.rs, <floating *>y.val, y.rs, op.key,
+                      op.thresh, <floating>op.scale, et)
         return 0
     if op.gop == GateOp.CONCAT:
         off = 0
@@ -233,6 +248,13 @@ cdef int _backward_op(Op *op, Slot *S, int M, int engine, int nt, int et,
         if op.gin[0] != NULL:
             act_backward(M, x.n, dy, x.n, <const floating *>y.val, y.rs,
                          <floating *>op.gin[0], x.n, op.act, <floating>op.slope, et)
+            _contribute(x, <const floating *>op.gin[0], M)
+        return 0
+    if op.kind == OpKind.DROPOUT:
+        if op.gin[0] != NULL:
+            # the same bits as the forward (the key of this step)
+            dropout_apply(M, x.n, dy, x.n, <floating *>op.gin[0], x.n, op.key, op.thresh,
+                          <floating>op.scale, et)
             _contribute(x, <const floating *>op.gin[0], M)
         return 0
     if op.gop == GateOp.ADD:
@@ -515,6 +537,7 @@ cdef class StepKernel:
     cdef Py_ssize_t version
     cdef object norms                  # [(op index, BatchNorm1d)]: mode synced per call
     cdef int min_rows                  # 2 when an op normalizes over the batch, else 0
+    cdef list drops                    # (op index, Dropout module) of the DROPOUT ops
 
     def __cinit__(self):
         self.ops = NULL
@@ -609,6 +632,10 @@ cdef class StepKernel:
             keep += [d[k] for k in ("xhat", "st1", "st2", "sums", "rm", "rv", "nbt")
                      if d.get(k) is not None]
             keep += [a for a in d["gin"] if a is not None]
+        self.drops = [(i, d["drop"]) for i, d in enumerate(ops) if d["drop"] is not None]
+        for i, m in self.drops:
+            self.ops[i].thresh = m._thresh      # fixed: a Dropout's p cannot change
+            self.ops[i].scale = m._scale
         for i, p in enumerate(params):
             self.P[i].n = p._flat.shape[0]
             self.P[i].p = _ptr(p._flat)
@@ -689,6 +716,9 @@ cdef class StepKernel:
         again only when they changed)."""
         cdef int i, j
         cdef Op *op
+        for i, m in self.drops:         # each Dropout's seed and step counter, now
+            self.ops[i].seed = m._seed
+            self.ops[i].ctr = m._counter
         lf = self.loss_fn
         self.mean = lf.reduction == "mean"
         # BatchNorm1d ops: mode, momentum and eps as the module has them now
@@ -747,6 +777,8 @@ cdef class StepKernel:
         dropped, so the optimizer's state is that of the last completed step."""
         cdef int i
         cdef bint aborted = err != ERR_NONE
+        for i, m in self.drops:         # the forwards run advanced the counters
+            object.__setattr__(m, "_counter", self.ops[i].ctr)
         _set_written(self.mparams, not aborted)
         if aborted and steps == 0:
             created = [i for i in range(self.np_) if self.P[i].first]

@@ -2,7 +2,7 @@
 
     parameter.py   Parameter and its lazy-zero protocol
     module.py      Module (the PyTorch-like API), Ctx (per-use saved state), buffer reuse
-    layers.py      Linear, Sigmoid, ReLU, Tanh, LeakyReLU, Identity
+    layers.py      Linear, Sigmoid, ReLU, Tanh, LeakyReLU, Identity, Dropout (+ manual_seed)
     gates.py       Add, Multiply, Maximum, Concat, Split
     norm.py        LayerNorm, BatchNorm1d
     plan.py        the one planner: step kinds, the fusion rule, chain and graph plans
@@ -12,7 +12,7 @@
 """
 from .parameter import Parameter
 from .module import Module
-from .layers import Identity, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
+from .layers import Dropout, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Tanh, manual_seed
 from .gates import Add, Concat, Maximum, Multiply, Split
 from .norm import BatchNorm1d, LayerNorm
 from .sequential import Sequential
@@ -20,4 +20,4 @@ from .graph import Graph, Node
 
 __all__ = ["Parameter", "Module", "Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU",
            "Identity", "Sequential", "Graph", "Node", "Add", "Multiply", "Maximum", "Concat",
-           "Split", "LayerNorm", "BatchNorm1d"]
+           "Split", "LayerNorm", "BatchNorm1d", "Dropout", "manual_seed"]

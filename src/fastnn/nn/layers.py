@@ -1,5 +1,5 @@
-"""The layers: ``Linear`` and the elementwise activations (``Sigmoid``, ``ReLU``, ``Tanh``,
-``LeakyReLU``, ``Identity``).
+"""The layers: ``Linear``, the elementwise activations (``Sigmoid``, ``ReLU``, ``Tanh``,
+``LeakyReLU``, ``Identity``) and ``Dropout``.
 
 Each keeps its per-use state in a ``Ctx`` it is handed (``_forward_act(ctx, ...)``,
 ``_fwd(ctx, ...)``), so a container can use one layer at several places; ``forward`` /
@@ -16,17 +16,20 @@ from .. import _checks as C
 from .. import init as _init
 from ..ops import ACTIVATIONS
 from .._kernels import dense as _dense
+from .._kernels import dropout as _dropout
 from .module import Module, buf, not_run
 from .parameter import Parameter
 from .._typing import Array, ArrayLike, DTypeLike
 
-__all__ = ["Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU", "Identity"]
+__all__ = ["Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU", "Identity", "Dropout",
+           "manual_seed"]
 
 _F32 = C.DTYPES[0]
 _LIN_FWD = C.specialized(_dense._linear_forward)
 _LIN_BWD = C.specialized(_dense._linear_backward)
 _ACT_FWD = C.specialized(_dense._activation_forward)
 _ACT_BWD = C.specialized(_dense._activation_backward)
+_DROP = C.specialized(_dropout._dropout)
 
 
 # ------------------------------------------------------------------------------ Linear
@@ -184,6 +187,29 @@ class Linear(Module):
 
 
 # ------------------------------------------------------------------------- activations
+def _elementwise_input(who, x):
+    """An elementwise layer's input (activations, Dropout): a float ndarray of >= 1 dims."""
+    x = C.module_array(who, "input", x)
+    if x.ndim == 0:
+        raise ValueError(f"{who()}: input must have at least 1 dimension, got a 0-D array")
+    return x
+
+
+def _grad_rows(ctx, grad_out, input_grad, who):
+    """What an elementwise layer's backward starts with (activations, Dropout): grad_out
+    checked against the saved output's shape and dtype, as rows, and the input-gradient
+    buffer -- (None, None) when input_grad is False."""
+    y = ctx.y
+    if y is None:
+        raise not_run(who)
+    grad_out = C.module_array(who, "grad_out", grad_out, y.dtype)
+    C.same_shape(who, "grad_out", grad_out, ctx.shape)
+    if not input_grad:
+        return None, None
+    g2 = C.as_rows(grad_out)
+    return g2, buf(ctx, "gi", y.shape, y.dtype, g2)
+
+
 class _Activation(Module):
     """Elementwise activation over an array of any shape (float32 or float64)."""
     _act = "identity"
@@ -208,10 +234,7 @@ class _Activation(Module):
         return self._bwd(self._ctx, grad_out, input_grad, self._who)
 
     def _fwd(self, ctx, x, training):
-        who = self._who
-        x = C.module_array(who, "input", x)
-        if x.ndim == 0:
-            raise ValueError(f"{who()}: input must have at least 1 dimension, got a 0-D array")
+        x = _elementwise_input(self._who, x)
         x2 = C.as_rows(x)
         if training:
             out = buf(ctx, "out", x2.shape, x.dtype, x2)
@@ -225,15 +248,10 @@ class _Activation(Module):
         return out.reshape(x.shape) if x.ndim != 2 else out
 
     def _bwd(self, ctx, grad_out, input_grad, who):
-        y = ctx.y
-        if y is None:
-            raise not_run(who)
-        grad_out = C.module_array(who, "grad_out", grad_out, y.dtype)
-        C.same_shape(who, "grad_out", grad_out, ctx.shape)
-        if not input_grad:
+        g2, gi = _grad_rows(ctx, grad_out, input_grad, who)
+        if gi is None:
             return None
-        g2 = C.as_rows(grad_out)
-        gi = buf(ctx, "gi", y.shape, y.dtype, g2)
+        y = ctx.y
         if self._fusable():
             _ACT_BWD[y.dtype](g2, y, gi, self._code, self._slope())
         else:   # leaky_relu with a negative slope: the derivative needs the input's sign
@@ -318,3 +336,184 @@ class LeakyReLU(_Activation):
         return {"negative_slope": self._negative_slope}
 
 
+
+
+# ------------------------------------------------------------------------------ Dropout
+# Where Dropout(seed=None) draws its seed: a generator fastnn.manual_seed(s) re-seeds.
+_seed_source = [np.random.default_rng()]
+
+
+def manual_seed(seed: int) -> None:
+    """Re-seed the generator that ``Dropout(p, seed=None)`` draws its seed from at
+    construction: models built after ``manual_seed(s)`` get the same Dropout seeds, in
+    construction order.  (``Trainer(seed=...)`` re-seeds such modules from its own seed at
+    the start of fit.)
+
+    Parameters
+    ----------
+    seed : int
+        In [0, 2**64).
+    """
+    s = C.int_in("fastnn.manual_seed", "seed", seed, 0, 2**64 - 1)
+    _seed_source[0] = np.random.default_rng(s)
+
+
+def _drawn_seed() -> int:
+    return int(_seed_source[0].integers(0, 2**64, dtype=np.uint64))
+
+
+def reseed_dropout(model: Module, seed: int) -> None:
+    """Give the k-th ``Dropout(seed=None)`` among ``model.modules()`` the seed
+    ``fastnn._kernels.dropout.key(seed, k)`` (what ``Trainer(seed=...)`` does at the start
+    of fit, so a run is reproduced by the Trainer's seed); step counters are kept.
+    Dropouts built with an explicit seed keep it.
+
+    Parameters
+    ----------
+    model : Module
+        The model whose Dropout modules are re-seeded.
+    seed : int
+        In [0, 2**64).
+    """
+    k = 0
+    for m in model.modules():
+        if type(m) is Dropout and not m._seed_given:
+            object.__setattr__(m, "_seed", int(_dropout.key(seed, k)))
+            k += 1
+
+
+class Dropout(Module):
+    """Inverted dropout: in training mode ``y = x * mask / (1 - p)`` with each element
+    kept with probability 1 - p; in eval mode the identity (returns x itself).
+
+    The mask comes from a counter-based RNG (fastnn._kernels.dropout): a pure function of
+    (seed, step, element index), where ``step`` counts this module's training-mode
+    forwards.  Masks therefore differ from step to step, are identical for any thread
+    count, and a run is reproduced by the same seed; backward regenerates the very bits
+    of the last forward.  ``seed``: an int in [0, 2**64), or None to draw one from the
+    generator ``fastnn.manual_seed`` sets (and ``Trainer(seed=...)`` re-seeds such a module
+    from its own seed at the start of fit).  The seed and the step counter are the
+    module's extra state (``state_dict()["<name>._extra_state"]``, saved by fastnn.save and
+    in checkpoints), so a resumed run continues the same mask sequence.
+
+    Parameters
+    ----------
+    p : float, optional
+        The probability of zeroing an element, in [0, 1).
+    seed : int or None, optional
+        The mask seed, in [0, 2**64); None draws one (see above).
+    """
+
+    def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
+        super().__init__()
+        pf = C.probability("Dropout", "p", p)
+        given = seed is not None
+        seed = C.int_in("Dropout", "seed", seed, 0, 2**64 - 1) if given else _drawn_seed()
+        object.__setattr__(self, "_p", pf)
+        object.__setattr__(self, "_thresh", _dropout.threshold(pf))
+        object.__setattr__(self, "_scale", 1.0 / (1.0 - pf))
+        object.__setattr__(self, "_seed", seed)
+        object.__setattr__(self, "_seed_given", given)
+        object.__setattr__(self, "_counter", 0)
+
+    @property
+    def p(self) -> float:
+        """The drop probability (fixed at construction)."""
+        return self._p
+
+    @property
+    def seed(self) -> int:
+        """The mask seed (settable: an int in [0, 2**64))."""
+        return self._seed
+
+    @seed.setter
+    def seed(self, value: int) -> None:
+        object.__setattr__(self, "_seed", C.int_in("Dropout", "seed", value, 0, 2**64 - 1))
+
+    @property
+    def step_count(self) -> int:
+        """Training-mode forwards so far: the next forward's mask is that of this step
+        (settable: an int >= 0)."""
+        return self._counter
+
+    @step_count.setter
+    def step_count(self, value: int) -> None:
+        object.__setattr__(self, "_counter", C.int_in("Dropout", "step_count", value, 0,
+                                                      2**64 - 1))
+
+    def mask_key(self, step: int | None = None) -> int:
+        """The RNG key of a forward.
+
+        Parameters
+        ----------
+        step : int or None, optional
+            The forward's number (None: the next forward's).
+
+        Returns
+        -------
+        int
+            The key ``fastnn._kernels.dropout.key(seed, step)`` its mask is drawn from.
+        """
+        return _dropout.key(self._seed, self._counter if step is None else step)
+
+    def extra_repr(self) -> str:
+        return f"p={self._p}"
+
+    def _who(self):
+        return repr(self)
+
+    def _arch(self):
+        return {"p": self._p, "seed": self._seed if self._seed_given else None}
+
+    def get_extra_state(self) -> Array:
+        """What state_dict holds for this module.
+
+        Returns
+        -------
+        numpy.ndarray
+            [seed, step_count] as a uint64 array.
+        """
+        return np.array([self._seed, self._counter], np.uint64)
+
+    def set_extra_state(self, state: Array) -> None:
+        """Restore the seed and step counter from ``get_extra_state``'s array.
+
+        Parameters
+        ----------
+        state : numpy.ndarray
+            A uint64 array [seed, step_count].
+        """
+        who = f"{self!r}.set_extra_state"
+        if not isinstance(state, np.ndarray) or state.shape != (2,) or \
+                state.dtype != np.uint64:
+            raise TypeError(f"{who}: expected a uint64 array of shape (2,) (seed, "
+                            f"step_count), got {C.fmt(state) if isinstance(state, np.ndarray) else type(state).__name__}")
+        object.__setattr__(self, "_seed", int(state[0]))
+        object.__setattr__(self, "_counter", int(state[1]))
+
+    def forward(self, x: ArrayLike) -> Array:
+        return self._fwd(self._ctx, x, self.training)
+
+    def backward(self, grad_out: ArrayLike, input_grad: bool = True) -> Array | None:
+        return self._bwd(self._ctx, grad_out, input_grad, self._who)
+
+    def _fwd(self, ctx, x, training):
+        x = _elementwise_input(self._who, x)
+        if not training:
+            return x
+        x2 = C.as_rows(x)
+        k = _dropout.key(self._seed, self._counter)
+        object.__setattr__(self, "_counter", self._counter + 1)
+        out = buf(ctx, "out", x2.shape, x.dtype, x2)
+        _DROP[x.dtype](x2, out, k, self._thresh, self._scale)
+        ctx.x = k               # the mask's key: backward regenerates the same bits
+        ctx.y = out
+        ctx.shape = x.shape
+        return out.reshape(x.shape) if x.ndim != 2 else out
+
+    def _bwd(self, ctx, grad_out, input_grad, who):
+        g2, gi = _grad_rows(ctx, grad_out, input_grad, who)
+        if gi is None:
+            return None
+        _DROP[gi.dtype](g2, gi, ctx.x, self._thresh, self._scale)
+        return gi.reshape(ctx.shape) if len(ctx.shape) != 2 else gi

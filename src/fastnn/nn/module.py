@@ -84,6 +84,23 @@ def not_run(who):
 _structure_version = [0]
 
 
+class _ExtraState:
+    """Module._named_state's entry for a module's extra state."""
+    __slots__ = ("module",)
+
+    def __init__(self, module):
+        self.module = module
+
+
+def _state_array(entry):
+    """The array behind a _named_state entry."""
+    if isinstance(entry, Parameter):
+        return entry.data
+    if isinstance(entry, _ExtraState):
+        return entry.module.get_extra_state()
+    return entry
+
+
 class Module:
     """Base class of every layer and container.
 
@@ -181,8 +198,9 @@ class Module:
             yield b
 
     def _named_state(self):
-        """(name, Parameter or buffer array) in torch's state_dict order: module by module,
-        its parameters (each once) then its buffers."""
+        """(name, entry) in torch's state_dict order, module by module: its parameters
+        (each once; the Parameter), its buffers (the array), then its extra state (an
+        _ExtraState: a module that overrides get_extra_state / set_extra_state)."""
         seen = set()
         for mname, m in self.named_modules():
             for pname, p in m._parameters.items():
@@ -193,6 +211,8 @@ class Module:
             for bname, b in m.__dict__.get("_buffers", {}).items():
                 if b is not None:
                     yield (f"{mname}.{bname}" if mname else bname), b
+            if type(m).get_extra_state is not Module.get_extra_state:
+                yield (f"{mname}._extra_state" if mname else "_extra_state"), _ExtraState(m)
 
     def __getattr__(self, name):
         # only reached when normal lookup fails
@@ -362,10 +382,44 @@ class Module:
 
     # -- state
     def state_dict(self) -> OrderedDict[str, Any]:
-        """An OrderedDict name -> copy of each parameter's data and each buffer (torch's
-        keys and order: module by module, parameters then buffers)."""
-        return OrderedDict((n, (p.data if isinstance(p, Parameter) else p).copy())
-                           for n, p in self._named_state())
+        """An OrderedDict name -> copy of each parameter's data, each buffer and each
+        module's extra state (``get_extra_state()``, e.g. Dropout's seed and step counter,
+        under "<module>._extra_state"), in torch's keys and order: module by module, its
+        parameters, then its buffers, then its extra state."""
+        return OrderedDict((n, _state_array(e).copy()) for n, e in self._named_state())
+
+    # -- extra state (torch.nn.Module's get_extra_state / set_extra_state): a module with
+    # state that is not a parameter overrides both; its state_dict entry is an ndarray
+    def get_extra_state(self) -> Any:
+        """The module's state that is not a parameter (for ``state_dict``).
+
+        Returns
+        -------
+        numpy.ndarray
+            Modules with extra state (Dropout) override this; the base raises RuntimeError.
+        """
+        raise RuntimeError(f"{type(self).__name__} has no extra state")
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore what ``get_extra_state`` returned (``load_state_dict`` calls it).
+
+        Parameters
+        ----------
+        state : numpy.ndarray
+            An array of the shape and dtype ``get_extra_state`` returns.
+        """
+        raise RuntimeError(f"{type(self).__name__} has no extra state")
+
+    def _extra_states(self) -> list[tuple[str, Any]]:
+        """[(key, array)] of the modules with extra state, in state_dict order."""
+        return [(n, e.module.get_extra_state()) for n, e in self._named_state()
+                if isinstance(e, _ExtraState)]
+
+    def _named_arrays(self) -> list[tuple[str, Any]]:
+        """(name, array) of everything state_dict holds besides the parameters: the
+        buffers and the extra states (what fastnn.save and checkpoints store with them)."""
+        return [(n, e.module.get_extra_state() if isinstance(e, _ExtraState) else e)
+                for n, e in self._named_state() if not isinstance(e, Parameter)]
 
     def load_state_dict(self, state_dict: Mapping[str, Any],
                         strict: bool = True) -> IncompatibleKeys:
@@ -386,6 +440,15 @@ class Module:
             if name not in state_dict:
                 continue
             v = state_dict[name]
+            if isinstance(p, _ExtraState):
+                cur = p.module.get_extra_state()
+                if not isinstance(v, np.ndarray) or v.shape != cur.shape or \
+                        v.dtype != cur.dtype:
+                    got = C.fmt(v) if isinstance(v, np.ndarray) else type(v).__name__
+                    raise TypeError(f"{who}: {name!r} must be a {cur.dtype} array of shape "
+                                    f"{cur.shape}, got {got}")
+                pending.append((p, v.copy()))
+                continue
             if isinstance(v, Parameter):
                 v = v.data
             if not isinstance(v, np.ndarray):
@@ -400,7 +463,10 @@ class Module:
                                 f"{p.dtype} (convert the model with .to() first)")
             pending.append((p, v))
         for p, v in pending:
-            np.copyto(p._data if isinstance(p, Parameter) else p, v)
+            if isinstance(p, _ExtraState):
+                p.module.set_extra_state(v)
+            else:
+                np.copyto(p._data if isinstance(p, Parameter) else p, v)
         return IncompatibleKeys(missing, unexpected)
 
     # -- architecture (fastnn.save / fastnn.load write and read the records: fastnn.io)

@@ -10,6 +10,7 @@ layer or gate used at several places has one step per use.
 
     LinearStep   a Linear, fused with the activation that follows it (one kernel each way)
     ActStep      an activation on its own
+    DropoutStep  a Dropout (its mask drawn from the module's seed and step counter)
     GateStep     Add / Multiply / Maximum / Concat / Split
     NormStep     a LayerNorm or a BatchNorm1d (one kernel each way)
     ModuleStep   any other module (a nested container, a user module): opaque
@@ -30,12 +31,12 @@ import numpy as np
 
 from .._kernels._core import Activation
 from .gates import Concat, Split, _Binary, _Gate
-from .layers import Identity, Linear, _Activation
+from .layers import Dropout, Identity, Linear, _Activation
 from .module import Ctx, Module
 from .norm import BatchNorm1d, LayerNorm
 
-__all__ = ["Plan", "LinearStep", "ActStep", "GateStep", "NormStep", "ModuleStep", "fusable",
-           "reusable", "Container", "plan_chain", "plan_graph", "n_inputs", "n_outputs"]
+__all__ = ["Plan", "LinearStep", "ActStep", "DropoutStep", "GateStep", "NormStep", "ModuleStep",
+           "fusable", "reusable", "Container", "plan_chain", "plan_graph", "n_inputs", "n_outputs"]
 
 
 def fusable(m):
@@ -107,6 +108,25 @@ class ActStep:
 
     def backward(self, g, want, trusted):
         return [self.act._bwd(self.ctx, g, want, self.act._who)]
+
+
+class DropoutStep:
+    """A Dropout: one per place (the module's step counter advances once per training
+    forward, so a Dropout is not reusable within one container)."""
+    __slots__ = ("drop", "ctx", "index")
+
+    def __init__(self, drop, index):
+        self.drop, self.index, self.ctx = drop, index, Ctx()
+
+    @property
+    def module(self):
+        return self.drop
+
+    def forward(self, xs, trusted):
+        return self.drop._fwd(self.ctx, xs[0], self.drop.training)
+
+    def backward(self, g, want, trusted):
+        return [self.drop._bwd(self.ctx, g, want, self.drop._who)]
 
 
 class GateStep:
@@ -253,6 +273,8 @@ def _step(m, n_in, index, seen, who):
         if id(m) in seen:
             raise ValueError(who(m))
         seen.add(id(m))
+    if type(m) is Dropout:
+        return DropoutStep(m, index)
     return ModuleStep(m, n_in, index)
 
 
@@ -376,7 +398,7 @@ def n_inputs(m):
     from .sequential import Sequential
     if isinstance(m, Graph):
         return len(m._input_ids)
-    if isinstance(m, (Linear, _Activation, Sequential, Split, LayerNorm, BatchNorm1d)):
+    if isinstance(m, (Linear, _Activation, Sequential, Split, LayerNorm, BatchNorm1d, Dropout)):
         return 1
     if isinstance(m, _Gate):
         return m._arity
@@ -403,7 +425,7 @@ def infer_features(who, module, f, lab):
             raise ValueError(f"{who}: {module._who()} expects {module.in_features} input "
                              f"features, but its input {lab[0]} has {f[0]}")
         return [module.out_features]
-    if isinstance(module, _Activation):
+    if isinstance(module, (_Activation, Dropout)):
         return [f[0]]
     if type(module) in (LayerNorm, BatchNorm1d):
         n = norm_features(module)

@@ -25,9 +25,10 @@ from ..nn import Add, Concat, Graph, Identity, Linear, Maximum, Module, Multiply
     Sequential, Split
 from ..nn.layers import _Activation
 from ..nn.module import _structure_version
+from ..nn.layers import Dropout
 from ..nn.norm import BatchNorm1d, LayerNorm
-from ..nn.plan import ActStep, GateStep, LinearStep, NormStep, fusable, norm_features, \
-    plan_chain
+from ..nn.plan import ActStep, DropoutStep, GateStep, LinearStep, NormStep, fusable, \
+    norm_features, plan_chain
 from ..nn.utils import clip_grad_norm_
 from ..optim import Optimizer
 from .._kernels import step as _ks
@@ -80,11 +81,12 @@ def flatten(model, out):
 
 # --------------------------------------------------------------------------- planning
 def _chain_plan(model):
-    """The plan of a Sequential/Linear chain of Linear, LayerNorm, BatchNorm1d and
-    activation layers; an activation that does not follow a Linear runs as its own op."""
+    """The plan of a Sequential/Linear chain of Linear, LayerNorm, BatchNorm1d, Dropout
+    and activation layers; an activation that does not follow a Linear runs as its own
+    op."""
     mods = flatten(model, [])
     for i, m in enumerate(mods):
-        if type(m) in (Linear, LayerNorm, BatchNorm1d):
+        if type(m) in (Linear, LayerNorm, BatchNorm1d, Dropout):
             continue
         if not isinstance(m, _Activation):
             raise CannotCompile(f"the model has a {type(m).__name__} ({m!r})")
@@ -94,7 +96,7 @@ def _chain_plan(model):
                                 "compile")
     k0 = None
     for m in mods:                      # the first layer with a known input width
-        if isinstance(m, _Activation):
+        if isinstance(m, _Activation) or type(m) is Dropout:
             continue
         k0 = m.in_features if type(m) is Linear else norm_features(m)
         break
@@ -117,7 +119,7 @@ def _graph_plan(g):
         elif type(st) is GateStep:
             if type(st.gate) not in _GATE_OPS:
                 raise CannotCompile(f"the graph has a {type(st.gate).__name__}")
-        elif type(st) not in (LinearStep, NormStep):
+        elif type(st) not in (LinearStep, NormStep, DropoutStep):
             raise CannotCompile(f"the graph has a {type(st.module).__name__} "
                                 f"({st.module!r}) at node {st.index}")
     declared = g._recs[list(g._input_ids.values())[0]].feats[0]
@@ -147,7 +149,7 @@ def _widths(plan, k0):
             if f[0] != st.lin.in_features:
                 raise CannotCompile(f"{st.lin._who()} follows a layer with {f[0]} outputs")
             w[outs[0]] = st.lin.out_features
-        elif type(st) is ActStep:
+        elif type(st) in (ActStep, DropoutStep):
             w[outs[0]] = f[0]
         elif type(st) is NormStep:
             if f[0] != norm_features(st.norm):
@@ -261,7 +263,7 @@ def _arrays(plan, dt, widths, needs, want, runs, contribs, acc, cap):
               "needs": [bool(needs[s]) for s in ins], "act": 0, "slope": 0.0, "gop": 0,
               "K": 0, "N": 0, "W": None, "b": None, "gW": None, "gb": None,
               "accW": False, "accb": False, "work": None,
-              "gin": [None] * len(ins)}
+              "gin": [None] * len(ins), "drop": None}
         if type(st) is LinearStep:
             lin = st.lin
             op.update(kind=OpKind.LINEAR, act=st.code, slope=float(st.slope),
@@ -280,6 +282,12 @@ def _arrays(plan, dt, widths, needs, want, runs, contribs, acc, cap):
                 op["gin"][0] = emp(widths[ins[0]])
         elif type(st) is NormStep:
             _norm_op(op, st.norm, runs[k], acc.get(k), emp)
+            if wk and needs[ins[0]]:
+                op["gin"][0] = emp(widths[ins[0]])
+        elif type(st) is DropoutStep:
+            # the mask from the module's seed and step counter, read and advanced by the
+            # kernel on every step (StepKernel._sync / _finish)
+            op.update(kind=OpKind.DROPOUT, drop=st.drop)
             if wk and needs[ins[0]]:
                 op["gin"][0] = emp(widths[ins[0]])
         else:
@@ -491,11 +499,12 @@ def compile_step(model: Module, loss_fn: Loss, optimizer: Optimizer, *,
                  clip_grad_norm: float | None = None) -> CompiledStep:
     """One training step as one compiled call: ``loss = step(x, y)``.
 
-    For a ``Sequential`` (nested ones are flattened) of ``Linear``, ``LayerNorm`` and
-    ``BatchNorm1d`` layers and Sigmoid, ReLU, Tanh or LeakyReLU (negative_slope >= 0)
-    activations (fused into a Linear they follow, else run on their own), or a ``Graph``
-    with one input and one output whose nodes are those layers, those activations and the
-    gates Add, Multiply, Maximum, Concat and Split, with an ``MSELoss``, ``L1Loss``,
+    For a ``Sequential`` (nested ones are flattened) of ``Linear``, ``LayerNorm``,
+    ``BatchNorm1d`` and ``Dropout`` layers and Sigmoid, ReLU, Tanh or LeakyReLU
+    (negative_slope >= 0) activations (fused into a Linear they follow, else run on their
+    own), or a ``Graph`` with one input and one output whose nodes are those layers, those
+    activations and the gates Add, Multiply, Maximum, Concat and Split, with an
+    ``MSELoss``, ``L1Loss``,
     ``HuberLoss``, ``SmoothL1Loss``, ``BCEWithLogitsLoss``,
     ``CrossEntropyLoss`` (without class weights or label smoothing) or ``SVMLoss`` and a
     fastnn optimizer (``SGD``) over (some of) the

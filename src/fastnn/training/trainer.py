@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import _checks
 from ..losses import CrossEntropyLoss, Loss, NLLLoss, SVMLoss
+from ..nn.layers import reseed_dropout
 from ..nn.module import Module
 from ..nn.utils import clip_grad_norm_
 from .._kernels import step as _ks
@@ -107,7 +108,8 @@ class Trainer:
     """Minibatch training of ``model`` with ``loss_fn`` and ``optimizer``.
 
     ``fit`` shuffles the data each epoch (a permutation drawn from ``seed`` and the epoch
-    number, so runs are reproducible), and runs the epoch through :func:`compile_step`:
+    number, so runs are reproducible; each ``Dropout(seed=None)`` of the model is re-seeded
+    from ``seed`` at the start of fit, see ``fastnn.nn.layers.reseed_dropout``), and runs the epoch through :func:`compile_step`:
     gathering the batches and every step happen in compiled code, with no Python work per
     step (unless a callback overrides ``on_batch_end``: then each step is one kernel call,
     followed by the hooks, so e.g. a per-step lr schedule is seen by the next step).  Models that do not compile run the module path, batch by batch, with the same
@@ -300,6 +302,7 @@ class Trainer:
             step.reserve(bs)
         was_training = self.model.training
         self.model.train()
+        reseed_dropout(self.model, self.seed)     # Dropout(seed=None): from our seed
         show = bool(self.progress) and sys.stderr.isatty()
         self.stop_training = False
         perm = np.empty(n, np.int64)
