@@ -482,6 +482,30 @@ def test_inference_layernorm_op_and_batchnorm_folding(dtype, rng):
     np.testing.assert_allclose(model.predict(x), model.eval()(x), rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("case", ["before", "both-sides", "chained"])
+def test_inference_folds_a_batchnorm_into_the_linear_after_it(case, dtype, rng):
+    def bn(n):
+        return _affine(fnn.BatchNorm1d(n, dtype=dtype), rng)
+    lin = lambda i, o, s, b=True: fnn.Linear(i, o, bias=b, dtype=dtype, rng=s)  # noqa: E731
+    mods, n_ops = {
+        # BN -> Linear: W' = W * scale[None, :], b' = b + W @ shift
+        "before": ([bn(6), lin(6, 8, 1), fnn.ReLU(), lin(8, 3, 2)], 2),
+        # Linear -> BN (after) -> BN (before the next Linear, which has no bias) -> ... -> BN
+        "both-sides": ([lin(6, 8, 1), bn(8), bn(8), lin(8, 3, 2, False), bn(3)], 3),
+        # a Linear folds at most one side; the BN after it then runs as an op
+        "chained": ([bn(6), lin(6, 8, 1), bn(8), fnn.Tanh(), bn(8)], 4),
+    }[case]
+    model = fnn.Sequential(*mods)
+    for _ in range(3):
+        model(rng.standard_normal((20, 6)).astype(dtype) * 2 + 1)
+    f = fnn.compile_inference(model)
+    x = rng.standard_normal((9, 6)).astype(dtype)
+    y = f(x)
+    assert f.compiled and f._kernel.n_ops == n_ops
+    tol = 1e-12 if dtype == F64 else 1e-5
+    np.testing.assert_allclose(y, model.eval()(x), rtol=tol, atol=tol)
+
+
 def test_inference_without_folding_is_bitwise(dtype, rng):
     model = fnn.Sequential(fnn.Linear(6, 8, dtype=dtype, rng=0), fnn.ReLU(),
                            _affine(fnn.BatchNorm1d(8, dtype=dtype), rng),

@@ -79,19 +79,27 @@ def _check_norm(m):
         raise CannotCompile(f"{m!r} normalizes with the batch's statistics in eval mode")
 
 
-def _fold(lin, bn, W, b):
-    """A Linear followed by an eval-mode BatchNorm1d as one Linear, into W, b:
-    scale = weight / sqrt(running_var + eps), W = W_lin * scale[:, None],
-    b = (b_lin - running_mean) * scale + bias (b_lin = 0 without a bias)."""
+def _fold(before, lin, bn, W, b):
+    """An eval-mode BatchNorm1d and the Linear it follows (``before`` False) or precedes
+    (True) as one Linear, into W, b (computed in float64, then rounded): with
+    scale = weight / sqrt(running_var + eps) and shift = bias - running_mean * scale,
+    after a Linear  W = W_lin * scale[:, None],  b = b_lin * scale + shift;
+    before a Linear W = W_lin * scale[None, :],  b = b_lin + W_lin @ shift
+    (b_lin = 0 without a bias)."""
     scale = 1.0 / np.sqrt(bn.running_var.astype(np.float64) + bn.eps)
     if bn.weight is not None:
         scale = scale * bn.weight._data
-    np.multiply(lin.weight._data, scale[:, None], out=W, casting="unsafe")
-    b0 = lin.bias._data if lin.bias is not None else 0.0
-    shift = (b0 - bn.running_mean) * scale
+    shift = -bn.running_mean * scale
     if bn.bias is not None:
         shift = shift + bn.bias._data
-    np.copyto(b, shift, casting="unsafe")
+    W0 = lin.weight._data.astype(np.float64)
+    b0 = lin.bias._data if lin.bias is not None else 0.0
+    if before:
+        np.copyto(W, W0 * scale[None, :], casting="unsafe")
+        np.copyto(b, b0 + W0 @ shift, casting="unsafe")
+    else:
+        np.copyto(W, W0 * scale[:, None], casting="unsafe")
+        np.copyto(b, b0 * scale + shift, casting="unsafe")
 
 
 def _program(plan, widths, cap):
@@ -116,30 +124,46 @@ def _program(plan, widths, cap):
             readers[s_] = readers.get(s_, 0) + 1
     for s_ in plan.out_slots:
         readers[s_] = readers.get(s_, 0) + 1
+    pending = None          # a BatchNorm1d folded into the Linear after it: (bn, its input)
     for k, st in enumerate(plan.steps):
         op = {"ins": plan.ins[k], "outs": plan.outs[k], "act": 0, "slope": 0.0, "gop": 0,
               "K": 0, "N": 0, "W": None, "b": None}
         prev = ops[-1] if ops else None
         if type(st) is NormStep and type(st.norm) is BatchNorm1d and prev is not None and \
                 prev["kind"] == OpKind.LINEAR and prev["act"] == 0 and \
-                prev["outs"] == plan.ins[k] and readers.get(plan.ins[k][0]) == 1:
-            # an eval-mode BatchNorm1d after a Linear without activation, whose output only
-            # it reads: folded into that Linear (W, b recomputed before every call)
-            lin = plan.steps[k - 1].lin
+                prev["outs"] == plan.ins[k] and readers.get(plan.ins[k][0]) == 1 and \
+                prev["W"] is prev["lin"].weight._data:
+            # an eval-mode BatchNorm1d after a Linear without activation (not folded
+            # already), whose output only it reads: folded into that Linear (W, b
+            # recomputed before every call)
+            lin = prev["lin"]
             if st.norm.dtype != dt:
                 raise CannotCompile(f"its layers mix {dt} and {st.norm.dtype}")
             Wf = np.empty_like(lin.weight._data)
             bf = np.empty(lin.out_features, dt)
-            folds.append((lin, st.norm, Wf, bf))
+            folds.append((False, lin, st.norm, Wf, bf))
             prev.update(W=Wf, b=bf, outs=plan.outs[k])
+            params += [p for p in (st.norm.weight, st.norm.bias) if p is not None]
+            continue
+        if type(st) is NormStep and type(st.norm) is BatchNorm1d and st.norm.dtype == dt and \
+                k + 1 < len(plan.steps) and type(plan.steps[k + 1]) is LinearStep and \
+                plan.ins[k + 1] == plan.outs[k] and readers.get(plan.outs[k][0]) == 1:
+            # an eval-mode BatchNorm1d whose output only a Linear reads: folded into it
+            pending = (st.norm, plan.ins[k])
             params += [p for p in (st.norm.weight, st.norm.bias) if p is not None]
             continue
         if type(st) is LinearStep:
             lin = st.lin
             op.update(kind=OpKind.LINEAR, act=st.code, slope=float(st.slope),
                       K=lin.in_features, N=lin.out_features, W=lin.weight._data,
-                      b=lin.bias._data if lin.bias is not None else None)
+                      b=lin.bias._data if lin.bias is not None else None, lin=lin)
             params += [p for p in (lin.weight, lin.bias) if p is not None]
+            if pending is not None:
+                Wf = np.empty_like(lin.weight._data)
+                bf = np.empty(lin.out_features, dt)
+                folds.append((True, lin, pending[0], Wf, bf))
+                op.update(W=Wf, b=bf, ins=pending[1])
+                pending = None
         elif type(st) is ActStep:
             op.update(kind=OpKind.ACT, act=st.act._code, slope=float(st.act._slope()))
         elif type(st) is NormStep:
