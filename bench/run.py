@@ -57,7 +57,8 @@ import warnings
 import numpy as np
 
 import fastnn as fnn
-from fastnn._reference import NumpyAdamMLP, NumpyMLP, NumpyResidualMLP, two_layer_step
+from fastnn._reference import (NumpyAdamMLP, NumpyMLP, NumpyModernMLP, NumpyResidualMLP,
+                               dropout_mask, two_layer_step)
 
 FLOP_CONVENTION = (
     "GFLOP/s count the matrix products only, 2*M*N*K per product: for every Linear layer "
@@ -67,7 +68,8 @@ RATIO_CONVENTION = ("ratio = contender's median time / fastnn compiled's median 
                     "same run (> 1: fastnn compiled is faster)")
 CONTENDERS = ("compiled", "modules", "onnxruntime", "numpy", "torch", "torch-foreach",
               "torch-fused", "sklearn")
-GROUPS = ("cs231n", "tiny", "mnist", "adam", "residual", "large", "digits", "inference")
+GROUPS = ("cs231n", "tiny", "mnist", "adam", "modern", "residual", "large", "digits",
+          "inference")
 OPT_IN = ("large", "inference")     # not in the default --scenarios list
 
 SETTLE_S = 0.3          # pause before each multi-threaded block
@@ -548,6 +550,122 @@ class ResidualScenario(StepScenario):
         return Residual()
 
 
+class ModernScenario(StepScenario):
+    """One training step of a "modern MLP": blocks Linear -> LayerNorm -> GELU -> Dropout
+    and a last Linear, softmax CE, AdamW (torch's defaults, lr 1e-3).  Every contender
+    starts from the same weights; fastnn and its NumPy twin (NumpyModernMLP) draw the same
+    Dropout masks (the counter-based bits, fixed seeds), so their losses are cross-checked
+    step by step; PyTorch is timed with torch.nn.Dropout (its own RNG) and cross-checked
+    with those masks injected instead."""
+    numpy_twin = NumpyModernMLP
+
+    def __init__(self, key, title, sizes, batch, dtype, lr, p, seed):
+        self.p = p
+        super().__init__(key, "modern", title, sizes, batch, dtype, "gelu", "ce", True, lr,
+                         "uniform", seed)
+        self.drop_seeds = [1000 + seed * 10 + i for i in range(len(sizes) - 2)]
+
+    def describe(self):
+        d = super().describe()
+        d.update({"dropout": self.p, "norm": "LayerNorm", "optimizer": "AdamW",
+                  "architecture": " -> ".join(
+                      [f"[Linear({a},{b}) LayerNorm GELU Dropout({self.p})]"
+                       for a, b in zip(self.sizes[:-2], self.sizes[1:-1])] +
+                      [f"Linear({self.sizes[-2]},{self.sizes[-1]})"])})
+        return d
+
+    def _norms(self):
+        dt = self.dtype
+        return [(np.ones(n, dt), np.zeros(n, dt)) for n in self.sizes[1:-1]]
+
+    def fastnn_model(self, weights):
+        lins = self.fastnn_linears(weights)
+        layers = []
+        for i, lin in enumerate(lins[:-1]):
+            layers += [lin, fnn.LayerNorm(lin.out_features, dtype=self.dtype), fnn.GELU(),
+                       fnn.Dropout(self.p, seed=self.drop_seeds[i])]
+        return fnn.Sequential(*layers, lins[-1])
+
+    def sgd(self, model):
+        return fnn.AdamW(model.parameters(), lr=self.lr)
+
+    def _numpy(self, x, y, weights):
+        net = NumpyModernMLP(weights, self._norms(), self.drop_seeds, self.p, self.lr)
+        return lambda: net.step(x, y)
+
+    def torch_model(self, torch, weights, masks=None):
+        """torch's modules; with ``masks`` (a callable (layer, step, shape) -> mask), its
+        Dropouts are replaced by those fixed masks (for the cross-check)."""
+        lins = self.torch_linears(torch, weights)
+        tdt = lins[0].weight.dtype
+        scenario = self
+
+        class Masked(torch.nn.Module):
+            def __init__(self, i):
+                super().__init__()
+                self.i, self.t = i, 0
+
+            def forward(self, h):
+                m = torch.from_numpy(masks(self.i, self.t, tuple(h.shape))).to(tdt)
+                self.t += 1
+                return h * m
+
+        layers = []
+        for i, lin in enumerate(lins[:-1]):
+            layers += [lin, torch.nn.LayerNorm(lin.out_features, dtype=tdt), torch.nn.GELU(),
+                       torch.nn.Dropout(scenario.p) if masks is None else Masked(i)]
+        return torch.nn.Sequential(*layers, lins[-1])
+
+    def _torch(self, torch, x, y, weights, masks=None, **form):
+        model = self.torch_model(torch, weights, masks)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        try:
+            opt = torch.optim.AdamW(model.parameters(), lr=self.lr, **form)
+        except (RuntimeError, ValueError, TypeError):
+            return None
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+        def step():
+            opt.zero_grad()
+            loss = loss_fn(model(tx), ty)
+            loss.backward()
+            opt.step()
+            return loss.item()
+        return step
+
+    def contenders(self, torch):
+        out = super().contenders(None)
+        if torch is not None:
+            x, y, weights = self.problem()
+            out["torch"] = self._torch(torch, x, y, weights)
+            fused = self._torch(torch, x, y, weights, fused=True)
+            if fused is not None:
+                try:
+                    fused()        # a form this torch cannot run on the CPU raises here
+                    out["torch-fused"] = self._torch(torch, x, y, weights, fused=True)
+                except (RuntimeError, ValueError, TypeError):
+                    pass
+        return out
+
+    def crosscheck(self, fns):
+        torch = _optional("torch") if any(k.startswith("torch") for k in fns) else None
+        if torch is None:
+            return super().crosscheck(fns)
+        x, y, weights = self.problem()
+        seeds, p = self.drop_seeds, self.p
+        masked = self._torch(torch, x, y, weights,
+                             masks=lambda i, t, shape: dropout_mask(shape, seeds[i], t, p))
+        checked = {k: f for k, f in fns.items() if not k.startswith("torch")}
+        checked["torch (fastnn's masks)"] = masked
+        res = super().crosscheck(checked)
+        # the timed torch steps start from the state the check left (as every contender)
+        for k in fns:
+            if k.startswith("torch"):
+                for _ in range(self.check_steps):
+                    fns[k]()
+        return res
+
+
 # ---------------------------------------------------------------------- digits (fit)
 class DigitsScenario:
     """End-to-end fit on scikit-learn's digits: time and test accuracy."""
@@ -834,6 +952,13 @@ def build_scenarios(groups, quick, large):
             "adam-mnist-b128", "adam",
             "784-512-512-10 ReLU, softmax CE, batch 128, Adam lr 1e-3, float32",
             (784, 512, 512, 10), 128, "float32", "relu", "ce", True, 1e-3, "uniform", 6))
+    if "modern" in groups:
+        for batch in (128,):
+            out.append(ModernScenario(
+                f"modern-b{batch}",
+                f"784-512-512-10 modern MLP: [Linear LayerNorm GELU Dropout(0.1)] x 2, "
+                f"Linear, softmax CE, batch {batch}, AdamW lr 1e-3, float32",
+                (784, 512, 512, 10), batch, "float32", 1e-3, 0.1, 9))
     if "residual" in groups:
         out.append(ResidualScenario(
             "residual", "residual MLP (fastnn.Graph) 64-128, 2 residual blocks of width 128, "

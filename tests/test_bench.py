@@ -290,3 +290,36 @@ def test_quick_inference_scenarios(tmp_path):
 
 def test_inference_is_not_a_default_scenario(brun):
     assert "inference" in brun.GROUPS and "inference" in brun.OPT_IN
+
+
+def test_numpy_modern_twin_matches_fastnn_float64(brun):
+    """NumpyModernMLP (LayerNorm, GELU, Dropout with fastnn's masks, AdamW) takes the same
+    steps as fastnn's compiled step, to rounding, in float64."""
+    from fastnn._reference import NumpyModernMLP
+    sc = brun.ModernScenario("m", "m", (6, 16, 12, 4), 8, "float64", 1e-2, 0.25, 3)
+    assert sc.numpy_twin is NumpyModernMLP
+    x, y, weights = sc.problem()
+    model = sc.fastnn_model(weights)
+    net = NumpyModernMLP(weights, sc._norms(), sc.drop_seeds, sc.p, sc.lr)
+    step = fastnn.compile_step(model, sc.fastnn_loss(), sc.sgd(model))
+    assert step.compiled, step.reason
+    assert type(sc.sgd(model)) is fastnn.AdamW
+    for _ in range(6):
+        np.testing.assert_allclose(net.step(x, y), step(x, y), rtol=1e-11)
+    for p, q in zip(net.params(), model.parameters()):
+        np.testing.assert_allclose(p, q.data.T if p.ndim == 2 else q.data, rtol=1e-8,
+                                   atol=1e-11)
+
+
+def test_quick_modern_scenario(tmp_path):
+    out = tmp_path / "modern.json"
+    proc, log = _run_bench(["bench", "--quick", "--scenarios", "modern", "--threads", "1",
+                            "--json", str(out), "--no-plot"], timeout=300)
+    assert proc.stdout.count("cross-check OK") == 1, log
+    doc = json.loads(out.read_text())
+    assert doc["ok"] is True
+    [sc] = doc["scenarios"]
+    assert sc["key"] == "modern-b128" and sc["optimizer"] == "AdamW" and sc["dropout"] == 0.1
+    assert sc["compiled"] is True
+    names = set(sc["results"][0]["contenders"])
+    assert {"compiled", "modules", "numpy"} <= names

@@ -34,7 +34,7 @@ __all__ = ["ACTIVATIONS", "activation", "activation_grad", "gemm", "linear_forwa
            "adam_step", "rmsprop_step", "layer_norm", "layer_norm_backward", "batch_norm",
            "batch_norm_backward",
            "two_layer_step", "two_layer_train", "NumpyMLP", "NumpyAdamMLP", "NumpyResidualMLP",
-           "dropout_key", "dropout_bits", "dropout_mask", "dropout"]
+           "NumpyModernMLP", "dropout_key", "dropout_bits", "dropout_mask", "dropout"]
 
 # the activation names, in the order of their codes (the table in fastnn/_kernels/fnn_types.h)
 ACTIVATIONS = tuple(a.name.lower() for a in Activation)
@@ -658,6 +658,92 @@ def _softmax_ce(scores, y):
     p[rows, y] -= 1
     p /= n
     return loss, p
+
+
+class NumpyModernMLP:
+    """The "modern MLP" of the benchmark in hand-written NumPy, as a NumPy user would write
+    it (in the inputs' dtype): blocks Linear -> LayerNorm -> GELU (exact, scipy.special.erf)
+    -> Dropout, a last Linear, mean softmax cross-entropy, AdamW (torch's defaults:
+    betas (0.9, 0.999), eps 1e-8, decoupled weight decay).
+
+    ``weights``: [(W (out, in), b)] per Linear; ``norms``: [(gamma, beta)] per LayerNorm;
+    ``drop_seeds``: one seed per Dropout, whose masks are fastnn's (dropout_mask: the same
+    counter-based bits), so that the twin's losses match fastnn's step by step.
+    """
+
+    def __init__(self, weights, norms, drop_seeds, p, lr, weight_decay=1e-2,
+                 betas=(0.9, 0.999), eps=1e-8, ln_eps=1e-5):
+        from scipy.special import erf
+        self._erf = erf
+        self.W = [np.array(W).T.copy() for W, _ in weights]            # (in, out)
+        self.b = [np.array(b) for _, b in weights]
+        self.g = [np.array(g) for g, _ in norms]
+        self.be = [np.array(be) for _, be in norms]
+        self.seeds, self.p, self.step_count = list(drop_seeds), p, 0
+        self.lr, self.wd, self.betas, self.eps, self.ln_eps = lr, weight_decay, betas, eps, \
+            ln_eps
+        self.t, self.m, self.v = 0, None, None
+
+    def params(self):
+        out = []
+        for i in range(len(self.W)):
+            out += [self.W[i], self.b[i]]
+            if i < len(self.g):
+                out += [self.g[i], self.be[i]]
+        return out
+
+    def step(self, x, y):
+        """One training step on a batch; returns the loss before the update."""
+        dt = x.dtype
+        h, saved = x, []
+        for i in range(len(self.g)):
+            z = h @ self.W[i] + self.b[i]
+            mu = z.mean(axis=1, keepdims=True)
+            zc = z - mu
+            rstd = 1.0 / np.sqrt((zc * zc).mean(axis=1, keepdims=True) + dt.type(self.ln_eps))
+            xhat = zc * rstd
+            n = xhat * self.g[i] + self.be[i]
+            cdf = 0.5 * (1.0 + self._erf(n * dt.type(1 / np.sqrt(2.0))))
+            a = n * cdf
+            mask = dropout_mask(a.shape, self.seeds[i], self.step_count, self.p).astype(dt)
+            saved.append((h, xhat, rstd, n, cdf, mask))
+            h = a * mask
+        self.step_count += 1
+        loss, d = _softmax_ce(h @ self.W[-1] + self.b[-1], y)
+        grads = [d.sum(axis=0), h.T @ d]                # b, W of the last layer (reversed)
+        d = d @ self.W[-1].T
+        for i in range(len(self.g) - 1, -1, -1):
+            hin, xhat, rstd, n, cdf, mask = saved[i]
+            d = d * mask
+            pdf = np.exp(-0.5 * n * n) * dt.type(1 / np.sqrt(2.0 * np.pi))
+            d = d * (cdf + n * pdf)                                     # GELU'
+            grads += [d.sum(axis=0), (d * xhat).sum(axis=0)]          # beta, gamma
+            dxh = d * self.g[i]
+            d = rstd * (dxh - dxh.mean(axis=1, keepdims=True) -
+                        xhat * (dxh * xhat).mean(axis=1, keepdims=True))
+            grads += [d.sum(axis=0), hin.T @ d]                        # b, W
+            if i:
+                d = d @ self.W[i].T
+        grads.reverse()
+        self._update(grads)
+        return loss
+
+    def _update(self, grads):
+        b1, b2 = self.betas
+        params = self.params()
+        if self.m is None:
+            self.m = [np.zeros_like(q) for q in params]
+            self.v = [np.zeros_like(q) for q in params]
+        self.t += 1
+        step = self.lr / (1 - b1 ** self.t)
+        bc2 = np.sqrt(1 - b2 ** self.t)
+        for q, g, m, v in zip(params, grads, self.m, self.v):
+            q *= 1 - self.lr * self.wd
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * g * g
+            q -= step * m / (np.sqrt(v) / bc2 + self.eps)
 
 
 # ------------------------------------------------------------------------------ Dropout
