@@ -406,6 +406,28 @@ class CompiledStep:
             loss = self._kernel.step(x, y)
         return loss
 
+    def grads(self, x, y, correct=None):
+        """Forward, loss and backward of one batch, without the update: afterwards each
+        parameter's ``.grad`` holds the batch's gradient (as after ``model.zero_grad()``,
+        forward, ``model.backward``) and the optimizer is untouched; the caller updates
+        (``optimizer.step()``), e.g. after all-reducing the gradients across processes
+        (fastnn.distributed).  Returns the loss; a non-finite loss skips backward (the
+        gradients then read as zero).  correct (int64 (1,), classification losses):
+        receives the number of rows whose argmax is the label."""
+        k = self._kernel
+        if k is not None and self.model.training:
+            loss = k.step(x, y, True, False, correct)
+            if loss is None:      # the model changed or the batch is larger: re-plan, retry
+                self._setup(cap=len(x) if isinstance(x, np.ndarray) and x.ndim == 2 else None)
+                if self._kernel is not None:
+                    loss = self._kernel.step(x, y, True, False, correct)
+            if loss is not None:
+                return loss
+        if not self.model.training:
+            raise RuntimeError("compiled step: the model is in eval mode; a training step "
+                               "needs model.train() (as the module path's backward does)")
+        return module_grads(self.model, self.loss_fn, self.optimizer, x, y, correct)
+
     def run_batches(self, X, Y, perm, first, n_steps, batch_size, losses, correct):
         """Steps first .. first+n_steps-1 of an epoch in one kernel call (the Trainer's
         path): batch s holds rows perm[s*batch_size:(s+1)*batch_size] of X (C-contiguous,
@@ -422,6 +444,20 @@ class CompiledStep:
     def __repr__(self):
         state = "compiled" if self.compiled else f"module path: {self.reason}"
         return f"CompiledStep({state})"
+
+
+def module_grads(model, loss_fn, optimizer, x, y, correct=None):
+    """CompiledStep.grads through the modules: zero_grad, forward, loss and (when the loss
+    is finite) backward; returns the loss."""
+    model.zero_grad()
+    optimizer.zero_grad()
+    out = model(x)
+    loss = loss_fn(out, y)
+    if correct is not None and y.ndim == 1 and y.dtype.kind in "iu":
+        correct[0] = int(np.count_nonzero(out.argmax(axis=1) == y))
+    if np.isfinite(loss):
+        model.backward(loss_fn.backward(), input_grad=False)
+    return loss
 
 
 def compile_step(model, loss_fn, optimizer, *, batch_size=None, warn=True,
