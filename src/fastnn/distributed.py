@@ -124,8 +124,10 @@ def _wait(req, what):
                 f"fastnn.distributed: rank {c.Get_rank()} of {c.Get_size()}: {what} did not "
                 f"complete within {_State.timeout:g} s; another rank has probably died, "
                 "raised or is stuck (init(timeout=...) sets the limit)")
-        if now - t0 > 1e-3:           # spin for a millisecond, then yield the core
-            time.sleep(5e-5)
+        if now - t0 < 1.0:            # spin (as MPI's blocking calls do), yielding the
+            os.sched_yield()          # core to a runnable process; after 1 s, poll slowly
+        else:
+            time.sleep(1e-3)
 
 
 def _allreduce(buf, what, op=None):
@@ -299,7 +301,7 @@ class DistributedTrainer(Trainer):
     ``sample_weight`` is not supported.
     """
 
-    def __init__(self, model, loss_fn, optimizer, *, exact=False, chunk_size=32,
+    def __init__(self, model, loss_fn, optimizer, *, exact=False, chunk_size=64,
                  checkpoint=None, checkpoint_every=1, **kwargs):
         super().__init__(model, loss_fn, optimizer, **kwargs)
         for name, v in (("chunk_size", chunk_size), ("checkpoint_every", checkpoint_every)):
@@ -425,14 +427,25 @@ class DistributedTrainer(Trainer):
                 _allreduce(buf, "DistributedTrainer: the gradient all-reduce")
 
     def _exact_grads(self, step, X, y, rows, M, mean, stats):
-        """exact=True: chunk gradients in a fixed order along the ranks (class docstring)."""
+        """exact=True: chunk gradients in a fixed order along the ranks (class docstring).
+        The running sum arrives from rank r-1 while this rank computes its chunks; chunks
+        done before it arrives are kept and added, in order, once it has.  Mean loss: the
+        batch gradient is (c/M) * sum_j w_j g_j, g_j chunk j's mean gradient, w_j = m_j/c (1
+        but for a short last chunk), so full chunks are added unscaled."""
         gb, r, N, c = self._gb, self.rank, self.world_size, self.chunk_size
+        comm = _comm()
+        what = "DistributedTrainer: the exact gradient chain"
         C = -(-M // c)
         j0, j1 = r * C // N, (r + 1) * C // N
-        parts = self._parts(j1 - j0)
+        accs = [self._acc[dt] for dt in gb.buffers]
+        bufs = list(gb.buffers.values())
+        # some lower rank holds chunks: continue its sum (else this rank starts it)
+        reqs = [comm.Irecv(acc, source=r - 1, tag=17) for acc in accs] if j0 > 0 else []
+        ready, started, kept = not reqs, bool(reqs), 0
+        parts = self._parts(j1 - j0) if reqs else None
         cnt = np.zeros(1, np.int64)
         tot, hits, bad = 0.0, 0, False
-        for k, j in enumerate(range(j0, j1)):
+        for j in range(j0, j1):
             a, b = j * c, min(M, (j + 1) * c)
             loss = self._local(step, X, y, rows[a:b], cnt)
             gb.materialize()
@@ -441,42 +454,62 @@ class DistributedTrainer(Trainer):
                 break
             tot += loss * (b - a) if mean else loss
             hits += int(cnt[0])
-            for dt, buf in gb.buffers.items():
-                part = parts[dt][k]
-                if mean and b - a != M:
-                    np.multiply(buf, buf.dtype.type((b - a) / M), out=part)
-                else:
-                    part[...] = buf
+            if mean and C > 1 and b - a != c:     # a short last chunk: weight m_j / c
+                for buf in bufs:
+                    buf *= buf.dtype.type((b - a) / c)
+            if not ready and all(q.Test() for q in reqs):
+                ready = True
+                self._fold(accs, parts, kept)
+                kept = 0
+            if not ready:
+                for i, buf in enumerate(bufs):
+                    parts[i][kept] = buf
+                kept += 1
+            elif started:
+                for acc, buf in zip(accs, bufs):
+                    acc += buf
+            else:
+                for acc, buf in zip(accs, bufs):
+                    acc[...] = buf
+                started = True
         stats[:] = (tot, hits, 1.0 if bad else 0.0)
         _allreduce(stats, "DistributedTrainer: the loss all-reduce")
         if stats[2]:
+            for q in reqs:                 # no rank sends this step: withdraw the receives
+                if not q.Test():
+                    q.Cancel()
+                    q.Wait()
             return
-        comm = _comm()
-        what = "DistributedTrainer: the exact gradient chain"
-        for dt, buf in gb.buffers.items():
-            acc = self._acc[dt]
-            k0 = 0
-            if j0 > 0:                  # some lower rank holds chunks: continue its sum
-                _wait(comm.Irecv(acc, source=r - 1, tag=17), what)
-            elif j1 > j0:
-                acc[...] = parts[dt][0]
-                k0 = 1
-            for k in range(k0, j1 - j0):
-                acc += parts[dt][k]
+        if not ready:
+            for q in reqs:
+                _wait(q, what)
+            self._fold(accs, parts, kept)
+        for acc, buf in zip(accs, bufs):
             if r < N - 1 and j1 > 0:
                 _wait(comm.Isend(acc, dest=r + 1, tag=17), what)
             if N > 1:
                 _bcast(acc, N - 1, what)
-            buf[...] = acc
+            if mean and C > 1:                    # the mean over the batch: * c / M
+                np.multiply(acc, buf.dtype.type(c / M), out=buf)
+            else:
+                buf[...] = acc
         gb.materialize()
 
+    @staticmethod
+    def _fold(accs, parts, kept):
+        for i, acc in enumerate(accs):
+            for k in range(kept):
+                acc += parts[i][k]
+
     def _parts(self, k):
-        """Per dtype, k gradient-sized rows for this rank's chunk gradients (kept)."""
+        """Per dtype (buffer order), k gradient-sized rows for chunk gradients kept until
+        the running sum arrives."""
+        sizes = [b.size for b in self._gb.buffers.values()]
         have = getattr(self, "_part_bufs", None)
-        if have is None or any(v.shape[0] < k or v.shape[1] != self._gb.buffers[dt].size
-                               for dt, v in have.items()) or set(have) != set(self._gb.buffers):
-            have = self._part_bufs = {dt: np.empty((max(k, 1), b.size), dt)
-                                      for dt, b in self._gb.buffers.items()}
+        if have is None or len(have) != len(sizes) or any(
+                v.shape[0] < k or v.shape[1] != n for v, n in zip(have, sizes)):
+            have = self._part_bufs = [np.empty((max(k, 1), b.size), b.dtype)
+                                      for b in self._gb.buffers.values()]
         return have
 
     # -- evaluation: validation rows split over the ranks, sums reduced
