@@ -117,8 +117,7 @@ def launch(a):
     out = {}
     env = dict(os.environ, OMP_NUM_THREADS="1")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.join(root, "src"), root,
-                                                    env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     for k in a.ranks:
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "r.json")
