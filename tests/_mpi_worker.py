@@ -4,7 +4,8 @@ single-process references): ``python _mpi_worker.py MODE OUT [options]``.
 Modes: ``train`` (fit, then rank 0 writes the parameters, the history and whether every
 rank holds the same parameters to OUT.npz), ``prims`` (broadcast_parameters and
 allreduce_gradients checked on every rank), ``raise`` / ``hang`` / ``die`` (rank 1 raises,
-sleeps, or exits at its third step: the job must stop, not hang).
+sleeps, or exits at its third step: the job must stop, not hang), ``mismatch`` (rank 1's
+data has one row less: every rank refuses it).
 """
 import argparse
 import os
@@ -52,6 +53,11 @@ class _Fault(fastnn.Callback):
             os._exit(3)
 
 
+def early_stopping():
+    """Stops after the second epoch (nothing improves by 10): every rank must agree."""
+    return fastnn.EarlyStopping("val_loss", patience=1, min_delta=10.0)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("mode")
@@ -68,6 +74,7 @@ def main(argv=None):
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--resume", default=None)
     ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--early", type=int, default=0)
     a = ap.parse_args(argv)
     from fastnn import distributed as dist
     dist.init(timeout=a.timeout)
@@ -86,7 +93,11 @@ def main(argv=None):
                                  checkpoint=a.checkpoint)
     if a.resume:
         tr.resume(a.resume)
-    cbs = [] if a.mode == "train" else [_Fault(a.mode, r)]
+    cbs = [] if a.mode in ("train", "mismatch") else [_Fault(a.mode, r)]
+    if a.early:
+        cbs.append(early_stopping())
+    if a.mode == "mismatch" and r == 1:     # this rank's data differ: refused on every rank
+        X, y = X[:-1], y[:-1]
     hist = tr.fit(X, y, validation_data=val, callbacks=cbs)
     params = [p.data.copy() for p in model.parameters()]
     gathered = dist._comm().gather(params, root=0)

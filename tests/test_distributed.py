@@ -46,14 +46,16 @@ def result(path):
     return [z[f"arr_{i}"] for i in range(k)], z
 
 
-def reference(dtype="float64", opt="sgd", bs=32, epochs=2, clip=None, compiled=True):
+def reference(dtype="float64", opt="sgd", bs=32, epochs=2, clip=None, compiled=True,
+              early=False):
     """The single-process Trainer the distributed runs must match (rank 0's weights)."""
     dt = np.dtype(dtype)
     model, o = W.build(dt, 7, opt)
     (X, y), val = W.data(dt)
     tr = fastnn.Trainer(model, fastnn.CrossEntropyLoss(), o, batch_size=bs, epochs=epochs,
                         seed=5, progress=False, clip_grad_norm=clip, compiled=compiled)
-    hist = tr.fit(X, y, validation_data=val)
+    hist = tr.fit(X, y, validation_data=val,
+                  callbacks=[W.early_stopping()] if early else None)
     return [p.data.copy() for p in model.parameters()], hist
 
 
@@ -152,8 +154,10 @@ def test_broadcast_and_allreduce(tmp_path, n):
 @need_mpi
 @pytest.mark.parametrize("n,opt,extra", [(1, "sgd", ()), (2, "sgd", ()), (2, "adam", ()),
                                          (2, "sgd", ("--clip", 0.5)),
-                                         (2, "adam", ("--compiled", 0))],
-                         ids=["1-sgd", "2-sgd", "2-adam", "2-sgd-clip", "2-adam-module"])
+                                         (2, "adam", ("--compiled", 0)),
+                                         (2, "sgd", ("--early", 1, "--epochs", 4))],
+                         ids=["1-sgd", "2-sgd", "2-adam", "2-sgd-clip", "2-adam-module",
+                              "2-sgd-early-stopping"])
 def test_ranks_equal_one_process_float64(tmp_path, n, opt, extra):
     """N ranks with global batch 32 (203 rows: the last batch of 11 splits 5/6) give the
     parameters of one process with batch 32 to 1e-12 (1 rank: bitwise), the same reduced
@@ -161,7 +165,9 @@ def test_ranks_equal_one_process_float64(tmp_path, n, opt, extra):
     launch(n, "train", tmp_path / "t.npz", "--opt", opt, *extra)
     got, z = result(tmp_path / "t.npz")
     clip = float(extra[1]) if extra and extra[0] == "--clip" else None
-    want, hist = reference(opt=opt, clip=clip, compiled="--compiled" not in extra)
+    early = "--early" in extra
+    want, hist = reference(opt=opt, clip=clip, compiled="--compiled" not in extra,
+                           epochs=4 if early else 2, early=early)
     assert bool(z["same"]) and int(z["world"]) == n
     if n == 1:
         assert all(np.array_equal(a, b) for a, b in zip(want, got))
@@ -172,7 +178,14 @@ def test_ranks_equal_one_process_float64(tmp_path, n, opt, extra):
     np.testing.assert_allclose(z["h_val_loss"], hist["val_loss"], rtol=1e-12)
     np.testing.assert_array_equal(z["h_accuracy"], hist["accuracy"])
     np.testing.assert_array_equal(z["h_val_accuracy"], hist["val_accuracy"])
-    assert z["epochs"].tolist() == [1, 2]
+    assert z["epochs"].tolist() == [1, 2]      # early stopping: 2 of 4 epochs, all ranks
+
+
+@need_mpi
+def test_ranks_with_different_data_are_refused(tmp_path):
+    cp, _ = launch(2, "mismatch", tmp_path / "m.npz", check=False)
+    assert cp.returncode != 0 and not (tmp_path / "m.npz").exists()
+    assert "DistributedTrainer.fit: the ranks disagree on (n samples, features" in cp.stderr
 
 
 @need_mpi
