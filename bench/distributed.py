@@ -13,6 +13,9 @@ global batch B it measures, median of --repeats epochs of --steps steps each:
   exact     DistributedTrainer(exact=True, chunk_size=--chunk)
   compute   one rank's forward+backward alone (CompiledStep.grads on B/k rows)
   allreduce one all-reduce of the whole gradient (2.7 MB float32), alone
+  concurrent (k > 1) the compute in a thread while the main thread all-reduces another
+            buffer: what overlapping backward with the all-reduce could win (printed as
+            concurrent / (compute + allreduce); 1.0: nothing)
 
 and prints steps/s, the scaling efficiency (steps/s on k ranks / (k * steps/s on 1 rank),
 same global batch), the exact mode's cost (plain / exact time) and the break-even global
@@ -26,6 +29,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -106,6 +110,20 @@ def worker(a):
             ts.append(time.perf_counter() - t)
         row["allreduce"] = float(np.median(ts))
         row["grad_bytes"] = int(buf.nbytes)
+        if k > 1:
+            # what overlapping could win: the compute (nogil, in a thread) and an all-reduce
+            # of another buffer at once, against the two one after the other
+            other = buf.copy()
+            ts = []
+            for _ in range(a.repeats * 3):
+                comm.Barrier()
+                t = time.perf_counter()
+                th = threading.Thread(target=st.grads, args=(xb, yb))
+                th.start()
+                dist._allreduce(other, "bench")
+                th.join()
+                ts.append(time.perf_counter() - t)
+            row["concurrent"] = float(np.median(ts))
         res["batches"][str(B)] = row
     if r == 0:
         with open(a.json_out, "w") as f:
@@ -132,8 +150,8 @@ def launch(a):
     print(f"784-512-512-10 float32 SGD, one thread per rank, kernel variant "
           f"{next(iter(out.values()))['variant']}; medians, steps/s of the global batch")
     print("| ranks | batch | Trainer (1 proc) | plain | exact | plain efficiency | "
-          "exact cost | compute/rank ms | allreduce ms | break-even batch |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "exact cost | compute/rank ms | allreduce ms | concurrent / sum | break-even batch |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for k, res in out.items():
         for B, row in res["batches"].items():
             tr = f"{1 / one['batches'][B]['trainer']:.1f}" if one else "-"
@@ -142,9 +160,11 @@ def launch(a):
                 eff = f"{one['batches'][B]['plain'] / (k * row['plain']):.2f}"
             per_row = (one["batches"][B]["compute"] if one else row["compute"] * k) / int(B)
             be = "-" if k == 1 else f"{row['allreduce'] / ((1 - 1 / k) * per_row):.0f}"
+            ov = "-" if k == 1 else \
+                f"{row['concurrent'] / (row['compute'] + row['allreduce']):.2f}"
             print(f"| {k} | {B} | {tr} | {1 / row['plain']:.1f} | {1 / row['exact']:.1f} | "
                   f"{eff} | {row['exact'] / row['plain']:.2f}x | {row['compute'] * 1e3:.2f} | "
-                  f"{row['allreduce'] * 1e3:.3f} | {be} |")
+                  f"{row['allreduce'] * 1e3:.3f} | {ov} | {be} |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)

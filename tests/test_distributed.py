@@ -141,6 +141,34 @@ def test_grads_module_path_and_nonfinite(dtype):
         assert all(not np.any(p.grad) for p in m.parameters())
 
 
+def test_grad_buffer_views_and_replanning(dtype):
+    """GradBuffer: every gradient becomes a view into one flat buffer (its value kept, a
+    shared parameter once); a compiled step planned before re-plans and writes there."""
+    from fastnn.distributed import GradBuffer
+    X = np.random.default_rng(0).standard_normal((9, 6)).astype(dtype)
+    y = np.arange(9) % 4
+    m1, o1 = W.build(dtype, 7, "sgd")
+    m2, o2 = W.build(dtype, 7, "sgd")
+    s1, s2 = fastnn.compile_step(m1, fastnn.CrossEntropyLoss(), o1), \
+        fastnn.compile_step(m2, fastnn.CrossEntropyLoss(), o2)
+    s1(X, y)
+    s2(X, y)
+    before = [p.grad.copy() for p in m2.parameters()]
+    gb = GradBuffer(list(m2.parameters()))
+    (buf,) = gb.buffers.values()
+    assert buf.dtype == dtype and buf.size == sum(p.size for p in m2.parameters())
+    assert gb.bound() and all(np.shares_memory(p.grad, buf) for p in m2.parameters())
+    assert all(np.array_equal(p.grad, g) for p, g in zip(m2.parameters(), before))
+    s1(X, y)
+    s2(X, y)
+    assert s2.compiled
+    assert all(np.array_equal(p.grad, q.grad) and np.array_equal(p.data, q.data)
+               for p, q in zip(m1.parameters(), m2.parameters()))
+    assert not np.array_equal(buf, np.concatenate([g.ravel() for g in before]))
+    m2.to(np.float64 if dtype == np.float32 else np.float32)
+    assert not gb.bound()
+
+
 # ------------------------------------------------------------------ under mpiexec
 @need_mpi
 @pytest.mark.parametrize("n", [1, 2])

@@ -74,8 +74,8 @@ def _abort_hook(etype, value, tb):
 
 
 def init(comm=None, timeout=600.0, abort_on_exception=True):
-    """Start (or join) the MPI job: ``comm`` (default MPI.COMM_WORLD) becomes the
-    communicator of this module's functions; ``timeout`` (seconds > 0) bounds every wait in
+    """Start (or join) the MPI job (collective: call it on every rank): a duplicate of
+    ``comm`` (default MPI.COMM_WORLD) becomes the communicator of this module's functions; ``timeout`` (seconds > 0) bounds every wait in
     a collective operation; ``abort_on_exception`` installs a sys.excepthook that calls
     MPI.Comm.Abort on an uncaught exception.  Idempotent (later calls update the
     settings); the other functions call it with the defaults when it was not called."""
@@ -87,7 +87,9 @@ def init(comm=None, timeout=600.0, abort_on_exception=True):
     if comm is not None and not isinstance(comm, MPI.Comm):
         raise TypeError(f"fastnn.distributed.init: comm must be an mpi4py Comm, got "
                         f"{type(comm).__name__}")
-    _State.comm = comm if comm is not None else (_State.comm or MPI.COMM_WORLD)
+    if comm is not None or _State.comm is None:
+        # a duplicate: fastnn's messages never match the application's own
+        _State.comm = (comm if comm is not None else MPI.COMM_WORLD).Dup()
     _State.timeout = timeout
     if abort_on_exception and sys.excepthook is not _abort_hook:
         _State.hook, sys.excepthook = sys.excepthook, _abort_hook
@@ -298,7 +300,8 @@ class DistributedTrainer(Trainer):
     the chunks [r*C//N, (r+1)*C//N) of the batch's C chunks (equal to the row split when N
     divides C).  It costs smaller GEMMs and a chain of N-1 sends instead of one all-reduce
     (see the README).  Per-step callbacks (on_batch_end) run after every step;
-    ``sample_weight`` is not supported.
+    ``sample_weight`` is not supported.  ``evaluate`` is collective too (call it on every
+    rank); ``predict`` is local.
     """
 
     def __init__(self, model, loss_fn, optimizer, *, exact=False, chunk_size=64,
