@@ -64,6 +64,24 @@ def max_rel(a, b):
 
 
 # ------------------------------------------------------------------ without MPI
+def test_public_docstrings_follow_the_convention():
+    """fastnn.distributed's public names meet test_api_docs.py's numpydoc rules too."""
+    import inspect
+    from fastnn import distributed
+    from test_api_docs import _documented_names, _params, _section
+    for name in distributed.__all__:
+        o = getattr(distributed, name)
+        doc = inspect.getdoc(o) or ""
+        params = [p for p in _params(o) if p.kind is not p.VAR_KEYWORD]
+        if params:
+            sec = _section(doc, "Parameters")
+            assert sec is not None, name
+            assert not [p.name for p in params if p.name not in _documented_names(sec)], name
+        if not inspect.isclass(o) and inspect.signature(o).return_annotation not in (
+                "None", None, inspect.Signature.empty):
+            assert _section(doc, "Returns") is not None, name
+
+
 def test_import_fastnn_never_imports_mpi4py():
     code = ("import sys, fastnn, fastnn.distributed; "
             "assert 'mpi4py' not in sys.modules, 'mpi4py imported'")

@@ -20,14 +20,18 @@ the parameters of one process with batch B up to the reordering of the gradient 
 combined in chunk order along the ranks, and N ranks are bitwise identical to one process
 (any N, any thread count).
 """
+from __future__ import annotations
+
 import os
 import sys
 import time
 import weakref
 
+from typing import Any, Sequence
+
 import numpy as np
 
-from . import _checks
+from ._typing import ArrayLike, PathLike
 from .io import load_checkpoint, save_checkpoint
 from .nn.utils import clip_grad_norm_
 from .training.callbacks import Callback
@@ -73,12 +77,26 @@ def _abort_hook(etype, value, tb):
         _State.MPI.COMM_WORLD.Abort(1)
 
 
-def init(comm=None, timeout=600.0, abort_on_exception=True):
-    """Start (or join) the MPI job (collective: call it on every rank): a duplicate of
-    ``comm`` (default MPI.COMM_WORLD) becomes the communicator of this module's functions; ``timeout`` (seconds > 0) bounds every wait in
-    a collective operation; ``abort_on_exception`` installs a sys.excepthook that calls
-    MPI.Comm.Abort on an uncaught exception.  Idempotent (later calls update the
-    settings); the other functions call it with the defaults when it was not called."""
+def init(comm: Any = None, timeout: float = 600.0, abort_on_exception: bool = True) -> Any:
+    """Start (or join) the MPI job (collective: call it on every rank).  Later calls update
+    the settings; the other functions call it with the defaults when it was not called.
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm, optional
+        The ranks to train over (default MPI.COMM_WORLD); a duplicate of it becomes the
+        communicator of this module's functions.
+    timeout : float, optional
+        Seconds (> 0) after which a wait in a collective operation raises TimeoutError.
+    abort_on_exception : bool, optional
+        Install a sys.excepthook that calls MPI.Comm.Abort on an uncaught exception, so
+        the whole job stops instead of the other ranks waiting.
+
+    Returns
+    -------
+    mpi4py.MPI.Comm
+        The communicator in use.
+    """
     MPI = _mpi()
     timeout = float(timeout)
     if not timeout > 0:
@@ -102,13 +120,24 @@ def _comm():
     return _State.comm if _State.comm is not None else init()
 
 
-def rank():
-    """This process's rank (0 .. world_size()-1)."""
+def rank() -> int:
+    """This process's rank.
+
+    Returns
+    -------
+    int
+        0 .. world_size() - 1.
+    """
     return _comm().Get_rank()
 
 
-def world_size():
-    """The number of processes of the job."""
+def world_size() -> int:
+    """The number of processes of the job.
+
+    Returns
+    -------
+    int
+    """
     return _comm().Get_size()
 
 
@@ -183,9 +212,17 @@ def _signature(params):
     return h
 
 
-def broadcast_parameters(model, root=0):
-    """Copy the parameters of ``model`` (a Module, or a list of Parameters) on rank
-    ``root`` to every rank (call it on every rank; their shapes and dtypes must match)."""
+def broadcast_parameters(model: Any, root: int = 0) -> None:
+    """Copy the parameters on rank ``root`` to every rank (collective; the ranks' shapes
+    and dtypes are checked to agree first).
+
+    Parameters
+    ----------
+    model : Module or list of Parameter
+        Whose parameters (each shared one once).
+    root : int, optional
+        The rank whose values everyone gets.
+    """
     who = "fastnn.distributed.broadcast_parameters"
     ps = _unique_params(model, who)
     c = _comm()
@@ -199,10 +236,16 @@ def broadcast_parameters(model, root=0):
 class GradBuffer:
     """One flat contiguous gradient buffer per dtype for ``params``: each parameter's
     ``.grad`` becomes a view into it (keeping its value), so all gradients of a dtype are
-    all-reduced in one call without packing.  ``buffers``: {dtype: 1-D array}.  Plan
-    compiled steps after creating it (they point at the gradient arrays)."""
+    all-reduced in one call without packing.  ``buffers``: {dtype: 1-D array}.  Compiled
+    steps planned before re-plan on their next call (they point at the gradient arrays).
 
-    def __init__(self, params):
+    Parameters
+    ----------
+    params : list of Parameter
+        The parameters (each once), in buffer order.
+    """
+
+    def __init__(self, params: Sequence[Any]) -> None:
         self.params = list(params)
         sizes = {}
         for p in self.params:
@@ -217,12 +260,17 @@ class GradBuffer:
             p._share_grad(v)
             self._views.append(v)
 
-    def bound(self):
+    def bound(self) -> bool:
         """Whether every parameter's gradient is still its view (a dtype conversion or a
-        new array unbinds it)."""
+        new array unbinds it).
+
+        Returns
+        -------
+        bool
+        """
         return all(p._grad is v for p, v in zip(self.params, self._views))
 
-    def materialize(self):
+    def materialize(self) -> None:
         """Give every gradient its logical value in the buffer (stale ones: zero)."""
         for p in self.params:
             p._materialize_grad()
@@ -242,11 +290,23 @@ def _grad_buffer(model, who):
     return gb
 
 
-def allreduce_gradients(model, average=True):
-    """Sum the gradients of ``model`` (a Module or Parameters) over all ranks in place
-    (divided by world_size() when ``average``, Horovod's default), one all-reduce per
-    dtype over the flat buffer the gradients are views into (bound on the first call:
-    plan compiled steps after it).  Returns the GradBuffer."""
+def allreduce_gradients(model: Any, average: bool = True) -> GradBuffer:
+    """Sum the gradients over all ranks in place (collective): one all-reduce per dtype
+    over the flat buffer the gradients are views into (bound on the first call for a
+    Module and kept; a list of Parameters is bound on every call).
+
+    Parameters
+    ----------
+    model : Module or list of Parameter
+        Whose gradients (each shared parameter once).
+    average : bool, optional
+        Divide by world_size() (Horovod's default), else the plain sum.
+
+    Returns
+    -------
+    GradBuffer
+        The buffers the gradients are views into.
+    """
     who = "fastnn.distributed.allreduce_gradients"
     gb = _grad_buffer(model, who)
     gb.materialize()
@@ -302,10 +362,31 @@ class DistributedTrainer(Trainer):
     (see the README).  Per-step callbacks (on_batch_end) run after every step;
     ``sample_weight`` is not supported.  ``evaluate`` is collective too (call it on every
     rank); ``predict`` is local.
+
+    Parameters
+    ----------
+    model : Module
+        The network (the same architecture on every rank; rank 0's weights are used).
+    loss_fn : Loss
+        The loss.
+    optimizer : Optimizer
+        The optimizer over (some of) the model's parameters.
+    exact : bool, optional
+        Chunked, rank-count-independent gradient sums (bitwise equal to one process).
+    chunk_size : int, optional
+        Rows per chunk of the exact mode (>= 1).
+    checkpoint : path, optional
+        Where rank 0 writes a checkpoint after every ``checkpoint_every`` epochs.
+    checkpoint_every : int, optional
+        Epochs between checkpoints (>= 1).
+    **kwargs
+        Trainer's options: batch_size (the global batch), epochs, shuffle, seed, progress,
+        compiled, clip_grad_norm.
     """
 
-    def __init__(self, model, loss_fn, optimizer, *, exact=False, chunk_size=64,
-                 checkpoint=None, checkpoint_every=1, **kwargs):
+    def __init__(self, model: Any, loss_fn: Any, optimizer: Any, *, exact: bool = False,
+                 chunk_size: int = 64, checkpoint: PathLike | None = None,
+                 checkpoint_every: int = 1, **kwargs: Any) -> None:
         super().__init__(model, loss_fn, optimizer, **kwargs)
         for name, v in (("chunk_size", chunk_size), ("checkpoint_every", checkpoint_every)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -336,17 +417,34 @@ class DistributedTrainer(Trainer):
         return super()._get_step()
 
     # -- checkpoints
-    def save_checkpoint(self, path):
-        """Write the model, the optimizer's state, the epoch and the history to path
-        (atomically; call it on one rank)."""
+    def save_checkpoint(self, path: PathLike) -> None:
+        """Write the model, the optimizer's state, the epoch and the history (atomically;
+        call it on one rank).
+
+        Parameters
+        ----------
+        path : path
+            The .npz file (fastnn.save_checkpoint).
+        """
         h = self.history
         save_checkpoint(path, self.model, self.optimizer, epoch=self.epoch,
                         history=h.history, history_epochs=h.epochs)
 
-    def resume(self, path):
+    def resume(self, path: PathLike) -> Any:
         """Restore model, optimizer, epoch and history from a checkpoint written by this
         trainer (every rank reads path, e.g. on a shared file system); the next fit
-        continues with the next epoch, on any number of ranks."""
+        continues with the next epoch, on any number of ranks.
+
+        Parameters
+        ----------
+        path : path
+            A checkpoint written by ``save_checkpoint`` (or the ``checkpoint`` option).
+
+        Returns
+        -------
+        Checkpoint
+            What fastnn.load_checkpoint returned.
+        """
         ck = load_checkpoint(path, self.model, self.optimizer)
         self.epoch = int(ck.epoch or 0)
         self.history.history = {k: list(v) for k, v in ck.extra.get("history", {}).items()}
@@ -354,8 +452,30 @@ class DistributedTrainer(Trainer):
         return ck
 
     # -- training
-    def fit(self, X, y, validation_data=None, callbacks=None, sample_weight=None):
-        """Trainer.fit on every rank (same data everywhere); see the class docstring."""
+    def fit(self, X: ArrayLike, y: ArrayLike,
+            validation_data: tuple[ArrayLike, ArrayLike] | None = None,
+            callbacks: Sequence[Callback] | None = None,
+            sample_weight: ArrayLike | None = None) -> Any:
+        """Trainer.fit on every rank (collective; the same data everywhere); see the class
+        docstring.
+
+        Parameters
+        ----------
+        X : array_like
+            The inputs, (n, in_features), in the model's dtype (all n rows, every rank).
+        y : array_like
+            Integer labels (n,) or targets of the output's shape.
+        validation_data : (X_val, y_val), optional
+            Evaluated after each epoch, its rows split over the ranks.
+        callbacks : list of Callback, optional
+            Hooks run during training (on every rank, with the same logs).
+        sample_weight : None
+            Not supported (NotImplementedError).
+
+        Returns
+        -------
+        History
+        """
         if sample_weight is not None:
             raise NotImplementedError("DistributedTrainer.fit: sample_weight is not "
                                       "supported (use Trainer)")

@@ -8,6 +8,10 @@ built from the one planner's plan, fastnn.nn.plan), forward fields only, run by
 bitwise equal to ``model.eval()(x)``.  A model the program cannot express runs the module
 path behind the same API (``f.compiled`` / ``f.reason`` say which).
 """
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 
 from .nn import Graph, Identity, Linear, Module, Sequential
@@ -107,9 +111,18 @@ class InferenceFunction:
     when the module path runs), ``reason`` (why not, or None), ``capacity`` (the largest
     batch the buffers hold now); with a compiled model also ``in_features``,
     ``out_features`` and ``dtype``.
+
+    Parameters
+    ----------
+    model : Module
+        The model.
+    batch_size : int, optional
+        Reserve buffers for batches up to this size now.
+    who : str, optional
+        How error messages name the caller.
     """
 
-    def __init__(self, model, batch_size=None, who=None):
+    def __init__(self, model: Module, batch_size: int | None = None, who: str | None = None) -> None:
         if not isinstance(model, Module):
             raise TypeError(f"compile_inference: model must be a fastnn Module, got "
                             f"{type(model).__name__}")
@@ -142,7 +155,7 @@ class InferenceFunction:
         self.reason = None
 
     @property
-    def compiled(self):
+    def compiled(self) -> bool:
         k = self._kernel
         if k is None:
             if self._failed_at != _structure_version[0]:
@@ -152,15 +165,15 @@ class InferenceFunction:
         return self._kernel is not None
 
     @property
-    def capacity(self):
+    def capacity(self) -> int:
         return self._kernel.capacity if self._kernel is not None else 0
 
-    def reserve(self, batch_size):
+    def reserve(self, batch_size: int) -> None:
         """Grow the buffers to hold batches of batch_size rows (no-op when they do)."""
         if self.compiled and self._kernel.capacity < batch_size:
             self._setup(cap=batch_size)
 
-    def __call__(self, *inputs, **named):
+    def __call__(self, *inputs: Any, **named: Any) -> Any:
         k = self._kernel
         if k is not None and len(inputs) == 1 and not named:
             y = k.run(inputs[0])
@@ -178,7 +191,7 @@ class InferenceFunction:
             return y
         return _module_forward(self.model, inputs, named)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "compiled" if self.compiled else f"module path: {self.reason}"
         return f"InferenceFunction({state})"
 
@@ -196,7 +209,7 @@ def _module_forward(model, inputs, named):
             object.__setattr__(m, "training", t)
 
 
-def compile_inference(model, *, batch_size=None):
+def compile_inference(model: Module, *, batch_size: int | None = None) -> InferenceFunction:
     """The eval-mode forward of ``model`` as one compiled call: ``y = f(x)``.
 
     For a ``Sequential`` (nested ones flattened) of ``Linear`` layers and activations, or
@@ -211,5 +224,17 @@ def compile_inference(model, *, batch_size=None):
     re-plans on the next call; updating parameters in place (training) needs nothing.
     Other models run the module path (``model.eval()(x)``, leaving the model's mode
     unchanged) behind the same API; ``f.compiled`` and ``f.reason`` tell which.
+
+    Parameters
+    ----------
+    model : Module
+        The model; its mode is not changed.
+    batch_size : int, optional
+        Reserve buffers for batches up to this size now.
+
+    Returns
+    -------
+    InferenceFunction
+        Call it as ``f(x)`` (a Graph: ``f(x)`` or ``f(name=x)``).
     """
     return InferenceFunction(model, batch_size=batch_size)

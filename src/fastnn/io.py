@@ -6,15 +6,25 @@ rebuilt (fastnn's own, registered as they are defined), the record of each kind 
 (a leaf: its type and constructor config; a Sequential: its children; a Graph: its modules,
 nodes and edges) and rebuilding a model from a record.
 """
+from __future__ import annotations
+
 import contextlib
 import json
 import os
 import tempfile
 import zipfile
 from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from ._typing import PathLike
+
+if TYPE_CHECKING:
+    from .nn.module import Module
+    from .optim import Optimizer
+
+_T = TypeVar("_T", bound=type)
 
 __all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "Checkpoint"]
 
@@ -28,7 +38,7 @@ _PREFIX = "param:"
 _TYPES = {}
 
 
-def register(cls):
+def register(cls: _T) -> _T:
     _TYPES.setdefault(cls.__name__, cls)
 
 
@@ -108,11 +118,24 @@ def _build_graph(cls, rec, where):
     return g
 
 
-def save(model, path):
+def save(model: Module, path: PathLike) -> None:
     """Write ``model``'s architecture and parameters to ``path`` (an .npz file, written
     exactly at the path given).  The write is atomic: a temporary file in the same
     directory is renamed over ``path`` once complete, so a crash never leaves a partial
-    file.  Only fastnn's own modules (and containers of them) can be saved this way."""
+    file.  Only fastnn's own modules (and containers of them) can be saved this way.
+
+    Parameters
+    ----------
+    model : Module
+        A fastnn module or container of fastnn modules (each parameter used once).
+    path : str or os.PathLike
+        The file to write (replaced if it exists).
+
+    Raises
+    ------
+    TypeError
+        For a module type fastnn cannot rebuild from a record (a user-defined Module).
+    """
     from .nn import Module
     if not isinstance(model, Module):
         raise TypeError(f"fastnn.save: expected a fastnn Module, got {type(model).__name__}")
@@ -235,9 +258,25 @@ def _build(rec, where="model"):
     return cls(**cfg)
 
 
-def load(path):
+def load(path: PathLike) -> Module:
     """Rebuild a model saved with fastnn.save (no user code needed).  A truncated, corrupt
-    or inconsistent file raises ValueError; no partially loaded model is ever returned."""
+    or inconsistent file raises ValueError; no partially loaded model is ever returned.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by ``fastnn.save``.
+
+    Returns
+    -------
+    Module
+        The rebuilt model, in training mode.
+
+    Raises
+    ------
+    ValueError
+        For a file fastnn did not write or that is truncated, corrupt or inconsistent.
+    """
     path = os.fspath(path)
     who = f"fastnn.load({path!r})"
     with _reading(who, "model file"):
@@ -262,12 +301,25 @@ _OPT = "opt:"
 
 class Checkpoint:
     """What load_checkpoint returns: ``model``, ``optimizer``, ``epoch`` (or None) and
-    ``extra`` (the JSON values given to save_checkpoint)."""
+    ``extra`` (the JSON values given to save_checkpoint).
 
-    def __init__(self, model, optimizer, epoch, extra):
+    Parameters
+    ----------
+    model : Module
+        The restored model.
+    optimizer : Optimizer or None
+        The restored optimizer (None when the checkpoint has none).
+    epoch : int or None
+        The recorded epoch.
+    extra : dict
+        The extra values.
+    """
+
+    def __init__(self, model: Module, optimizer: Optimizer | None, epoch: int | None,
+                 extra: dict[str, Any]) -> None:
         self.model, self.optimizer, self.epoch, self.extra = model, optimizer, epoch, extra
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"Checkpoint(model={type(self.model).__name__}, optimizer="
                 f"{self.optimizer!r}, epoch={self.epoch!r})")
 
@@ -277,11 +329,26 @@ def _optimizer_types():
     return {c.__name__: c for c in (optim.SGD, optim.Adam, optim.AdamW, optim.RMSprop)}
 
 
-def save_checkpoint(path, model, optimizer, epoch=None, **extra):
+def save_checkpoint(path: PathLike, model: Module, optimizer: Optimizer | None,
+                    epoch: int | None = None, **extra: Any) -> None:
     """Write a training checkpoint -- the model (architecture and parameters, as fastnn.save),
     the optimizer's whole state (hyperparameters, step count, every buffer; which of the
     model's parameters it updates, in its order) and ``epoch`` -- to one .npz file,
-    atomically.  ``extra``: more JSON-serialisable values to keep (e.g. best_loss=0.3)."""
+    atomically.  ``extra``: more JSON-serialisable values to keep (e.g. best_loss=0.3).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write (atomically replaced).
+    model : Module
+        The model (as for ``fastnn.save``).
+    optimizer : Optimizer or None
+        The optimizer whose state is kept (None: the model only).
+    epoch : int, optional
+        The epoch to record.
+    **extra
+        JSON-serialisable values to keep.
+    """
     from .nn import Module
     who = "fastnn.save_checkpoint"
     if not isinstance(model, Module):
@@ -319,11 +386,32 @@ def save_checkpoint(path, model, optimizer, epoch=None, **extra):
     _write_npz(path, arrays)
 
 
-def load_checkpoint(path, model=None, optimizer=None):
+def load_checkpoint(path: PathLike, model: Module | None = None,
+                    optimizer: Optimizer | None = None) -> Checkpoint:
     """Read a checkpoint written by save_checkpoint.  Returns a Checkpoint with a rebuilt
     model and optimizer; or pass your own ``model`` / ``optimizer`` (of the same
     architecture / type and shapes) to restore them in place -- everything is checked
-    before either changes."""
+    before either changes.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by ``save_checkpoint``.
+    model : Module, optional
+        Restore the parameters into this model instead of rebuilding one.
+    optimizer : Optimizer, optional
+        Restore the state into this optimizer (over ``model``'s parameters).
+
+    Returns
+    -------
+    Checkpoint
+        ``.model``, ``.optimizer`` (None when none was saved), ``.epoch``, ``.extra``.
+
+    Raises
+    ------
+    ValueError
+        For a file that is not a checkpoint, or a model/optimizer that does not match it.
+    """
     path = os.fspath(path)
     who = f"fastnn.load_checkpoint({path!r})"
     with _reading(who, "checkpoint"):

@@ -14,13 +14,21 @@ The array ``forward`` returns in training mode is therefore overwritten by the m
 forward (``.copy()`` it to keep it), and the input must not be modified before backward.
 An eval-mode forward keeps nothing and returns a fresh array.
 """
+from __future__ import annotations
+
 from collections import OrderedDict, namedtuple
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import numpy as np
 
 from .. import _checks as C
 from .. import io as _io
 from .parameter import Parameter
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from .._typing import DTypeLike
 
 __all__ = ["Module"]
 
@@ -86,7 +94,7 @@ class Module:
     it, and skipping it saves a matrix product).
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
@@ -138,16 +146,16 @@ class Module:
         object.__delattr__(self, name)
 
     # -- computation
-    def forward(self, *inputs):
+    def forward(self, *inputs: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not implement forward()")
 
-    def backward(self, grad_out, input_grad=True):
+    def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not implement backward()")
 
-    def __call__(self, *inputs, **kwargs):
+    def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
         return self.forward(*inputs, **kwargs)
 
-    def predict(self, *inputs, **named):
+    def predict(self, *inputs: Any, **named: Any) -> Any:
         """The eval-mode output for ``inputs`` as a new array, through the model's cached
         compiled inference (fastnn.compile_inference: one nogil call for a Sequential or
         one-input Graph of fastnn layers; re-planned when the model changes; the module path
@@ -170,7 +178,8 @@ class Module:
         return repr(self) if not self._modules else f"{type(self).__name__}"
 
     # -- traversal
-    def named_parameters(self, prefix="", recurse=True):
+    def named_parameters(self, prefix: str = "",
+                         recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
         """(name, Parameter) pairs, e.g. ("0.weight", p); each parameter once."""
         seen = set()
         for mname, m in (self.named_modules(prefix) if recurse else [(prefix, self)]):
@@ -180,20 +189,20 @@ class Module:
                 seen.add(id(p))
                 yield (f"{mname}.{pname}" if mname else pname), p
 
-    def parameters(self, recurse=True):
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
         for _, p in self.named_parameters(recurse=recurse):
             yield p
 
-    def named_children(self):
+    def named_children(self) -> Iterator[tuple[str, Module]]:
         for name, m in self._modules.items():
             if m is not None:
                 yield name, m
 
-    def children(self):
+    def children(self) -> Iterator[Module]:
         for _, m in self.named_children():
             yield m
 
-    def named_modules(self, prefix=""):
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
         """(name, module) for this module and every descendant, each module once."""
         seen = set()
         stack = [(prefix, self)]
@@ -208,12 +217,12 @@ class Module:
             stack.extend(reversed(kids))
         return iter(out)
 
-    def modules(self):
+    def modules(self) -> Iterator[Module]:
         for _, m in self.named_modules():
             yield m
 
     # -- modes and gradients
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> Self:
         """Training mode (forward keeps what backward needs); returns self."""
         mode = bool(mode)
         for m in self.modules():
@@ -222,7 +231,7 @@ class Module:
                 m._clear_state()
         return self
 
-    def eval(self):
+    def eval(self) -> Self:
         """Evaluation mode: forward keeps nothing and returns fresh arrays; returns self."""
         return self.train(False)
 
@@ -249,20 +258,20 @@ class Module:
             object.__setattr__(self, "_pcache", cache)
         return cache[1]
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set every parameter's gradient to zero."""
         for p in self._param_list():
             p.zero_grad()
 
     # -- dtype
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype[Any] | None:
         """The dtype of the parameters (None for a module without any)."""
         for p in self.parameters():
             return p.dtype
         return None
 
-    def to(self, dtype):
+    def to(self, dtype: DTypeLike) -> Self:
         """Convert every parameter to float32 or float64 in place; returns self.  Gradients
         are reset to zero and saved state is dropped (create optimizers afterwards)."""
         dt = C.float_dtype(f"{type(self).__name__}.to", dtype)
@@ -275,18 +284,19 @@ class Module:
                 p.zero_grad()
         return self
 
-    def float(self):
+    def float(self) -> Self:
         return self.to(np.float32)
 
-    def double(self):
+    def double(self) -> Self:
         return self.to(np.float64)
 
     # -- state
-    def state_dict(self):
+    def state_dict(self) -> OrderedDict[str, Any]:
         """An OrderedDict name -> copy of the parameter's data."""
         return OrderedDict((n, p.data.copy()) for n, p in self.named_parameters())
 
-    def load_state_dict(self, state_dict, strict=True):
+    def load_state_dict(self, state_dict: Mapping[str, Any],
+                        strict: bool = True) -> IncompatibleKeys:
         """Copy arrays into the parameters.  Every shape and dtype is checked before
         anything is written, so a failed load leaves the module unchanged.  With strict, the
         keys must match exactly.  Returns (missing_keys, unexpected_keys)."""
@@ -327,10 +337,10 @@ class Module:
         return None
 
     # -- printing
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return ""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         lines = []
         for name, m in self.named_children():
             sub = repr(m).replace("\n", "\n  ")

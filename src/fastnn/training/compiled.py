@@ -10,6 +10,8 @@ runs the program in C.  The kernel talks to the optimizer and the parameters onl
 their contracts (``fastnn.optim.Optimizer``: ``_kind``, ``_hyper``, ``_prepare_state``, ...;
 ``Parameter._set_written``), so any optimizer built on that contract compiles.
 """
+from __future__ import annotations
+
 import os
 import sys
 import warnings
@@ -28,6 +30,7 @@ from ..nn.utils import clip_grad_norm_
 from ..optim import Optimizer
 from .._kernels import step as _ks
 from .._kernels._core import GateOp, LossKind, OpKind
+from .._typing import Array, ArrayLike
 
 __all__ = ["compile_step", "CompiledStep"]
 
@@ -276,10 +279,26 @@ class CompiledStep:
     None), ``model``, ``loss_fn``, ``optimizer``, ``clip_grad_norm`` (settable) and
     ``last_grad_norm``; with a compiled model also ``in_features``, ``out_features`` and
     ``dtype``.
+
+    Parameters
+    ----------
+    model : Module
+        The network (a Sequential/Linear chain or a one-input, one-output Graph compiles).
+    loss_fn : Loss
+        The loss.
+    optimizer : Optimizer
+        A fastnn optimizer over (some of) the model's parameters.
+    batch_size : int, optional
+        Allocate the workspaces for batches up to this size now (else on first use).
+    warn : bool, optional
+        Warn (RuntimeWarning) when the model does not compile and the module path runs.
+    clip_grad_norm : float, optional
+        Clip the total gradient 2-norm to this value before each update (None: off).
     """
 
-    def __init__(self, model, loss_fn, optimizer, batch_size=None, warn=True,
-                 clip_grad_norm=None):
+    def __init__(self, model: Module, loss_fn: Loss, optimizer: Optimizer,
+                 batch_size: int | None = None, warn: bool = True,
+                 clip_grad_norm: float | None = None) -> None:
         check_model_loss("compile_step", model, loss_fn)
         self._clip = _checks.clip_option("compile_step", clip_grad_norm)
         self._module_norm = None
@@ -294,7 +313,7 @@ class CompiledStep:
         self._setup()
 
     @property
-    def compiled(self):
+    def compiled(self) -> bool:
         """True when step(x, y) runs the compiled kernel (re-planned first if the model
         changed since the last call)."""
         if self._kernel is not None and not self._kernel.valid():
@@ -302,19 +321,19 @@ class CompiledStep:
         return self._kernel is not None
 
     @property
-    def clip_grad_norm(self):
+    def clip_grad_norm(self) -> float | None:
         """max_norm of the gradient clipping between backward and the update (None: off);
         may be changed between steps."""
         return self._clip
 
     @clip_grad_norm.setter
-    def clip_grad_norm(self, value):
+    def clip_grad_norm(self, value: float | None) -> None:
         self._clip = _checks.clip_option("CompiledStep.clip_grad_norm", value)
         if self._kernel is not None:
             self._kernel.clip_grad_norm = self._clip
 
     @property
-    def last_grad_norm(self):
+    def last_grad_norm(self) -> float | None:
         """The total 2-norm of the gradients (before clipping) in the last step taken with
         clipping on, as ``clip_grad_norm_`` returned it; None before such a step."""
         k = self._kernel
@@ -323,11 +342,11 @@ class CompiledStep:
         return self._module_norm
 
     @property
-    def capacity(self):
+    def capacity(self) -> int:
         """The largest batch the workspaces hold now (0 on the module path)."""
         return self._kernel.capacity if self._kernel is not None else 0
 
-    def reserve(self, batch_size):
+    def reserve(self, batch_size: int) -> None:
         """Grow the workspaces to hold batches of batch_size rows (no-op when they do)."""
         if self.compiled and self._kernel.capacity < batch_size:
             self._setup(cap=batch_size)
@@ -377,7 +396,7 @@ class CompiledStep:
         opt.step()
         return loss
 
-    def __call__(self, x, y):
+    def __call__(self, x: ArrayLike, y: ArrayLike) -> float:
         k = self._kernel
         if k is not None:
             loss = k.step(x, y)
@@ -406,14 +425,29 @@ class CompiledStep:
             loss = self._kernel.step(x, y)
         return loss
 
-    def grads(self, x, y, correct=None):
+    def grads(self, x: Array, y: Array, correct: Array | None = None) -> float:
         """Forward, loss and backward of one batch, without the update: afterwards each
         parameter's ``.grad`` holds the batch's gradient (as after ``model.zero_grad()``,
         forward, ``model.backward``) and the optimizer is untouched; the caller updates
         (``optimizer.step()``), e.g. after all-reducing the gradients across processes
-        (fastnn.distributed).  Returns the loss; a non-finite loss skips backward (the
-        gradients then read as zero).  correct (int64 (1,), classification losses):
-        receives the number of rows whose argmax is the label."""
+        (fastnn.distributed).  A non-finite loss skips backward (the gradients then read
+        as zero).
+
+        Parameters
+        ----------
+        x : ndarray
+            The batch (M, in_features), the model's dtype.
+        y : ndarray
+            Integer labels (M,) or targets of the output's shape.
+        correct : ndarray, optional
+            int64 (1,): receives the number of rows whose argmax is the label
+            (classification losses).
+
+        Returns
+        -------
+        float
+            The batch's loss.
+        """
         k = self._kernel
         if k is not None and self.model.training:
             loss = k.step(x, y, True, False, correct)
@@ -441,12 +475,13 @@ class CompiledStep:
         return self._kernel.run_batches(X, Y, perm, first, n_steps, batch_size, losses,
                                         correct)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "compiled" if self.compiled else f"module path: {self.reason}"
         return f"CompiledStep({state})"
 
 
-def module_grads(model, loss_fn, optimizer, x, y, correct=None):
+def module_grads(model: Module, loss_fn: Loss, optimizer: Optimizer, x: Array, y: Array,
+                 correct: Array | None = None) -> float:
     """CompiledStep.grads through the modules: zero_grad, forward, loss and (when the loss
     is finite) backward; returns the loss."""
     model.zero_grad()
@@ -460,8 +495,9 @@ def module_grads(model, loss_fn, optimizer, x, y, correct=None):
     return loss
 
 
-def compile_step(model, loss_fn, optimizer, *, batch_size=None, warn=True,
-                 clip_grad_norm=None):
+def compile_step(model: Module, loss_fn: Loss, optimizer: Optimizer, *,
+                 batch_size: int | None = None, warn: bool = True,
+                 clip_grad_norm: float | None = None) -> CompiledStep:
     """One training step as one compiled call: ``loss = step(x, y)``.
 
     For a ``Sequential`` (nested ones are flattened) of ``Linear`` layers, each optionally
@@ -500,6 +536,26 @@ def compile_step(model, loss_fn, optimizer, *, batch_size=None, warn=True,
     update, inside the compiled call, with the kernels and the order of
     ``fastnn.clip_grad_norm_``; ``step.last_grad_norm`` is the last step's total norm
     before clipping.
+
+    Parameters
+    ----------
+    model : Module
+        The network (a Sequential/Linear chain or a one-input, one-output Graph compiles).
+    loss_fn : Loss
+        The loss.
+    optimizer : Optimizer
+        A fastnn optimizer over (some of) the model's parameters.
+    batch_size : int, optional
+        Allocate the workspaces for batches up to this size now (else on first use).
+    warn : bool, optional
+        Warn (RuntimeWarning) when the model does not compile and the module path runs.
+    clip_grad_norm : float, optional
+        Clip the total gradient 2-norm to this value before each update (None: off).
+
+    Returns
+    -------
+    CompiledStep
+        Call it as ``loss = step(x, y)``.
     """
     return CompiledStep(model, loss_fn, optimizer, batch_size=batch_size, warn=warn,
                         clip_grad_norm=clip_grad_norm)
