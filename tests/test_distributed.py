@@ -151,6 +151,8 @@ def test_grads_module_path_and_nonfinite(dtype):
                    fastnn.Sequential(fastnn.Linear(6, 4), fastnn.ReLU(), fastnn.ReLU())
                    .to(dtype))):
         m, o = mk()
+        for p in m.parameters():      # positive: the ReLUs pass, the gradients are not 0
+            p.data = np.linspace(0.1, 0.5, p.size).reshape(p.shape)
         st = CompiledStep(m, fastnn.CrossEntropyLoss(), o, warn=False)
         loss = st.grads(X, y)
         assert np.isfinite(loss) and any(np.any(p.grad != 0) for p in m.parameters())

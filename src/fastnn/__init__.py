@@ -8,6 +8,7 @@ from .ops import (activation_backward, activation_forward, gemm, linear_backward
                   linear_forward)
 from .nn import (Add, Concat, Graph, Identity, LeakyReLU, Linear, Maximum, Module, Multiply,
                  Parameter, ReLU, Sequential, Sigmoid, Split, Tanh)
+from .nn import BatchNorm1d, LayerNorm
 from .nn.utils import clip_grad_norm_, clip_grad_value_
 from . import init
 from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, Loss,
@@ -25,6 +26,7 @@ __all__ = [
     "gemm", "linear_forward", "linear_backward", "activation_forward", "activation_backward",
     "Parameter", "Module", "Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU", "Identity",
     "Sequential", "Graph", "Add", "Multiply", "Maximum", "Concat", "Split",
+    "LayerNorm", "BatchNorm1d",
     "clip_grad_norm_", "clip_grad_value_", "init",
     "Loss", "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss",
     "CrossEntropyLoss", "NLLLoss", "SVMLoss", "SGD", "Adam", "AdamW", "RMSprop",

@@ -32,6 +32,8 @@ FORMAT = "fastnn-model"
 VERSION = 1
 _META = "__fastnn__"
 _PREFIX = "param:"
+_BUF = "buffer:"        # a module's buffers (BatchNorm1d's running statistics), listed in
+                        # the metadata's "buffers" (absent in files without any)
 
 # type name -> class, for the module types fastnn.load may rebuild (fastnn's own: Module
 # registers each subclass defined in the fastnn package)
@@ -145,8 +147,24 @@ def save(model: Module, path: PathLike) -> None:
     meta = {"format": FORMAT, "version": VERSION, "arch": arch,
             "parameters": [n for n, _ in named]}
     arrays = {_PREFIX + n: p.data for n, p in named}
+    _put_buffers(model, meta, arrays)
     arrays[_META] = np.array(json.dumps(meta))
     _write_npz(path, arrays)
+
+
+def _put_buffers(model, meta, arrays):
+    bufs = list(model.named_buffers())
+    if bufs:
+        meta["buffers"] = [n for n, _ in bufs]
+        arrays.update((_BUF + n, b) for n, b in bufs)
+
+
+def _get_buffers(z, meta, state):
+    names = meta.get("buffers", [])
+    missing = [n for n in names if _BUF + n not in z.files]
+    if missing:
+        raise _LoadError(f"buffers {missing} are listed but missing")
+    state.update((n, z[_BUF + n]) for n in names)
 
 
 def _write_npz(path, arrays):
@@ -287,6 +305,7 @@ def load(path: PathLike) -> Module:
             if missing:
                 raise _LoadError(f"parameters {missing} are listed but missing")
             state = {n: z[_PREFIX + n] for n in names}
+            _get_buffers(z, meta, state)
             model = _build(meta["arch"])
     try:
         model.load_state_dict(state, strict=True)
@@ -379,6 +398,7 @@ def save_checkpoint(path: PathLike, model: Module, optimizer: Optimizer | None,
             "optimizer": {"type": type(optimizer).__name__, "state": hyper,
                           "params": [index[id(p)] for p in optimizer.params]},
             "epoch": None if epoch is None else int(epoch), "extra": extra}
+    _put_buffers(model, meta, arrays)
     try:
         arrays[_META] = np.array(json.dumps(meta))
     except TypeError as e:
@@ -419,6 +439,7 @@ def load_checkpoint(path: PathLike, model: Module | None = None,
             meta = _metadata(z, CHECKPOINT_FORMAT, "fastnn.save_checkpoint")
             names = meta["parameters"]
             state = {n: z[_PREFIX + n] for n in names}
+            _get_buffers(z, meta, state)
             fresh = _build(meta["arch"])
             om = meta["optimizer"]
             cls = _optimizer_types().get(om["type"])

@@ -4,6 +4,7 @@
     module.py      Module (the PyTorch-like API), Ctx (per-use saved state), buffer reuse
     layers.py      Linear, Sigmoid, ReLU, Tanh, LeakyReLU, Identity
     gates.py       Add, Multiply, Maximum, Concat, Split
+    norm.py        LayerNorm, BatchNorm1d
     plan.py        the one planner: step kinds, the fusion rule, chain and graph plans
     sequential.py  Sequential
     graph.py       Graph, Node
@@ -13,9 +14,10 @@ from .parameter import Parameter
 from .module import Module
 from .layers import Identity, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
 from .gates import Add, Concat, Maximum, Multiply, Split
+from .norm import BatchNorm1d, LayerNorm
 from .sequential import Sequential
 from .graph import Graph, Node
 
 __all__ = ["Parameter", "Module", "Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU",
            "Identity", "Sequential", "Graph", "Node", "Add", "Multiply", "Maximum", "Concat",
-           "Split"]
+           "Split", "LayerNorm", "BatchNorm1d"]

@@ -97,6 +97,7 @@ class Module:
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_ctx", Ctx())
 
@@ -112,6 +113,10 @@ class Module:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before "
                                  "assigning attributes")
         params, mods = d["_parameters"], d["_modules"]
+        bufs = d.get("_buffers")
+        if bufs is not None and name in bufs:
+            self._set_buffer(name, value)
+            return
         if name in params or name in mods or isinstance(value, (Parameter, Module)):
             _structure_version[0] += 1
         if isinstance(value, Parameter):
@@ -131,6 +136,63 @@ class Module:
                                 f"to submodule {name!r} (use a Module or None)")
             mods[name] = None
         object.__setattr__(self, name, value)
+
+    # -- buffers: arrays that are state but not parameters (BatchNorm1d's running
+    # statistics).  They go into state_dict() after the module's parameters (torch's keys
+    # and order), load_state_dict() copies into them in place, fastnn.save and checkpoints
+    # carry them, .to(dtype) converts the floating-point ones.  Assigning a new array to a
+    # buffer attribute re-plans compiled steps (the structure version is bumped).
+    def register_buffer(self, name: str, value: np.ndarray | None) -> None:
+        """Register array ``value`` as buffer ``name``, also reachable as ``self.name``.
+
+        Parameters
+        ----------
+        name : str
+            An identifier not taken by a parameter or submodule.
+        value : numpy.ndarray or None
+            The buffer's array (None: an absent buffer, left out of ``state_dict``).
+        """
+        if not isinstance(name, str) or not name.isidentifier() or \
+                name in self._parameters or name in self._modules:
+            raise KeyError(f"{type(self).__name__}.register_buffer: bad or taken name "
+                           f"{name!r}")
+        self._buffers[name] = None
+        self._set_buffer(name, value)
+
+    def _set_buffer(self, name, value):
+        if value is not None and not isinstance(value, np.ndarray):
+            raise TypeError(f"{type(self).__name__}: buffer {name!r} must be a "
+                            f"numpy.ndarray or None, got {type(value).__name__}")
+        if self._buffers[name] is not value:
+            _structure_version[0] += 1
+        self._buffers[name] = value
+        object.__setattr__(self, name, value)
+
+    def named_buffers(self, prefix: str = "",
+                      recurse: bool = True) -> Iterator[tuple[str, np.ndarray]]:
+        """(name, array) pairs of the buffers, e.g. ("1.running_mean", a); None skipped."""
+        for mname, m in (self.named_modules(prefix) if recurse else [(prefix, self)]):
+            for bname, b in m.__dict__.get("_buffers", {}).items():
+                if b is not None:
+                    yield (f"{mname}.{bname}" if mname else bname), b
+
+    def buffers(self, recurse: bool = True) -> Iterator[np.ndarray]:
+        for _, b in self.named_buffers(recurse=recurse):
+            yield b
+
+    def _named_state(self):
+        """(name, Parameter or buffer array) in torch's state_dict order: module by module,
+        its parameters (each once) then its buffers."""
+        seen = set()
+        for mname, m in self.named_modules():
+            for pname, p in m._parameters.items():
+                if p is None or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                yield (f"{mname}.{pname}" if mname else pname), p
+            for bname, b in m.__dict__.get("_buffers", {}).items():
+                if b is not None:
+                    yield (f"{mname}.{bname}" if mname else bname), b
 
     def __getattr__(self, name):
         # only reached when normal lookup fails
@@ -277,12 +339,20 @@ class Module:
         dt = C.float_dtype(f"{type(self).__name__}.to", dtype)
         for m in self.modules():
             m._reset()
+            m._convert_state(dt)
         for p in self.parameters():
             if p.dtype != dt:
                 p._convert(dt)
             else:
                 p.zero_grad()
         return self
+
+    def _convert_state(self, dt):
+        """.to(dt)'s hook for a module's own non-parameter state: converts the
+        floating-point buffers (a subclass with more adds to it)."""
+        for bname, b in list(self.__dict__.get("_buffers", {}).items()):
+            if b is not None and b.dtype.kind == "f" and b.dtype != dt:
+                self._set_buffer(bname, b.astype(dt))
 
     def float(self) -> Self:
         return self.to(np.float32)
@@ -292,8 +362,10 @@ class Module:
 
     # -- state
     def state_dict(self) -> OrderedDict[str, Any]:
-        """An OrderedDict name -> copy of the parameter's data."""
-        return OrderedDict((n, p.data.copy()) for n, p in self.named_parameters())
+        """An OrderedDict name -> copy of each parameter's data and each buffer (torch's
+        keys and order: module by module, parameters then buffers)."""
+        return OrderedDict((n, (p.data if isinstance(p, Parameter) else p).copy())
+                           for n, p in self._named_state())
 
     def load_state_dict(self, state_dict: Mapping[str, Any],
                         strict: bool = True) -> IncompatibleKeys:
@@ -304,7 +376,7 @@ class Module:
         if not hasattr(state_dict, "keys"):
             raise TypeError(f"{who}: expected a mapping name -> array, got "
                             f"{type(state_dict).__name__}")
-        own = OrderedDict(self.named_parameters())
+        own = OrderedDict(self._named_state())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
@@ -319,15 +391,16 @@ class Module:
             if not isinstance(v, np.ndarray):
                 raise TypeError(f"{who}: {name!r} must be a numpy.ndarray, got "
                                 f"{type(v).__name__}")
+            what = "parameter" if isinstance(p, Parameter) else "buffer"
             if v.shape != p.shape:
-                raise ValueError(f"{who}: {name!r} has shape {v.shape}, the parameter has "
+                raise ValueError(f"{who}: {name!r} has shape {v.shape}, the {what} has "
                                  f"{p.shape}")
             if v.dtype != p.dtype:
-                raise TypeError(f"{who}: {name!r} has dtype {v.dtype}, the parameter has "
+                raise TypeError(f"{who}: {name!r} has dtype {v.dtype}, the {what} has "
                                 f"{p.dtype} (convert the model with .to() first)")
             pending.append((p, v))
         for p, v in pending:
-            np.copyto(p._data, v)
+            np.copyto(p._data if isinstance(p, Parameter) else p, v)
         return IncompatibleKeys(missing, unexpected)
 
     # -- architecture (fastnn.save / fastnn.load write and read the records: fastnn.io)

@@ -25,7 +25,9 @@ from ..nn import Add, Concat, Graph, Identity, Linear, Maximum, Module, Multiply
     Sequential, Split
 from ..nn.layers import _Activation
 from ..nn.module import _structure_version
-from ..nn.plan import ActStep, GateStep, LinearStep, fusable, plan_chain
+from ..nn.norm import BatchNorm1d, LayerNorm
+from ..nn.plan import ActStep, GateStep, LinearStep, NormStep, fusable, norm_features, \
+    plan_chain
 from ..nn.utils import clip_grad_norm_
 from ..optim import Optimizer
 from .._kernels import step as _ks
@@ -78,19 +80,25 @@ def flatten(model, out):
 
 # --------------------------------------------------------------------------- planning
 def _chain_plan(model):
-    """The plan of a Sequential/Linear chain; every activation must follow a Linear."""
+    """The plan of a Sequential/Linear chain of Linear, LayerNorm, BatchNorm1d and
+    activation layers; an activation that does not follow a Linear runs as its own op."""
     mods = flatten(model, [])
     for i, m in enumerate(mods):
-        if type(m) is Linear:
+        if type(m) in (Linear, LayerNorm, BatchNorm1d):
             continue
         if not isinstance(m, _Activation):
             raise CannotCompile(f"the model has a {type(m).__name__} ({m!r})")
-        if i == 0 or type(mods[i - 1]) is not Linear:
-            raise CannotCompile(f"the model has an activation that does not follow a Linear "
-                                f"({m!r})")
         if not fusable(m):
-            raise CannotCompile(f"{m!r} does not fuse into the Linear before it")
-    return plan_chain(mods), (mods[0].in_features if mods else None)
+            raise CannotCompile(f"{m!r} does not fuse (it reads its input in backward); "
+                                "Sigmoid, ReLU, Tanh and LeakyReLU(negative_slope >= 0) "
+                                "compile")
+    k0 = None
+    for m in mods:                      # the first layer with a known input width
+        if isinstance(m, _Activation):
+            continue
+        k0 = m.in_features if type(m) is Linear else norm_features(m)
+        break
+    return plan_chain(mods), k0
 
 
 def _graph_plan(g):
@@ -109,7 +117,7 @@ def _graph_plan(g):
         elif type(st) is GateStep:
             if type(st.gate) not in _GATE_OPS:
                 raise CannotCompile(f"the graph has a {type(st.gate).__name__}")
-        elif type(st) is not LinearStep:
+        elif type(st) not in (LinearStep, NormStep):
             raise CannotCompile(f"the graph has a {type(st.module).__name__} "
                                 f"({st.module!r}) at node {st.index}")
     declared = g._recs[list(g._input_ids.values())[0]].feats[0]
@@ -126,6 +134,9 @@ def _widths(plan, k0):
             if type(st) is LinearStep and ins[0] == s0:
                 k0 = st.lin.in_features
                 break
+            if type(st) is NormStep and ins[0] == s0:
+                k0 = norm_features(st.norm)
+                break
     if k0 is None:
         raise CannotCompile("the input's number of features is unknown; declare it with "
                             "g.input(name, features=n)")
@@ -137,6 +148,10 @@ def _widths(plan, k0):
                 raise CannotCompile(f"{st.lin._who()} follows a layer with {f[0]} outputs")
             w[outs[0]] = st.lin.out_features
         elif type(st) is ActStep:
+            w[outs[0]] = f[0]
+        elif type(st) is NormStep:
+            if f[0] != norm_features(st.norm):
+                raise CannotCompile(f"{st.norm!r} follows a layer with {f[0]} outputs")
             w[outs[0]] = f[0]
         else:
             gate = st.gate
@@ -186,6 +201,9 @@ def _program(model, loss_fn, optimizer):
     for lin in lins:
         if lin.weight.dtype != dt:
             raise CannotCompile(f"its layers mix {dt} and {lin.weight.dtype}")
+    for st in plan.steps:
+        if type(st) is NormStep and st.norm.dtype != dt:
+            raise CannotCompile(f"its layers mix {dt} and {st.norm.dtype}")
     widths = _widths(plan, k0)
     needs, want, skip = plan.flow(False)
     # which steps backward runs (a gradient reaches one of their outputs) and how many
@@ -209,9 +227,9 @@ def _program(model, loss_fn, optimizer):
     acc = {}
     for k in range(len(plan.steps) - 1, -1, -1):
         st = plan.steps[k]
-        if runs[k] and type(st) is LinearStep:
+        if runs[k] and type(st) in (LinearStep, NormStep):
             flags = []
-            for p in (st.lin.weight, st.lin.bias):
+            for p in (st.module.weight, st.module.bias):
                 flags.append(p is not None and id(p) in seen)
                 if p is not None and id(p) not in seen:
                     seen.add(id(p))
@@ -260,6 +278,10 @@ def _arrays(plan, dt, widths, needs, want, runs, contribs, acc, cap):
             op.update(kind=OpKind.ACT, act=st.act._code, slope=float(st.act._slope()))
             if wk and needs[ins[0]]:
                 op["gin"][0] = emp(widths[ins[0]])
+        elif type(st) is NormStep:
+            _norm_op(op, st.norm, runs[k], acc.get(k), emp)
+            if wk and needs[ins[0]]:
+                op["gin"][0] = emp(widths[ins[0]])
         else:
             gop = _GATE_OPS[type(st.gate)]
             op.update(kind=OpKind.GATE, gop=gop)
@@ -269,6 +291,27 @@ def _arrays(plan, dt, widths, needs, want, runs, contribs, acc, cap):
                              else None for s in ins]
         ops.append(op)
     return slots, ops
+
+
+def _norm_op(op, m, run, acc, emp):
+    """A LAYERNORM / BATCHNORM op's fields and buffers (the arrays fastnn.nn.norm's _fwd /
+    _bwd use, the parameters and BatchNorm1d's running statistics themselves)."""
+    n = norm_features(m)
+    w, b = m.weight, m.bias
+    dt = m.dtype
+    op.update(norm=m, N=n, K=n, eps=m.eps,
+              W=w._data if w is not None else None, b=b._data if b is not None else None,
+              gW=w._grad if w is not None else None, gb=b._grad if b is not None else None,
+              xhat=emp(n))
+    if run:
+        op["accW"], op["accb"] = acc
+    if type(m) is LayerNorm:
+        op.update(kind=OpKind.LAYERNORM, st1=emp(1).reshape(-1),
+                  work=emp(n) if run and w is not None else None)
+    else:
+        op.update(kind=OpKind.BATCHNORM, st1=np.empty(n, dt), st2=np.empty(n, dt),
+                  sums=np.empty(3 * n, dt), work=emp(n) if run else None,
+                  rm=m.running_mean, rv=m.running_var, nbt=m.num_batches_tracked)
 
 
 class CompiledStep:
@@ -500,9 +543,10 @@ def compile_step(model: Module, loss_fn: Loss, optimizer: Optimizer, *,
                  clip_grad_norm: float | None = None) -> CompiledStep:
     """One training step as one compiled call: ``loss = step(x, y)``.
 
-    For a ``Sequential`` (nested ones are flattened) of ``Linear`` layers, each optionally
-    followed by a Sigmoid, ReLU, Tanh or LeakyReLU (negative_slope >= 0), or a ``Graph``
-    with one input and one output whose nodes are Linear layers, those activations and the
+    For a ``Sequential`` (nested ones are flattened) of ``Linear``, ``LayerNorm`` and
+    ``BatchNorm1d`` layers and Sigmoid, ReLU, Tanh or LeakyReLU (negative_slope >= 0)
+    activations (fused into a Linear they follow, else run on their own), or a ``Graph``
+    with one input and one output whose nodes are those layers, those activations and the
     gates Add, Multiply, Maximum, Concat and Split, with an ``MSELoss``, ``L1Loss``,
     ``HuberLoss``, ``SmoothL1Loss``, ``BCEWithLogitsLoss``,
     ``CrossEntropyLoss`` (without class weights or label smoothing) or ``SVMLoss`` and a
