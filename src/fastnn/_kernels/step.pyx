@@ -710,10 +710,11 @@ cdef class StepKernel:
             self.version_box, self.version, self.model, self.graph_plan, self.params,
             self.datas)
 
-    cdef int _sync(self) except -1:
+    cdef int _sync(self, bint with_opt=True) except -1:
         """Read the loss's reduction (and margin) and the optimizer's contract: its kind and
         hyperparameters, the number of the next update, and its state buffers (asked for
-        again only when they changed)."""
+        again only when they changed).  with_opt=False: the loss only (a step without the
+        update must not create the optimizer's state)."""
         cdef int i, j
         cdef Op *op
         for i, m in self.drops:         # each Dropout's seed and step counter, now
@@ -744,6 +745,8 @@ cdef class StepKernel:
             pwa = lf._pos_weight_row((self.Nout,))
             self.pw_keep = pwa
             self.pw = <const double *>cnp.PyArray_DATA(<cnp.ndarray>pwa) if pwa.size else NULL
+        if not with_opt:
+            return 0
         opt = self.opt
         hyper = opt._hyper
         h = &self.h
@@ -791,13 +794,19 @@ cdef class StepKernel:
                 self.have_norm = True
 
 
-    def step(self, x, y, bint check_finite=False):
+    def step(self, x, y, bint check_finite=False, bint update=True, int64_t[::1] correct=None):
         """One step on a batch: x (M, K0) of the model's dtype, y labels (M,) any int dtype
         or targets (M, Nout).  Checked here, run unchecked.  Returns the loss (float), or
         None when compiled.py must re-plan first (the model or optimizer changed, or the batch
-        exceeds the workspaces)."""
+        exceeds the workspaces).  update=False: forward, loss and backward only (no clipping,
+        no update, the optimizer untouched): the gradients are left for the caller (e.g. to
+        all-reduce them across processes before optimizer.step()).  correct (int64 (1,)):
+        receives the number of rows whose argmax is the label (classification losses)."""
         cdef cnp.ndarray xa, ya
         cdef int M, err = 0
+        cdef int np_ = self.np_ if update else 0
+        cdef bint clip = self.clip and update
+        cdef int64_t *pc = NULL
         cdef Py_ssize_t bad
         cdef double loss
         cdef int64_t n_classes
@@ -855,37 +864,41 @@ cdef class StepKernel:
                                  f"{n_classes} classes; labels[{bad}] = {ya[bad]}")
         if M > self.cap:
             return None          # compiled.py re-plans with a larger capacity
-        self._sync()
+        if correct is not None and correct.shape[0] >= 1 and not _regression(self.loss_kind):
+            pc = &correct[0]
+        self._sync(update)
         if M < self.min_rows:
             self._few_rows(M)
         with nogil:
             if self.dbl:
                 loss = _train_step[double](self.ops, self.nops, self.S, self.nslots, self.s_in,
-                                           self.s_out, self.P, self.np_, &self.h, self.loss_kind,
+                                           self.s_out, self.P, np_, &self.h, self.loss_kind,
                                            self.mean, self.margin, self.pw, M,
                                            <const double *>cnp.PyArray_DATA(xa), self.K0,
                                            <const double *>cnp.PyArray_DATA(ya),
                                            <const int64_t *>cnp.PyArray_DATA(ya),
-                                           <double *>self.gl, self.rows, check_finite, NULL,
-                                           self.G, self.clip, self.max_norm, &self.last_norm,
+                                           <double *>self.gl, self.rows, check_finite, pc,
+                                           self.G, clip, self.max_norm, &self.last_norm,
                                            &err)
             else:
                 loss = _train_step[float](self.ops, self.nops, self.S, self.nslots, self.s_in,
-                                          self.s_out, self.P, self.np_, &self.h, self.loss_kind,
+                                          self.s_out, self.P, np_, &self.h, self.loss_kind,
                                           self.mean, self.margin, self.pw, M,
                                           <const float *>cnp.PyArray_DATA(xa), self.K0,
                                           <const float *>cnp.PyArray_DATA(ya),
                                           <const int64_t *>cnp.PyArray_DATA(ya),
-                                          <float *>self.gl, self.rows, check_finite, NULL,
-                                          self.G, self.clip, self.max_norm, &self.last_norm,
+                                          <float *>self.gl, self.rows, check_finite, pc,
+                                          self.G, clip, self.max_norm, &self.last_norm,
                                           &err)
-        if err != ERR_NONE:
+        if not update:
+            # the gradients are this call's (or, when it stopped early, read as zero)
+            _set_written(self.mparams, err == ERR_NONE)
+        elif err != ERR_NONE:
             self._finish(0, err)
-            if err == ERR_NOMEM:
-                raise MemoryError("compiled step: could not allocate the GEMM packing "
-                                  "workspace")
-            return loss
-        self._finish(1, err)
+        else:
+            self._finish(1, err)
+        if err == ERR_NOMEM:
+            raise MemoryError("compiled step: could not allocate the GEMM packing workspace")
         return loss
 
     def run_batches(self, cnp.ndarray X, cnp.ndarray Y, const int64_t[::1] perm,

@@ -71,6 +71,23 @@ class Parameter:
         nothing valid (False: the step was aborted, the gradient reads as zero)."""
         self._stale = not written
 
+    def _share_grad(self, view):
+        """Make ``view`` (C-contiguous, this shape and dtype; e.g. a slice of one flat
+        buffer holding many parameters' gradients) the gradient array, keeping the
+        gradient's logical value.  Compiled programs planned before point at the old
+        array: this counts as a change of structure, so they re-plan on their next call."""
+        if view.shape != self._data.shape or view.dtype != self._data.dtype or \
+                not view.flags.c_contiguous:
+            raise ValueError(f"Parameter: a shared gradient must be a C-contiguous "
+                             f"{self._data.dtype} array of shape {self._data.shape}, got "
+                             f"{view.dtype} {view.shape}")
+        if not self._stale:
+            view[...] = self._grad
+        self._grad = view
+        self._gflat = view.reshape(-1)
+        from .module import _structure_version      # (module.py imports this file)
+        _structure_version[0] += 1
+
     # -- arrays
     @property
     def data(self) -> Array:

@@ -33,7 +33,7 @@ from ..nn.utils import clip_grad_norm_
 from ..optim import Optimizer
 from .._kernels import step as _ks
 from .._kernels._core import GateOp, LossKind, OpKind
-from .._typing import ArrayLike
+from .._typing import Array, ArrayLike
 
 __all__ = ["compile_step", "CompiledStep"]
 
@@ -476,6 +476,43 @@ class CompiledStep:
             loss = self._kernel.step(x, y)
         return loss
 
+    def grads(self, x: Array, y: Array, correct: Array | None = None) -> float:
+        """Forward, loss and backward of one batch, without the update: afterwards each
+        parameter's ``.grad`` holds the batch's gradient (as after ``model.zero_grad()``,
+        forward, ``model.backward``) and the optimizer is untouched; the caller updates
+        (``optimizer.step()``), e.g. after all-reducing the gradients across processes
+        (fastnn.distributed).  A non-finite loss skips backward (the gradients then read
+        as zero).
+
+        Parameters
+        ----------
+        x : ndarray
+            The batch (M, in_features), the model's dtype.
+        y : ndarray
+            Integer labels (M,) or targets of the output's shape.
+        correct : ndarray, optional
+            int64 (1,): receives the number of rows whose argmax is the label
+            (classification losses).
+
+        Returns
+        -------
+        float
+            The batch's loss.
+        """
+        k = self._kernel
+        if k is not None and self.model.training:
+            loss = k.step(x, y, True, False, correct)
+            if loss is None:      # the model changed or the batch is larger: re-plan, retry
+                self._setup(cap=len(x) if isinstance(x, np.ndarray) and x.ndim == 2 else None)
+                if self._kernel is not None:
+                    loss = self._kernel.step(x, y, True, False, correct)
+            if loss is not None:
+                return loss
+        if not self.model.training:
+            raise RuntimeError("compiled step: the model is in eval mode; a training step "
+                               "needs model.train() (as the module path's backward does)")
+        return module_grads(self.model, self.loss_fn, self.optimizer, x, y, correct)
+
     def run_batches(self, X, Y, perm, first, n_steps, batch_size, losses, correct):
         """Steps first .. first+n_steps-1 of an epoch in one kernel call (the Trainer's
         path): batch s holds rows perm[s*batch_size:(s+1)*batch_size] of X (C-contiguous,
@@ -492,6 +529,21 @@ class CompiledStep:
     def __repr__(self) -> str:
         state = "compiled" if self.compiled else f"module path: {self.reason}"
         return f"CompiledStep({state})"
+
+
+def module_grads(model: Module, loss_fn: Loss, optimizer: Optimizer, x: Array, y: Array,
+                 correct: Array | None = None) -> float:
+    """CompiledStep.grads through the modules: zero_grad, forward, loss and (when the loss
+    is finite) backward; returns the loss."""
+    model.zero_grad()
+    optimizer.zero_grad()
+    out = model(x)
+    loss = loss_fn(out, y)
+    if correct is not None and y.ndim == 1 and y.dtype.kind in "iu":
+        correct[0] = int(np.count_nonzero(out.argmax(axis=1) == y))
+    if np.isfinite(loss):
+        model.backward(loss_fn.backward(), input_grad=False)
+    return loss
 
 
 def compile_step(model: Module, loss_fn: Loss, optimizer: Optimizer, *,
