@@ -10,7 +10,9 @@ import contextlib
 import json
 import os
 import tempfile
+import tokenize
 import zipfile
+import zlib
 from collections import OrderedDict
 
 import numpy as np
@@ -200,7 +202,13 @@ def _reading(who, what):
     except _LoadError as e:
         raise ValueError(f"{who}: {e}") from None
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, TypeError,
-            json.JSONDecodeError, UnicodeDecodeError) as e:
+            json.JSONDecodeError, UnicodeDecodeError,
+            # what a corrupt member raises: numpy's .npy header parser (SyntaxError,
+            # tokenize.TokenError), zipfile (zlib.error, NotImplementedError for an unknown
+            # compression method), a huge size (OverflowError), deeply nested JSON
+            # (RecursionError)
+            SyntaxError, tokenize.TokenError, zlib.error, NotImplementedError, OverflowError,
+            RecursionError) as e:
         raise ValueError(f"{who}: not a readable fastnn {what} "
                          f"({type(e).__name__}: {e})") from None
 

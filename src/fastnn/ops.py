@@ -167,7 +167,9 @@ def activation_forward(x, activation, out=None, *, negative_slope=0.01, n_thread
         out = np.empty(x.shape, x.dtype)
     else:  # out may be x itself (in place), but no other overlap
         C.output(fn, "out", out, x.shape, x.dtype, [] if out is x else [("x", x)])
-    _dense._activation_forward(x, out, code, slope, C.threads(fn, n_threads))
+    nt = C.threads(fn, n_threads)
+    if x.size:              # (an empty array of 2**31-1 rows would loop over every row)
+        _dense._activation_forward(x, out, code, slope, nt)
     return out
 
 
@@ -187,5 +189,7 @@ def activation_backward(grad_out, y_saved, activation, out=None, *, negative_slo
     else:  # out may be grad_out itself (in place), but must not overlap y_saved
         C.output(fn, "out", out, grad_out.shape, grad_out.dtype,
                 ([] if out is grad_out else [("grad_out", grad_out)]) + [("y_saved", y_saved)])
-    _dense._activation_backward(grad_out, y_saved, out, code, slope, C.threads(fn, n_threads))
+    nt = C.threads(fn, n_threads)
+    if grad_out.size:
+        _dense._activation_backward(grad_out, y_saved, out, code, slope, nt)
     return out

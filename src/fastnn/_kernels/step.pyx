@@ -654,6 +654,17 @@ cdef class StepKernel:
         out of memory) applied no update: the gradients then read as zero, as after the
         module path's zero_grad, and state buffers created for it (uninitialised) are
         dropped, so the optimizer's state is that of the last completed step."""
+        # A KeyboardInterrupt that came during the nogil call is raised at the first Python
+        # call made here, after the update was applied: finish the bookkeeping (each part
+        # may run twice), then re-raise -- the step count always matches the parameters.
+        target = self.opt.steps + steps
+        try:
+            self._record(steps, err, target)
+        except KeyboardInterrupt:
+            self._record(steps, err, target)
+            raise
+
+    cdef _record(self, int steps, int err, target):
         cdef int i
         cdef bint aborted = err != ERR_NONE
         _set_written(self.mparams, not aborted)
@@ -662,10 +673,10 @@ cdef class StepKernel:
             if created:
                 self.opt._drop_state(created)
                 self.have_state = False
-        if steps:
-            self.opt._count_steps(steps)
-            if self.clip:
-                self.have_norm = True
+        if target > self.opt.steps:
+            self.opt._count_steps(target - self.opt.steps)
+        if steps and self.clip:
+            self.have_norm = True
 
 
     def step(self, x, y, bint check_finite=False):
