@@ -332,7 +332,7 @@ class Trainer:
                 s += k
                 for cb in batch_cbs:
                     cb.on_batch_end(self, s)
-                if interrupts is not None:
+                if interrupts is not None and s < steps:    # (at the end: fit checks)
                     interrupts.check()
             if s >= steps:
                 return
@@ -369,7 +369,7 @@ class Trainer:
             s += 1
             for cb in batch_cbs:
                 cb.on_batch_end(self, s)
-            if interrupts is not None:
+            if interrupts is not None and s < steps:
                 interrupts.check()
 
     def _nonfinite(self, loss, e, s, steps):
