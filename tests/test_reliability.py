@@ -349,3 +349,85 @@ def test_soak_memory_flat(case, tmp_path):
     make_fn, n, _ = CASES[case]
     fn = make_fn(tmp_path) if make_fn is _save_load else make_fn()
     assert_flat(fn, n, warm=max(100, n // 20), label=case)
+
+
+# ------------------------------------------------- regressions found by fuzzing (tests/fuzz)
+def _npz(members):
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_load_corrupt_npy_header_is_a_value_error(tmp_path):
+    """fuzz_load: a member whose .npy header does not parse made numpy raise
+    tokenize.TokenError (not a ValueError) through fastnn.load."""
+    header = b"{'descr': ('<f8', 'fortran_order': False, 'shape': (2,), }"
+    header += b" " * (-(len(header) + 11) % 64) + b"\n"
+    npy = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + bytes(16)
+    path = tmp_path / "bad.npz"
+    path.write_bytes(_npz({"__fastnn__.npy": npy}))
+    for fn in (fnn.load, fnn.load_checkpoint):
+        with pytest.raises(ValueError, match=r"fastnn\.load.*not a readable fastnn"):
+            fn(path)
+
+
+def test_load_unknown_compression_is_a_value_error(tmp_path):
+    """A zip member with a compression method zipfile does not know raises
+    NotImplementedError in zipfile; fastnn.load reports a ValueError."""
+    blob = bytearray(_npz({"__fastnn__.npy": b"x" * 40}))
+    # the method field of the local header (offset 8) and of the central directory entry
+    blob[8:10] = (99).to_bytes(2, "little")
+    cd = blob.rfind(b"PK\x01\x02")
+    blob[cd + 10:cd + 12] = (99).to_bytes(2, "little")
+    path = tmp_path / "bad.npz"
+    path.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match="not a readable fastnn model file"):
+        fnn.load(path)
+
+
+@pytest.mark.parametrize("opt_cls", [fnn.SGD, fnn.Adam])
+@pytest.mark.parametrize("steps", [2**70, -1, "3", None, 1.5, True])
+def test_optimizer_state_steps_checked_before_anything_changes(opt_cls, steps):
+    """fuzz_state: steps=2**70 was accepted and made the next step() raise OverflowError;
+    SGD converted steps with int() after its hyperparameters had been replaced."""
+    model = make()
+    opt = opt_cls(model.parameters(), lr=0.1)
+    sd = opt.state_dict()
+    before = repr(opt), opt.steps
+    bad = dict(sd, steps=steps, lr=0.5)
+    with pytest.raises(ValueError, match=r"steps must be an int >= 0 \(at most 2\*\*62\)"):
+        opt.load_state_dict(bad)
+    assert (repr(opt), opt.steps) == before
+    opt.load_state_dict(dict(sd, steps=2**62))
+    assert opt.steps == 2**62
+
+
+def test_activation_of_an_empty_array_with_huge_rows_returns_at_once():
+    """fuzz_api: an empty (2**31-1, 0) array made the activation kernels loop over 2**31 rows
+    (minutes)."""
+    x = np.empty((2**31 - 1, 0), np.float32)
+    t0 = time.perf_counter()
+    for act in ("relu", "sigmoid"):
+        y = fnn.activation_forward(x, act)
+        g = fnn.activation_backward(x, x, act)
+        assert y.shape == g.shape == x.shape
+    assert time.perf_counter() - t0 < 1.0
+    with pytest.raises(ValueError, match="n_threads"):
+        fnn.activation_forward(x, "relu", n_threads=-5)
+
+
+def test_rowmajor_copies_unaligned_memory():
+    """The ASan/UBSan build found the compiled step reading an unaligned float array
+    (np.ascontiguousarray keeps unaligned memory as it is): every boundary copy is aligned."""
+    from fastnn import _checks
+    raw = np.zeros(6 * 4 * 4 + 1, np.uint8)
+    u = np.ndarray((6, 4), np.float32, buffer=raw, offset=1)
+    u[...] = np.arange(24).reshape(6, 4)
+    assert not u.flags.aligned
+    r = _checks.rowmajor(u)
+    assert r.flags.aligned and r.flags.c_contiguous
+    np.testing.assert_array_equal(r, u)

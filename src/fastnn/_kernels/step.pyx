@@ -710,7 +710,7 @@ cdef class StepKernel:
             raise ValueError("compiled step: batch exceeds 2**31-1")
         M = <int>cnp.PyArray_DIMS(xa)[0]
         if not cnp.PyArray_IS_C_CONTIGUOUS(xa) or not cnp.PyArray_ISALIGNED(xa):
-            xa = np_ascontiguousarray(xa)
+            xa = xa.copy()     # (C order; np.ascontiguousarray keeps an unaligned array)
         if _regression(self.loss_kind):
             if not cnp.PyArray_Check(y) or cnp.PyArray_TYPE(<cnp.ndarray>y) != self.typenum \
                     or not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>y):
@@ -724,7 +724,7 @@ cdef class StepKernel:
                 raise ValueError(f"compiled step: targets must have the output's shape "
                                  f"({M}, {self.Nout}), got {y.shape}")
             if not cnp.PyArray_IS_C_CONTIGUOUS(ya) or not cnp.PyArray_ISALIGNED(ya):
-                ya = np_ascontiguousarray(ya)
+                ya = ya.copy()
         else:
             if not cnp.PyArray_Check(y) or not cnp.PyArray_ISINTEGER(<cnp.ndarray>y):
                 raise TypeError(f"compiled step: labels must be a numpy.ndarray of integer "
@@ -1025,7 +1025,7 @@ cdef class InferKernel:
         if M == 0:
             return self.out[:0].copy()
         if not cnp.PyArray_IS_C_CONTIGUOUS(xa) or not cnp.PyArray_ISALIGNED(xa):
-            xa = np_ascontiguousarray(xa)
+            xa = xa.copy()     # (C order; np.ascontiguousarray keeps an unaligned array)
         px = cnp.PyArray_DATA(xa)
         with nogil:
             e = _infer(self.ops, self.nops, self.S, self.s_in, <int>M, px, self.K0, dbl)
