@@ -24,7 +24,12 @@ from fastnn._kernels import step as _ks
 from _util import assert_bitwise_equal
 
 SOAK = os.environ.get("FASTNN_SOAK") == "1"
-soak = pytest.mark.skipif(not SOAK, reason="soak test: set FASTNN_SOAK=1 to run it")
+
+
+def soak(fn):
+    """A soak test: marked `soak` (pytest -m soak) and skipped unless FASTNN_SOAK=1."""
+    return pytest.mark.soak(pytest.mark.skipif(
+        not SOAK, reason="soak test: set FASTNN_SOAK=1 to run it")(fn))
 MiB = 1 << 20
 
 
@@ -260,6 +265,9 @@ def assert_flat(fn, n, warm, label, limit=MiB):
     memory each grow by less than `limit`."""
     if not os.path.exists("/proc/self/statm"):
         pytest.skip("needs /proc/self/statm (Linux)")
+    if "libasan" in os.environ.get("LD_PRELOAD", ""):
+        pytest.skip("RSS means nothing under AddressSanitizer (its quarantine keeps freed "
+                    "memory)")
     for _ in range(warm):
         fn()
     gc.collect()
