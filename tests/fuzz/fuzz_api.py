@@ -217,7 +217,34 @@ def t_clip(src):
     call(fnn.clip_grad_value_, model.parameters(), src.pick((1.0, 0.0, np.nan, -1.0)))
 
 
-TARGETS = (t_gemm, t_linear, t_activation, t_modules, t_losses, t_gates, t_compiled, t_clip)
+def t_graph(src):
+    """A residual / gated Graph (as fuzz_load saves it) and its compiled inference on fuzzed
+    inputs; forward, backward, and compile_inference equal to the eval-mode forward."""
+    from .fuzz_load import models
+    g = models()[4]
+    if src.bool():
+        g = g.double()
+    dt = g.dtype
+    x = array(src, 2, dtype=dt, shape=(src.int(0, 9), 4) if src.int(0, 3) else None)
+    ok, y = call(g, x)
+    call(g.backward, array(src, 2, dtype=dt, shape=y.shape if ok and src.bool() else None),
+         input_grad=src.bool())
+    ok2, f = call(fnn.compile_inference, g)
+    if ok2 and isinstance(x, np.ndarray) and x.dtype == dt:
+        # C order: with batch <= 2, GEMM's summation order depends on x's layout (the
+        # matrix-vector path; test_reliability.py test_gemm_bits_depend_on_layout...)
+        x = np.ascontiguousarray(x)
+    if ok2:
+        ok3, yi = call(f, x)
+        g.eval()
+        ok4, ye = call(g, x)
+        g.train()
+        if ok3 != ok4 or (ok3 and yi.tobytes() != ye.tobytes()):
+            raise Bug("compile_inference differs from the eval-mode forward")
+
+
+TARGETS = (t_gemm, t_linear, t_activation, t_modules, t_losses, t_gates, t_compiled, t_clip,
+           t_graph)
 
 
 def test_one_input(data):
