@@ -452,3 +452,21 @@ def test_gemm_bits_do_not_depend_on_the_layout_of_x():
     x = rng.standard_normal((2, 300)).astype(np.float32)
     y_f = lin(np.asfortranarray(x)).copy()      # (training mode reuses the output buffer)
     assert_bitwise_equal(y_f, lin(x))
+
+
+def test_load_graph_record_without_outputs_is_a_value_error(tmp_path):
+    """fuzz_load (atheris): a Graph record with an empty "outputs" list made load raise the
+    Graph's RuntimeError instead of load's ValueError."""
+    import io
+    import json
+    import zipfile
+    path = tmp_path / "g.npz"
+    g = fnn.Graph()
+    g.output(g.add(fnn.ReLU(), g.input("x", features=3)))
+    fnn.save(g, path)
+    with zipfile.ZipFile(path) as z:
+        meta = json.loads(str(np.load(io.BytesIO(z.read("__fastnn__.npy")))[()]))
+    meta["arch"]["outputs"] = []
+    np.savez(path, __fastnn__=np.array(json.dumps(meta)))
+    with pytest.raises(ValueError, match=r"fastnn\.load.*bad Graph record.*no outputs"):
+        fnn.load(path)

@@ -230,7 +230,7 @@ def _build(rec, where="model"):
             return _build_graph(cls, rec, where)
         except _LoadError:
             raise
-        except (TypeError, ValueError, KeyError) as e:
+        except (TypeError, ValueError, KeyError, RuntimeError) as e:   # (no outputs)
             raise _LoadError(f"bad {name} record at {where}: {e}") from None
     if "children" in rec:
         kids = [_build(c, f"{where}[{i}]") for i, c in enumerate(rec["children"])]
