@@ -64,6 +64,31 @@ def _worker_atheris(target, seconds, timeout, scratch, artifacts, rss_mb):
     atheris.Fuzz()
 
 
+def update_corpus(target, scratch, max_size=1024, max_files=64):
+    """Copy the inputs libFuzzer kept (each one added coverage when it was found), the
+    smallest first, into tests/fuzz/corpus/<target>/ -- small files only, at most max_files
+    there in all, named by their content hash.  (libFuzzer's -merge would minimize better but
+    re-executes sys.argv, which a `python -m` harness cannot survive.)"""
+    import hashlib
+    dest = os.path.join(CORPUS, target)
+    os.makedirs(dest, exist_ok=True)
+    have = len(os.listdir(dest))
+    found = sorted((os.path.getsize(os.path.join(scratch, f)), f) for f in os.listdir(scratch)
+                   if not f.startswith("seed-"))
+    added = 0
+    for size, f in found:
+        if size > max_size or have + added >= max_files:
+            break
+        with open(os.path.join(scratch, f), "rb") as fh:
+            data = fh.read()
+        path = os.path.join(dest, hashlib.sha1(data).hexdigest()[:16])
+        if not os.path.exists(path):
+            with open(path, "wb") as fh:
+                fh.write(data)
+            added += 1
+    return added
+
+
 def _mutate(rng, b):
     b = bytearray(b)
     for _ in range(rng.randint(1, 8)):
@@ -163,12 +188,7 @@ def main(argv=None):
             failed.append(t)
             print("\n".join(p.stdout.splitlines()[-60:]), flush=True)
         elif args.update_corpus and args.engine == "atheris":
-            dest = os.path.join(CORPUS, t)
-            os.makedirs(dest, exist_ok=True)
-            subprocess.run([sys.executable, "-m", "tests.fuzz", "--worker", t, "--seconds",
-                            "1", "--scratch", tempfile.mkdtemp(), "--", "-merge=1",
-                            f"-max_len={MAX_LEN}", dest, scratch], cwd=root, check=False,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            print(f"   {t}: {update_corpus(t, scratch)} inputs added to the corpus")
         shutil.rmtree(scratch, ignore_errors=True)
     if failed:
         print(f"FUZZ FAILURES in {failed}; inputs in {artifacts}", flush=True)
