@@ -397,6 +397,23 @@ def test_load_unknown_compression_is_a_value_error(tmp_path):
         fnn.load(path)
 
 
+def test_load_encrypted_member_is_a_value_error(tmp_path):
+    """fuzz_load (under ASan): a member flagged as encrypted makes zipfile raise
+    RuntimeError; fastnn.load reports a ValueError."""
+    path = tmp_path / "m.npz"
+    fnn.save(make(), path)
+    blob = bytearray(path.read_bytes())
+    blob[6] |= 1                                   # the local header's "encrypted" flag
+    cd = blob.find(b"PK\x01\x02")
+    while cd >= 0:                                 # and every central directory entry's
+        blob[cd + 8] |= 1
+        cd = blob.find(b"PK\x01\x02", cd + 4)
+    path.write_bytes(bytes(blob))
+    for fn in (fnn.load, fnn.load_checkpoint):
+        with pytest.raises(ValueError, match="not a readable fastnn"):
+            fn(path)
+
+
 @pytest.mark.parametrize("opt_cls", [fnn.SGD, fnn.Adam])
 @pytest.mark.parametrize("steps", [2**70, -1, "3", None, 1.5, True])
 def test_optimizer_state_steps_checked_before_anything_changes(opt_cls, steps):

@@ -205,10 +205,10 @@ def _reading(who, what):
             json.JSONDecodeError, UnicodeDecodeError,
             # what a corrupt member raises: numpy's .npy header parser (SyntaxError,
             # tokenize.TokenError), zipfile (zlib.error, NotImplementedError for an unknown
-            # compression method), a huge size (OverflowError), deeply nested JSON
-            # (RecursionError)
+            # compression method, RuntimeError for an encrypted member), a huge size
+            # (OverflowError), deeply nested JSON (RecursionError)
             SyntaxError, tokenize.TokenError, zlib.error, NotImplementedError, OverflowError,
-            RecursionError) as e:
+            RecursionError, RuntimeError) as e:
         raise ValueError(f"{who}: not a readable fastnn {what} "
                          f"({type(e).__name__}: {e})") from None
 

@@ -38,7 +38,10 @@ def corpus_files(target):
 
 
 def _limit_memory(mb):
-    """Make a runaway allocation a MemoryError, not the OOM killer (address-space limit)."""
+    """Make a runaway allocation a MemoryError, not the OOM killer (address-space limit;
+    not under AddressSanitizer, whose shadow memory needs terabytes of address space)."""
+    if "libasan" in os.environ.get("LD_PRELOAD", ""):
+        return
     try:
         import resource
         resource.setrlimit(resource.RLIMIT_AS, (mb << 20, mb << 20))
