@@ -73,7 +73,7 @@ def rowmajor(a):
     isz = a.itemsize
     st = a.strides
     if (a.shape[1] > 1 and st[1] != isz) or st[0] % isz or not a.flags.aligned:
-        return np.ascontiguousarray(a)
+        return a.copy()      # C order, aligned (np.ascontiguousarray keeps unaligned memory)
     return a
 
 

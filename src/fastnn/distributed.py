@@ -35,7 +35,7 @@ from ._typing import ArrayLike, PathLike
 from .io import load_checkpoint, save_checkpoint
 from .nn.utils import clip_grad_norm_
 from .training.callbacks import Callback
-from .training.compiled import CompiledStep, module_grads
+from .training.compiled import module_grads
 from .training.trainer import Trainer
 
 __all__ = ["init", "rank", "world_size", "broadcast_parameters", "allreduce_gradients",
@@ -493,7 +493,7 @@ class DistributedTrainer(Trainer):
         return super().fit(X, y, validation_data, cbs)
 
     def _epoch(self, step, X, y, perm, steps, losses, correct, bar, e, batch_cbs, sw=None,
-               sizes=None):
+               sizes=None, interrupts=None):
         n, bs = X.shape[0], self.batch_size
         mean = self.loss_fn.reduction == "mean"
         stats = np.empty(3, np.float64)
@@ -516,6 +516,10 @@ class DistributedTrainer(Trainer):
                 bar.set_postfix(loss=f"{losses[s]:.4g}", refresh=False)
             for cb in batch_cbs:
                 cb.on_batch_end(self, s + 1)
+            if interrupts is not None and s + 1 < steps:
+                # a KeyboardInterrupt between steps (Trainer.fit's rule); on one rank it
+                # stops the job through the abort hook (the others would wait for it)
+                interrupts.check()
 
     def _local(self, step, X, y, idx, cnt):
         """Forward and backward of rows idx of X, y; returns the loss."""

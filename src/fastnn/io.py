@@ -12,7 +12,9 @@ import contextlib
 import json
 import os
 import tempfile
+import tokenize
 import zipfile
+import zlib
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -243,7 +245,13 @@ def _reading(who, what):
     except _LoadError as e:
         raise ValueError(f"{who}: {e}") from None
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, TypeError,
-            json.JSONDecodeError, UnicodeDecodeError) as e:
+            json.JSONDecodeError, UnicodeDecodeError,
+            # what a corrupt member raises: numpy's .npy header parser (SyntaxError,
+            # tokenize.TokenError), zipfile (zlib.error, NotImplementedError for an unknown
+            # compression method, RuntimeError for an encrypted member), a huge size
+            # (OverflowError), deeply nested JSON (RecursionError)
+            SyntaxError, tokenize.TokenError, zlib.error, NotImplementedError, OverflowError,
+            RecursionError, RuntimeError) as e:
         raise ValueError(f"{who}: not a readable fastnn {what} "
                          f"({type(e).__name__}: {e})") from None
 
@@ -265,7 +273,7 @@ def _build(rec, where="model"):
             return _build_graph(cls, rec, where)
         except _LoadError:
             raise
-        except (TypeError, ValueError, KeyError) as e:
+        except (TypeError, ValueError, KeyError, RuntimeError) as e:   # (no outputs)
             raise _LoadError(f"bad {name} record at {where}: {e}") from None
     if "children" in rec:
         kids = [_build(c, f"{where}[{i}]") for i, c in enumerate(rec["children"])]

@@ -281,7 +281,9 @@ def activation_forward(x: ArrayLike, activation: str, out: Array | None = None, 
         out = np.empty(x.shape, x.dtype)
     else:  # out may be x itself (in place), but no other overlap
         C.output(fn, "out", out, x.shape, x.dtype, [] if out is x else [("x", x)])
-    _dense._activation_forward(x, out, code, slope, C.threads(fn, n_threads))
+    nt = C.threads(fn, n_threads)
+    if x.size:              # (an empty array of 2**31-1 rows would loop over every row)
+        _dense._activation_forward(x, out, code, slope, nt)
     return out
 
 
@@ -323,5 +325,7 @@ def activation_backward(grad_out: ArrayLike, y_saved: ArrayLike, activation: str
     else:  # out may be grad_out itself (in place), but must not overlap y_saved
         C.output(fn, "out", out, grad_out.shape, grad_out.dtype,
                 ([] if out is grad_out else [("grad_out", grad_out)]) + [("y_saved", y_saved)])
-    _dense._activation_backward(grad_out, y_saved, out, code, slope, C.threads(fn, n_threads))
+    nt = C.threads(fn, n_threads)
+    if grad_out.size:
+        _dense._activation_backward(grad_out, y_saved, out, code, slope, nt)
     return out

@@ -778,20 +778,35 @@ cdef class StepKernel:
         out of memory) applied no update: the gradients then read as zero, as after the
         module path's zero_grad, and state buffers created for it (uninitialised) are
         dropped, so the optimizer's state is that of the last completed step."""
+        # A KeyboardInterrupt that came during the nogil call is raised at the first Python
+        # call made here, after the update was applied: finish the bookkeeping (each part
+        # may run twice), then re-raise -- the step count always matches the parameters.
+        target = self.opt.steps + steps
+        try:
+            self._record(steps, err, target)
+        except KeyboardInterrupt:
+            self._record(steps, err, target)
+            raise
+
+    cdef _drops_back(self):
         cdef int i
-        cdef bint aborted = err != ERR_NONE
         for i, m in self.drops:         # the forwards run advanced the counters
             object.__setattr__(m, "_counter", self.ops[i].ctr)
+
+    cdef _record(self, int steps, int err, target):
+        cdef int i
+        cdef bint aborted = err != ERR_NONE
+        self._drops_back()
         _set_written(self.mparams, not aborted)
         if aborted and steps == 0:
             created = [i for i in range(self.np_) if self.P[i].first]
             if created:
                 self.opt._drop_state(created)
                 self.have_state = False
-        if steps:
-            self.opt._count_steps(steps)
-            if self.clip:
-                self.have_norm = True
+        if target > self.opt.steps:
+            self.opt._count_steps(target - self.opt.steps)
+        if steps and self.clip:
+            self.have_norm = True
 
 
     def step(self, x, y, bint check_finite=False, bint update=True, int64_t[::1] correct=None):
@@ -831,7 +846,7 @@ cdef class StepKernel:
             raise ValueError("compiled step: batch exceeds 2**31-1")
         M = <int>cnp.PyArray_DIMS(xa)[0]
         if not cnp.PyArray_IS_C_CONTIGUOUS(xa) or not cnp.PyArray_ISALIGNED(xa):
-            xa = np_ascontiguousarray(xa)
+            xa = xa.copy()     # (C order; np.ascontiguousarray keeps an unaligned array)
         if _regression(self.loss_kind):
             if not cnp.PyArray_Check(y) or cnp.PyArray_TYPE(<cnp.ndarray>y) != self.typenum \
                     or not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>y):
@@ -845,7 +860,7 @@ cdef class StepKernel:
                 raise ValueError(f"compiled step: targets must have the output's shape "
                                  f"({M}, {self.Nout}), got {y.shape}")
             if not cnp.PyArray_IS_C_CONTIGUOUS(ya) or not cnp.PyArray_ISALIGNED(ya):
-                ya = np_ascontiguousarray(ya)
+                ya = ya.copy()
         else:
             if not cnp.PyArray_Check(y) or not cnp.PyArray_ISINTEGER(<cnp.ndarray>y):
                 raise TypeError(f"compiled step: labels must be a numpy.ndarray of integer "
@@ -892,6 +907,7 @@ cdef class StepKernel:
                                           &err)
         if not update:
             # the gradients are this call's (or, when it stopped early, read as zero)
+            self._drops_back()
             _set_written(self.mparams, err == ERR_NONE)
         elif err != ERR_NONE:
             self._finish(0, err)
@@ -1156,7 +1172,7 @@ cdef class InferKernel:
         if M == 0:
             return self.out[:0].copy()
         if not cnp.PyArray_IS_C_CONTIGUOUS(xa) or not cnp.PyArray_ISALIGNED(xa):
-            xa = np_ascontiguousarray(xa)
+            xa = xa.copy()     # (C order; np.ascontiguousarray keeps an unaligned array)
         px = cnp.PyArray_DATA(xa)
         with nogil:
             e = _infer(self.ops, self.nops, self.S, self.s_in, <int>M, px, self.K0, dbl)

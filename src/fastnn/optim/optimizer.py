@@ -66,6 +66,15 @@ def check_buffers(who, bufs, params, name):
     return col
 
 
+def check_steps(who, steps):
+    """A state_dict's step count: an int in [0, 2**62] (the kernels take it as a 64-bit
+    int)."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0 \
+            or steps > 2**62:
+        raise ValueError(f"{who}: steps must be an int >= 0 (at most 2**62), got {steps!r}")
+    return int(steps)
+
+
 class Optimizer:
     """Base class of fastnn's optimizers: the parameter list, the step count and the state
     contract of the module docstring.  Subclasses set ``_kind``, keep ``_hyper`` current and
@@ -200,9 +209,7 @@ class _HyperOptimizer(Optimizer):
         check_state_keys(who, state, set(self._hyper_names) | {"steps"} |
                          set(self._state_names))
         hyper = {n: self._hyper_checks[n](who, n, state[n]) for n in self._hyper_names}
-        steps = state["steps"]
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-            raise ValueError(f"{who}: steps must be an int >= 0, got {steps!r}")
+        steps = check_steps(who, state["steps"])
         cols = []
         for key in self._state_names:
             bufs = state[key]

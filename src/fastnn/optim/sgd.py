@@ -6,7 +6,7 @@ from typing import Any
 from .._checks import real
 from .._kernels._core import OptKind
 from .._typing import ParamsLike
-from .optimizer import Optimizer, check_buffers, check_state_keys
+from .optimizer import Optimizer, check_buffers, check_state_keys, check_steps
 
 __all__ = ["SGD"]
 
@@ -189,13 +189,14 @@ class SGD(Optimizer):
                              "parameters")
         new = check_buffers(who, bufs, self.params, lambda i: f"momentum buffer {i}")
         nesterov, maximize = bool(state["nesterov"]), bool(state["maximize"])
+        steps = check_steps(who, state["steps"])
         if nesterov and (hyper["momentum"] <= 0 or hyper["dampening"] != 0):
             raise ValueError(f"{who}: nesterov momentum requires momentum > 0 and "
                              "dampening == 0")
         self._lr, self._momentum = hyper["lr"], hyper["momentum"]
         self._dampening, self._weight_decay = hyper["dampening"], hyper["weight_decay"]
         self._nesterov, self._maximize = nesterov, maximize
-        self.steps = int(state["steps"])
+        self.steps = steps
         self._state = [None if b is None else (b,) for b in new]
         self._state_version += 1
         self._sync_hyper()

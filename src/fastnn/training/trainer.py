@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import _checks
+from .._interrupts import deferred
 from ..losses import CrossEntropyLoss, Loss, NLLLoss, SVMLoss
 from ..nn.layers import reseed_dropout
 from ..nn.module import Module
@@ -313,6 +314,8 @@ class Trainer:
         clf = self._classification()
         for cb in callbacks:
             cb.on_train_begin(self)
+        # a KeyboardInterrupt is raised between steps, never inside one (see _interrupts)
+        interrupts = deferred().__enter__()
         try:
             for _ in range(self.epochs):
                 e = self.epoch
@@ -325,7 +328,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 try:
                     self._epoch(step, X, y, perm, steps, losses, correct, bar, e, batch_cbs,
-                                sw, sizes)
+                                sw, sizes, interrupts)
                 finally:
                     if bar is not None:
                         bar.close()
@@ -351,14 +354,16 @@ class Trainer:
                     cb.on_epoch_end(self, e + 1, logs)
                 if self.stop_training:
                     break
+                interrupts.check()
         finally:
+            interrupts.__exit__(None, None, None)
             for cb in callbacks:
                 cb.on_train_end(self)
             self.model.train(was_training)
         return self.history
 
     def _epoch(self, step, X, y, perm, steps, losses, correct, bar, e, batch_cbs, sw=None,
-               sizes=None):
+               sizes=None, interrupts=None):
         n, bs = X.shape[0], self.batch_size
         s = 0
         if step is not None and step.compiled:
@@ -383,6 +388,8 @@ class Trainer:
                 s += k
                 for cb in batch_cbs:
                     cb.on_batch_end(self, s)
+                if interrupts is not None and s < steps:    # (at the end: fit checks)
+                    interrupts.check()
             if s >= steps:
                 return
         # the module path, batch by batch (same arithmetic as the compiled step)
@@ -418,6 +425,8 @@ class Trainer:
             s += 1
             for cb in batch_cbs:
                 cb.on_batch_end(self, s)
+            if interrupts is not None and s < steps:
+                interrupts.check()
 
     def _nonfinite(self, loss, e, s, steps):
         raise FloatingPointError(
