@@ -6,7 +6,11 @@ the expected and actual shape/dtype); the kernels behind these functions then ru
 and without the GIL.  Inputs may have any strides (a transposed or sliced view costs no copy
 on the native engine); outputs need a unit column stride.
 
-Activations: "identity", "relu", "leaky_relu", "sigmoid", "tanh".
+Activations: "identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh",
+"silu", "softplus", "elu"; ``negative_slope`` is the one activation parameter: leaky_relu's
+slope, softplus's beta (threshold 20, torch's default), elu's alpha.  The backward of gelu,
+gelu_tanh, silu and softplus reads the saved forward *input* (``SAVES_INPUT``), the others the
+saved output.
 """
 import numpy as np
 
@@ -17,8 +21,12 @@ from ._kernels._core import Activation
 
 # name -> code, from the one table of codes (fnn_types.h)
 ACTIVATIONS = {a.name.lower(): int(a) for a in Activation}
+# the activations whose derivative is not a function of their output: their backward reads
+# the saved *input* (activation_backward's / linear_backward's y_saved is then the input z)
+SAVES_INPUT = frozenset({"gelu", "gelu_tanh", "silu", "softplus"})
+SAVES_INPUT_CODES = frozenset(ACTIVATIONS[n] for n in SAVES_INPUT)
 
-__all__ = ["ACTIVATIONS", "gemm", "linear_forward", "linear_backward",
+__all__ = ["ACTIVATIONS", "SAVES_INPUT", "gemm", "linear_forward", "linear_backward",
            "activation_forward", "activation_backward"]
 
 
@@ -91,7 +99,8 @@ def linear_backward(grad_out, x, W, y_saved=None, activation="identity", grad_x=
                     n_threads=None):
     """Backward of out = act(x @ W.T + b).
 
-    dz = grad_out * act'(y_saved) (y_saved is the forward output; unused for identity), then
+    dz = grad_out * act'(y_saved) (y_saved is the forward output -- the pre-activation
+    x @ W.T + b for the activations in SAVES_INPUT; unused for identity), then
     grad_W (+)= dz.T @ x, grad_b (+)= dz summed over the batch (deterministic), and
     grad_x = dz @ W (skipped when compute_grad_x is False).  With accumulate=True the weight
     and bias gradients are added to grad_W / grad_b (which must then be given); otherwise
@@ -173,8 +182,8 @@ def activation_forward(x, activation, out=None, *, negative_slope=0.01, n_thread
 
 def activation_backward(grad_out, y_saved, activation, out=None, *, negative_slope=0.01,
                         n_threads=None):
-    """grad_in = grad_out * act'(y_saved), y_saved being the forward output.  out may be
-    grad_out."""
+    """grad_in = grad_out * act'(y_saved), y_saved being the forward output (the forward
+    input for the activations in SAVES_INPUT).  out may be grad_out."""
     fn = "fastnn.activation_backward"
     grad_out = C.rowmajor(C.array(fn, "grad_out", grad_out, 2))
     y_saved = C.rowmajor(C.array(fn, "y_saved", y_saved, 2, grad_out.dtype))

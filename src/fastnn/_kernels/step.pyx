@@ -78,6 +78,9 @@ cdef struct Op:
     bint accW           # add into gW (the Parameter already got this step's gradient
     bint accb           # from an op later in the network: it is shared), else overwrite
     void *work          # (cap, N): act'(y) * grad_out, NULL for identity
+    void *z             # (cap, N): a Linear's pre-activation x W^T + b when its activation
+                        # saves its input (GELU, SiLU, Softplus; training only), else NULL
+    bint saves_input    # the activation's backward reads its input, not its output
 
 
 cdef struct Param:
@@ -109,6 +112,16 @@ cdef int _forward_op(Op *op, Slot *S, int M, int engine, int nt, int et,
     cdef Slot *y = &S[op.outs[0]]
     cdef floating one = 1, zero = 0
     cdef int j, off
+    cdef int e
+    if op.kind == OpKind.LINEAR and op.z != NULL:
+        # z = in @ W^T + b, then out = act(z): Linear._forward_act's two calls in training
+        e = gemm_any(engine, nt, M, op.N, op.K, one, <const floating *>x.val, x.rs, 1,
+                     <const floating *>op.W, 1, op.K, zero, <floating *>op.z, op.N,
+                     <const floating *>op.b, Activation.IDENTITY, zero)
+        if e == 0:
+            act_forward(M, op.N, <const floating *>op.z, op.N, <floating *>y.val, y.rs,
+                        op.act, <floating>op.slope, et)
+        return e
     if op.kind == OpKind.LINEAR:
         # out = act(in @ W^T + b), the same gemm_any call as linear_forward
         return gemm_any(engine, nt, M, op.N, op.K, one, <const floating *>x.val, x.rs, 1,
@@ -156,8 +169,10 @@ cdef int _backward_op(Op *op, Slot *S, int M, int engine, int nt, int et,
         if op.act == Activation.IDENTITY:
             dz = dy
         else:
-            act_backward(M, N, dy, N, <const floating *>y.val, N, <floating *>op.work, N,
-                         op.act, <floating>op.slope, et)
+            # the saved value act' reads: the pre-activation z, or the output
+            act_backward(M, N, dy, N,
+                         <const floating *>(op.z if op.z != NULL else y.val), N,
+                         <floating *>op.work, N, op.act, <floating>op.slope, et)
             dz = <const floating *>op.work
         # grad_W (N,K) (+)= dz^T @ in  (dense.linear_backward's calls)
         e = gemm_any(engine, nt, N, K, M, one, dz, 1, N, <const floating *>x.val, x.rs, 1,
@@ -176,7 +191,9 @@ cdef int _backward_op(Op *op, Slot *S, int M, int engine, int nt, int et,
         return 0
     if op.kind == OpKind.ACT:
         if op.gin[0] != NULL:
-            act_backward(M, x.n, dy, x.n, <const floating *>y.val, y.rs,
+            act_backward(M, x.n, dy, x.n,
+                         <const floating *>(x.val if op.saves_input else y.val),
+                         x.rs if op.saves_input else y.rs,
                          <floating *>op.gin[0], x.n, op.act, <floating>op.slope, et)
             _contribute(x, <const floating *>op.gin[0], M)
         return 0
@@ -410,6 +427,8 @@ cdef int _forward_fields(Op *op, dict d, int *ipool, int ni) except -1:
     op.N = d["N"]
     op.W = _ptr(d["W"])
     op.b = _ptr(d["b"])
+    op.z = _ptr(d.get("z"))
+    op.saves_input = d.get("saves_input", False)
     return ni
 
 
@@ -537,7 +556,7 @@ cdef class StepKernel:
             op.gW = _ptr(d["gW"])
             op.gb = _ptr(d["gb"])
             op.work = _ptr(d["work"])
-            keep += [d[k] for k in ("W", "b", "gW", "gb", "work") if d[k] is not None]
+            keep += [d[k] for k in ("W", "b", "gW", "gb", "work", "z") if d.get(k) is not None]
             keep += [a for a in d["gin"] if a is not None]
         for i, p in enumerate(params):
             self.P[i].n = p._flat.shape[0]

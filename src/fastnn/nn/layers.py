@@ -1,5 +1,5 @@
 """The layers: ``Linear`` and the elementwise activations (``Sigmoid``, ``ReLU``, ``Tanh``,
-``LeakyReLU``, ``Identity``).
+``LeakyReLU``, ``Identity``, ``GELU``, ``SiLU``, ``Softplus``, ``ELU``).
 
 Each keeps its per-use state in a ``Ctx`` it is handed (``_forward_act(ctx, ...)``,
 ``_fwd(ctx, ...)``), so a container can use one layer at several places; ``forward`` /
@@ -10,12 +10,13 @@ import numpy as np
 
 from .. import _checks as C
 from .. import init as _init
-from ..ops import ACTIVATIONS
+from ..ops import ACTIVATIONS, SAVES_INPUT_CODES
 from .._kernels import dense as _dense
 from .module import Module, buf, not_run
 from .parameter import Parameter
 
-__all__ = ["Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU", "Identity"]
+__all__ = ["Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU", "Identity", "GELU", "SiLU",
+           "Softplus", "ELU"]
 
 _F32 = C.DTYPES[0]
 _LIN_FWD = C.specialized(_dense._linear_forward)
@@ -101,6 +102,9 @@ class Linear(Module):
         return x
 
     # The fused paths: Sequential calls these with an activation code (0 = identity).
+    # An activation whose backward reads its input (GELU, SiLU, Softplus) keeps the
+    # pre-activation z = x W^T + b in training: the GEMM writes z, one vectorized pass
+    # act(z); in eval mode the activation runs in the GEMM's writeback (bitwise the same).
     def _forward_act(self, ctx, x, act, slope, trusted=False):
         x = self._check_input(x, trusted)
         W = self.weight._data
@@ -111,7 +115,12 @@ class Linear(Module):
             out = buf(ctx, "out", shape, dt, x)
         else:
             out = np.empty(shape, dt)
-        _LIN_FWD[dt](x, W, b, act, slope, out)
+        if self.training and act in SAVES_INPUT_CODES:
+            z = buf(ctx, "z", shape, dt, x, out)
+            _LIN_FWD[dt](x, W, b, 0, 0.0, z)
+            _ACT_FWD[dt](z, out, act, slope)
+        else:
+            _LIN_FWD[dt](x, W, b, act, slope, out)
         if self.training:
             ctx.x = x
             ctx.y = out
@@ -146,6 +155,8 @@ class Linear(Module):
             gx = buf(ctx, "gx", x.shape, dt, grad_out)
         else:
             gx = C.EMPTY2[dt]
+        if act in SAVES_INPUT_CODES:
+            y = ctx.bufs["z"]         # the pre-activation, saved by the training forward
         _LIN_BWD[dt](grad_out, x, W, y if act else C.EMPTY2[dt], act, slope, gx, gW,
                                 gb, acc, work, bool(input_grad), self.bias is not None)
         return gx if input_grad else None
@@ -170,7 +181,17 @@ class _Activation(Module):
         return 0.0
 
     def _fusable(self):
+        """Whether the kernel's backward computes the derivative (from the saved output, or
+        from the saved input for the activations in SAVES_INPUT); else _input_deriv does."""
         return True
+
+    @property
+    def _saves_input(self):
+        return self._code in SAVES_INPUT_CODES
+
+    def _input_deriv(self, x):
+        """act'(x) from the input, for an activation that is not _fusable."""
+        raise NotImplementedError
 
     def _who(self):
         return repr(self)
@@ -193,7 +214,7 @@ class _Activation(Module):
             out = np.empty(x2.shape, x.dtype)
         _ACT_FWD[x.dtype](x2, out, self._code, self._slope())
         if training:
-            ctx.x = None if self._fusable() else x2
+            ctx.x = x2 if self._saves_input or not self._fusable() else None
             ctx.y = out
             ctx.shape = x.shape
         return out.reshape(x.shape) if x.ndim != 2 else out
@@ -209,9 +230,10 @@ class _Activation(Module):
         g2 = C.as_rows(grad_out)
         gi = buf(ctx, "gi", y.shape, y.dtype, g2)
         if self._fusable():
-            _ACT_BWD[y.dtype](g2, y, gi, self._code, self._slope())
-        else:   # leaky_relu with a negative slope: the derivative needs the input's sign
-            np.multiply(g2, np.where(ctx.x > 0, 1.0, self._slope()).astype(y.dtype), out=gi)
+            _ACT_BWD[y.dtype](g2, ctx.x if self._saves_input else y, gi, self._code,
+                              self._slope())
+        else:   # leaky_relu / elu with a negative parameter: the derivative needs the input
+            np.multiply(g2, self._input_deriv(ctx.x).astype(y.dtype), out=gi)
         return gi.reshape(ctx.shape) if len(ctx.shape) != 2 else gi
 
     def _arch(self):
@@ -279,6 +301,9 @@ class LeakyReLU(_Activation):
     def _fusable(self):
         return self._negative_slope >= 0
 
+    def _input_deriv(self, x):
+        return np.where(x > 0, 1.0, self._negative_slope)
+
     def extra_repr(self):
         return f"negative_slope={self._negative_slope}"
 
@@ -286,3 +311,94 @@ class LeakyReLU(_Activation):
         return {"negative_slope": self._negative_slope}
 
 
+
+
+def _finite(who, name, value, positive=False):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{who}: {name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not np.isfinite(v) or (positive and v <= 0):
+        raise ValueError(f"{who}: {name} must be a finite{' positive' if positive else ''} "
+                         f"number, got {value!r}")
+    return v
+
+
+class GELU(_Activation):
+    """y = x * Phi(x), Phi the standard normal CDF (``approximate="none"``, through erf), or
+    its tanh approximation x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) with
+    ``approximate="tanh"``.  The backward reads the saved input (GELU'(x) = Phi(x) +
+    x phi(x)); fused into a preceding Linear, the step keeps the pre-activation."""
+    _act = "gelu"
+
+    def __init__(self, approximate="none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got "
+                             f"{approximate!r}")
+        object.__setattr__(self, "approximate", approximate)
+        object.__setattr__(self, "_act", "gelu" if approximate == "none" else "gelu_tanh")
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
+    def _arch(self):
+        return {"approximate": self.approximate}
+
+
+class SiLU(_Activation):
+    """y = x * sigmoid(x) (Swish); dy/dx = s (1 + x (1 - s)) from the saved input."""
+    _act = "silu"
+
+
+class Softplus(_Activation):
+    """y = log(1 + exp(beta x)) / beta, and y = x where beta x > threshold (torch's rule);
+    dy/dx = sigmoid(beta x) (1 above the threshold) from the saved input.  The kernels
+    implement torch's default threshold, 20; beta is any finite positive number."""
+    _act = "softplus"
+
+    def __init__(self, beta=1.0, threshold=20.0):
+        super().__init__()
+        b = _finite("Softplus", "beta", beta, positive=True)
+        t = _finite("Softplus", "threshold", threshold)
+        if t != 20.0:
+            raise ValueError(f"Softplus: only threshold=20.0 (torch's default) is "
+                             f"implemented, got {threshold!r}")
+        object.__setattr__(self, "beta", b)
+        object.__setattr__(self, "threshold", t)
+
+    def _slope(self):
+        return self.beta
+
+    def extra_repr(self):
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+    def _arch(self):
+        return {"beta": self.beta, "threshold": self.threshold}
+
+
+class ELU(_Activation):
+    """y = x for x > 0, alpha (exp(x) - 1) otherwise (through expm1).  With alpha >= 0
+    the derivative is read from the output (y > 0 ? 1 : y + alpha) and the layer fuses
+    into a preceding Linear's GEMM writeback; a negative alpha keeps the input instead."""
+    _act = "elu"
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        object.__setattr__(self, "alpha", _finite("ELU", "alpha", alpha))
+
+    def _slope(self):
+        return self.alpha
+
+    def _fusable(self):
+        return self.alpha >= 0
+
+    def _input_deriv(self, x):
+        with np.errstate(over="ignore"):
+            return np.where(x > 0, 1.0, self.alpha * np.exp(np.minimum(x, 0)))
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}"
+
+    def _arch(self):
+        return {"alpha": self.alpha}

@@ -28,6 +28,7 @@ from ..nn.utils import clip_grad_norm_
 from ..optim import Optimizer
 from .._kernels import step as _ks
 from .._kernels._core import GateOp, LossKind, OpKind
+from ..ops import SAVES_INPUT_CODES
 
 __all__ = ["compile_step", "CompiledStep"]
 
@@ -101,8 +102,9 @@ def _graph_plan(g):
     for st in plan.steps:
         if type(st) is ActStep:
             if not fusable(st.act):
-                raise CannotCompile(f"{st.act!r} reads its input in backward; Sigmoid, ReLU, "
-                                    "Tanh and LeakyReLU(negative_slope >= 0) compile")
+                raise CannotCompile(f"{st.act!r} does not compile; Sigmoid, ReLU, Tanh, GELU, "
+                                    "SiLU, Softplus, LeakyReLU(negative_slope >= 0) and "
+                                    "ELU(alpha >= 0) compile")
         elif type(st) is GateStep:
             if type(st.gate) not in _GATE_OPS:
                 raise CannotCompile(f"the graph has a {type(st.gate).__name__}")
@@ -248,13 +250,16 @@ def _arrays(plan, dt, widths, needs, want, runs, contribs, acc, cap):
                       b=lin.bias._data if lin.bias is not None else None,
                       gW=lin.weight._grad,
                       gb=lin.bias._grad if lin.bias is not None else None,
-                      work=emp(lin.out_features) if st.code and runs[k] else None)
+                      work=emp(lin.out_features) if st.code and runs[k] else None,
+                      # the pre-activation, kept for an activation whose backward reads it
+                      z=emp(lin.out_features) if st.code in SAVES_INPUT_CODES else None)
             if runs[k]:
                 op["accW"], op["accb"] = acc[k]
             if wk and needs[ins[0]]:
                 op["gin"][0] = emp(lin.in_features)
         elif type(st) is ActStep:
-            op.update(kind=OpKind.ACT, act=st.act._code, slope=float(st.act._slope()))
+            op.update(kind=OpKind.ACT, act=st.act._code, slope=float(st.act._slope()),
+                      saves_input=st.act._saves_input)
             if wk and needs[ins[0]]:
                 op["gin"][0] = emp(widths[ins[0]])
         else:
