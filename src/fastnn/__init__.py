@@ -7,7 +7,8 @@ from ._config import (config, get_engine, get_kernel_variant, get_num_threads, s
 from .ops import (activation_backward, activation_forward, gemm, linear_backward,
                   linear_forward)
 from .nn import (Add, Concat, Graph, Identity, LeakyReLU, Linear, Maximum, Module, Multiply,
-                 Parameter, ReLU, Sequential, Sigmoid, Split, Tanh, GELU, SiLU, Softplus, ELU)
+                 Parameter, ReLU, Sequential, Sigmoid, Split, Tanh, GELU, SiLU, Softplus, ELU,
+                 Softmax, LogSoftmax)
 from .nn.utils import clip_grad_norm_, clip_grad_value_
 from . import init
 from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, Loss,
@@ -24,7 +25,7 @@ __all__ = [
     "set_num_threads", "get_kernel_variant", "set_kernel_variant", "supported_kernel_variants",
     "gemm", "linear_forward", "linear_backward", "activation_forward", "activation_backward",
     "Parameter", "Module", "Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU", "Identity",
-    "GELU", "SiLU", "Softplus", "ELU",
+    "GELU", "SiLU", "Softplus", "ELU", "Softmax", "LogSoftmax",
     "Sequential", "Graph", "Add", "Multiply", "Maximum", "Concat", "Split",
     "clip_grad_norm_", "clip_grad_value_", "init",
     "Loss", "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss",

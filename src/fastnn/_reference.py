@@ -24,7 +24,7 @@ import numpy as np
 
 from ._kernels._core import Activation
 
-__all__ = ["ACTIVATIONS", "activation", "activation_grad", "gemm", "linear_forward",
+__all__ = ["ACTIVATIONS", "activation", "activation_grad", "softmax", "softmax_grad", "gemm", "linear_forward",
            "linear_backward", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
            "bce_loss", "bce_with_logits_loss", "cross_entropy_loss", "nll_loss", "svm_loss",
            "sgd_step",
@@ -124,6 +124,29 @@ def activation_grad(grad_out, y, name, negative_slope=0.01):
     with np.errstate(over="ignore", invalid="ignore"):
         return _activation_grad64(_f64(grad_out), _f64(y), name,
                                   negative_slope).astype(grad_out.dtype)
+
+
+def softmax(x, log=False):
+    """softmax (log_softmax with log=True) over the last axis, each row's maximum
+    subtracted."""
+    x = np.asarray(x)
+    X = _f64(x)
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = X - X.max(axis=-1, keepdims=True)
+        lse = np.log(np.exp(z).sum(axis=-1, keepdims=True))
+        return (z - lse if log else np.exp(z - lse)).astype(x.dtype)
+
+
+def softmax_grad(grad_out, y, log=False):
+    """The input gradient of softmax / log_softmax from its saved output y:
+    y (g - sum(g y)), or g - exp(y) sum(g)."""
+    grad_out = np.asarray(grad_out)
+    G, Y = _f64(grad_out), _f64(y)
+    if log:
+        out = G - np.exp(Y) * G.sum(axis=-1, keepdims=True)
+    else:
+        out = Y * (G - (G * Y).sum(axis=-1, keepdims=True))
+    return out.astype(grad_out.dtype)
 
 
 def gemm(a, b, c=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, bias=None,

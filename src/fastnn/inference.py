@@ -14,7 +14,7 @@ from .nn import Graph, Identity, Linear, Module, Sequential
 from .nn.layers import _Activation
 from .nn.module import _structure_version
 from .nn.plan import ActStep, GateStep, LinearStep, plan_chain
-from .training.compiled import _GATE_OPS, CannotCompile, _widths, flatten
+from .training.compiled import _GATE_OPS, _ROW_OPS, CannotCompile, _widths, flatten
 from ._kernels import step as _ks
 from ._kernels._core import OpKind
 
@@ -22,9 +22,10 @@ __all__ = ["compile_inference", "InferenceFunction"]
 
 
 def _plain_activation(m):
-    """An activation whose forward is the elementwise kernel (no user override)."""
+    """An activation whose forward is the elementwise kernel (no user override), or
+    Softmax / LogSoftmax."""
     return isinstance(m, _Activation) and (type(m)._fwd is _Activation._fwd or
-                                           type(m) is Identity)
+                                           type(m) is Identity or type(m) in _ROW_OPS)
 
 
 def _forward_plan(model):
@@ -91,7 +92,8 @@ def _program(plan, widths, cap):
                       b=lin.bias._data if lin.bias is not None else None)
             params += [p for p in (lin.weight, lin.bias) if p is not None]
         elif type(st) is ActStep:
-            op.update(kind=OpKind.ACT, act=st.act._code, slope=float(st.act._slope()))
+            op.update(kind=_ROW_OPS.get(type(st.act), OpKind.ACT), act=st.act._code,
+                      slope=float(st.act._slope()))
         else:
             op.update(kind=OpKind.GATE, gop=_GATE_OPS[type(st.gate)])
         ops.append(op)

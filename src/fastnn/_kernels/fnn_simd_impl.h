@@ -135,7 +135,7 @@ static inline N_(vt) N_(expm1_neg)(N_(vt) x) {
 #endif
     N_(vt) p;
     FNN_HORNER(p, c, x);
-    N_(vt) small = x + x * x * p;
+    N_(vt) small = N_(sel)(x == N_(splat)(0), x, x + x * x * p);   /* expm1(-0) = -0 */
     N_(vt) big = N_(exp_neg)(x) - 1;
     return N_(sel)(x > N_(splat)(-0.34657359027997264), small, big);
 }
@@ -184,6 +184,7 @@ static inline N_(vt) N_(norm_cdf)(N_(vt) x, N_(vt) *e) {
     N_(vt) t = 1 / (1 + (FNN_T)0.5 * a);
     FNN_HORNER(r, R, t);
     N_(vt) half_erfc = (FNN_T)0.5 * (ex * r);
+    half_erfc = (N_(vt))((N_(vi))half_erfc & ~sign);    /* +0 where exp underflows */
     N_(vt) big = N_(sel)(x < N_(splat)(0), half_erfc, 1 - half_erfc);
     *e = ex;
     return N_(sel)(a < N_(splat)(1), small, big);

@@ -38,7 +38,7 @@ from ._core cimport (current_engine, current_threads, act_forward, act_backward,
 from .dense cimport gemm_any
 from .gates cimport binary_forward, binary_backward, copy_rows
 from .losses cimport (mse_loss, xent_loss, svm_loss, pointwise_loss, PW_L1, PW_HUBER,
-                     PW_SMOOTH_L1, PW_BCE_LOGITS)
+                     PW_SMOOTH_L1, PW_BCE_LOGITS, softmax_forward, softmax_backward)
 from .optim cimport opt_update, OptHyper, OPT_MAX_STATE, OPT_MAX_HYPER
 from .clip cimport GradView, total_norm, clip_coef, clip_scale
 
@@ -131,6 +131,10 @@ cdef int _forward_op(Op *op, Slot *S, int M, int engine, int nt, int et,
         act_forward(M, x.n, <const floating *>x.val, x.rs, <floating *>y.val, y.rs, op.act,
                     <floating>op.slope, et)
         return 0
+    if op.kind == OpKind.SOFTMAX or op.kind == OpKind.LOGSOFTMAX:
+        softmax_forward(M, x.n, <const floating *>x.val, x.rs, <floating *>y.val, y.rs,
+                        op.kind == OpKind.LOGSOFTMAX, et)
+        return 0
     if op.gop == GateOp.CONCAT:
         off = 0
         for j in range(op.nin):
@@ -195,6 +199,12 @@ cdef int _backward_op(Op *op, Slot *S, int M, int engine, int nt, int et,
                          <const floating *>(x.val if op.saves_input else y.val),
                          x.rs if op.saves_input else y.rs,
                          <floating *>op.gin[0], x.n, op.act, <floating>op.slope, et)
+            _contribute(x, <const floating *>op.gin[0], M)
+        return 0
+    if op.kind == OpKind.SOFTMAX or op.kind == OpKind.LOGSOFTMAX:
+        if op.gin[0] != NULL:
+            softmax_backward(M, x.n, dy, x.n, <const floating *>y.val, y.rs,
+                             <floating *>op.gin[0], x.n, op.kind == OpKind.LOGSOFTMAX, et)
             _contribute(x, <const floating *>op.gin[0], M)
         return 0
     if op.gop == GateOp.ADD:

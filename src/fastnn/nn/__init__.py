@@ -2,7 +2,8 @@
 
     parameter.py   Parameter and its lazy-zero protocol
     module.py      Module (the PyTorch-like API), Ctx (per-use saved state), buffer reuse
-    layers.py      Linear, Sigmoid, ReLU, Tanh, LeakyReLU, Identity, GELU, SiLU, Softplus, ELU
+    layers.py      Linear, Sigmoid, ReLU, Tanh, LeakyReLU, Identity, GELU, SiLU, Softplus, ELU,
+                   Softmax, LogSoftmax
     gates.py       Add, Multiply, Maximum, Concat, Split
     plan.py        the one planner: step kinds, the fusion rule, chain and graph plans
     sequential.py  Sequential
@@ -11,11 +12,13 @@
 """
 from .parameter import Parameter
 from .module import Module
-from .layers import ELU, GELU, Identity, LeakyReLU, Linear, ReLU, Sigmoid, SiLU, Softplus, Tanh
+from .layers import (ELU, GELU, Identity, LeakyReLU, Linear, LogSoftmax, ReLU, Sigmoid,
+                     SiLU, Softmax, Softplus, Tanh)
 from .gates import Add, Concat, Maximum, Multiply, Split
 from .sequential import Sequential
 from .graph import Graph, Node
 
 __all__ = ["Parameter", "Module", "Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU",
            "Identity", "Sequential", "Graph", "Node", "Add", "Multiply", "Maximum", "Concat",
-           "Split", "GELU", "SiLU", "Softplus", "ELU"]
+           "Split", "GELU", "SiLU", "Softplus", "ELU",
+           "Softmax", "LogSoftmax"]

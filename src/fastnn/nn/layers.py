@@ -1,5 +1,6 @@
 """The layers: ``Linear`` and the elementwise activations (``Sigmoid``, ``ReLU``, ``Tanh``,
-``LeakyReLU``, ``Identity``, ``GELU``, ``SiLU``, ``Softplus``, ``ELU``).
+``LeakyReLU``, ``Identity``, ``GELU``, ``SiLU``, ``Softplus``, ``ELU``), and the row-wise
+``Softmax`` / ``LogSoftmax``.
 
 Each keeps its per-use state in a ``Ctx`` it is handed (``_forward_act(ctx, ...)``,
 ``_fwd(ctx, ...)``), so a container can use one layer at several places; ``forward`` /
@@ -12,17 +13,20 @@ from .. import _checks as C
 from .. import init as _init
 from ..ops import ACTIVATIONS, SAVES_INPUT_CODES
 from .._kernels import dense as _dense
+from .._kernels import losses as _losses
 from .module import Module, buf, not_run
 from .parameter import Parameter
 
 __all__ = ["Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU", "Identity", "GELU", "SiLU",
-           "Softplus", "ELU"]
+           "Softplus", "ELU", "Softmax", "LogSoftmax"]
 
 _F32 = C.DTYPES[0]
 _LIN_FWD = C.specialized(_dense._linear_forward)
 _LIN_BWD = C.specialized(_dense._linear_backward)
 _ACT_FWD = C.specialized(_dense._activation_forward)
 _ACT_BWD = C.specialized(_dense._activation_backward)
+_SOFTMAX = C.specialized(_losses._softmax)
+_SOFTMAX_BWD = C.specialized(_losses._softmax_backward)
 
 
 # ------------------------------------------------------------------------------ Linear
@@ -402,3 +406,67 @@ class ELU(_Activation):
 
     def _arch(self):
         return {"alpha": self.alpha}
+
+
+class Softmax(_Activation):
+    """y = exp(x - max) / sum(exp(x - max)) over dim=1, the features axis of a 2-D (batch,
+    features) input (numerically stable: each row's maximum is subtracted; the vectorized
+    exp; sums in float64).  Backward from the saved output: g_in = y (g - sum(g y)).  Not
+    elementwise: never fused, its own op (OpKind.SOFTMAX) in the compiled step; each row is
+    computed by one thread (bitwise identical for any thread count)."""
+    _log = False
+
+    def __init__(self, dim=1):
+        super().__init__()
+        name = type(self).__name__
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or \
+                int(dim) not in (1, -1):
+            raise ValueError(f"{name}: dim must be 1 (or -1), the features axis of a (batch, "
+                             f"features) input, got {dim!r}")
+        object.__setattr__(self, "dim", int(dim))
+
+    def _fusable(self):
+        return False
+
+    def _fwd(self, ctx, x, training):
+        who = self._who
+        x = C.module_array(who, "input", x)
+        if x.ndim != 2:
+            raise ValueError(f"{who()}: input must be 2-D (batch, features), got {x.ndim}-D "
+                             f"with shape {x.shape}")
+        x2 = C.rowmajor(x)
+        if training:
+            out = buf(ctx, "out", x2.shape, x.dtype, x2)
+        else:
+            out = np.empty(x2.shape, x.dtype)
+        _SOFTMAX[x.dtype](x2, out, self._log)
+        if training:
+            ctx.y = out
+            ctx.shape = x.shape
+        return out
+
+    def _bwd(self, ctx, grad_out, input_grad, who):
+        y = ctx.y
+        if y is None:
+            raise not_run(who)
+        grad_out = C.module_array(who, "grad_out", grad_out, y.dtype)
+        C.same_shape(who, "grad_out", grad_out, ctx.shape)
+        if not input_grad:
+            return None
+        g2 = C.rowmajor(grad_out)
+        gi = buf(ctx, "gi", y.shape, y.dtype, g2)
+        _SOFTMAX_BWD[y.dtype](g2, y, gi, self._log)
+        return gi
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+    def _arch(self):
+        return {"dim": self.dim}
+
+
+class LogSoftmax(Softmax):
+    """y = x - max - log(sum(exp(x - max))) over dim=1 of a 2-D (batch, features) input;
+    backward from the saved output: g_in = g - exp(y) sum(g).  Its own op
+    (OpKind.LOGSOFTMAX) in the compiled step, as Softmax."""
+    _log = True

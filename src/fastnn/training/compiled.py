@@ -19,8 +19,8 @@ import numpy as np
 from .. import _checks
 from ..losses import (BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, Loss, MSELoss,
                       SmoothL1Loss, SVMLoss)
-from ..nn import Add, Concat, Graph, Identity, Linear, Maximum, Module, Multiply, \
-    Sequential, Split
+from ..nn import Add, Concat, Graph, Identity, Linear, LogSoftmax, Maximum, Module, \
+    Multiply, Sequential, Softmax, Split
 from ..nn.layers import _Activation
 from ..nn.module import _structure_version
 from ..nn.plan import ActStep, GateStep, LinearStep, fusable, plan_chain
@@ -38,6 +38,8 @@ _LOSS_KINDS = {MSELoss: LossKind.MSE, CrossEntropyLoss: LossKind.XENT, SVMLoss: 
                BCEWithLogitsLoss: LossKind.BCE_LOGITS}
 _GATE_OPS = {Add: GateOp.ADD, Multiply: GateOp.MUL, Maximum: GateOp.MAX,
              Concat: GateOp.CONCAT, Split: GateOp.SPLIT}
+# the row-wise activations: their own ops, never fused
+_ROW_OPS = {Softmax: OpKind.SOFTMAX, LogSoftmax: OpKind.LOGSOFTMAX}
 
 
 class CannotCompile(Exception):
@@ -83,6 +85,8 @@ def _chain_plan(model):
             continue
         if not isinstance(m, _Activation):
             raise CannotCompile(f"the model has a {type(m).__name__} ({m!r})")
+        if type(m) in _ROW_OPS and i > 0:
+            continue
         if i == 0 or type(mods[i - 1]) is not Linear:
             raise CannotCompile(f"the model has an activation that does not follow a Linear "
                                 f"({m!r})")
@@ -101,7 +105,7 @@ def _graph_plan(g):
                             f"{len(plan.out_slots)} outputs; one of each compiles")
     for st in plan.steps:
         if type(st) is ActStep:
-            if not fusable(st.act):
+            if type(st.act) not in _ROW_OPS and not fusable(st.act):
                 raise CannotCompile(f"{st.act!r} does not compile; Sigmoid, ReLU, Tanh, GELU, "
                                     "SiLU, Softplus, LeakyReLU(negative_slope >= 0) and "
                                     "ELU(alpha >= 0) compile")
@@ -258,8 +262,8 @@ def _arrays(plan, dt, widths, needs, want, runs, contribs, acc, cap):
             if wk and needs[ins[0]]:
                 op["gin"][0] = emp(lin.in_features)
         elif type(st) is ActStep:
-            op.update(kind=OpKind.ACT, act=st.act._code, slope=float(st.act._slope()),
-                      saves_input=st.act._saves_input)
+            op.update(kind=_ROW_OPS.get(type(st.act), OpKind.ACT), act=st.act._code,
+                      slope=float(st.act._slope()), saves_input=st.act._saves_input)
             if wk and needs[ins[0]]:
                 op["gin"][0] = emp(widths[ins[0]])
         else:
