@@ -106,9 +106,10 @@ def _graph_plan(g):
     for st in plan.steps:
         if type(st) is ActStep:
             if type(st.act) not in _ROW_OPS and not fusable(st.act):
-                raise CannotCompile(f"{st.act!r} does not compile; Sigmoid, ReLU, Tanh, GELU, "
-                                    "SiLU, Softplus, LeakyReLU(negative_slope >= 0) and "
-                                    "ELU(alpha >= 0) compile")
+                raise CannotCompile(f"{st.act!r} reads its input in backward outside the "
+                                    "kernels; Sigmoid, ReLU, Tanh, GELU, SiLU, Softplus, "
+                                    "LeakyReLU(negative_slope >= 0), ELU(alpha >= 0), "
+                                    "Softmax and LogSoftmax compile")
         elif type(st) is GateStep:
             if type(st.gate) not in _GATE_OPS:
                 raise CannotCompile(f"the graph has a {type(st.gate).__name__}")
