@@ -223,16 +223,24 @@ class _Activation(Module):
             ctx.shape = x.shape
         return out.reshape(x.shape) if x.ndim != 2 else out
 
-    def _bwd(self, ctx, grad_out, input_grad, who):
+    def _grad_rows(self, ctx, grad_out, input_grad, who):
+        """grad_out checked against the saved forward, as rows, and the buffer of the input
+        gradient; (None, None) without input_grad."""
         y = ctx.y
         if y is None:
             raise not_run(who)
         grad_out = C.module_array(who, "grad_out", grad_out, y.dtype)
         C.same_shape(who, "grad_out", grad_out, ctx.shape)
         if not input_grad:
-            return None
+            return None, None
         g2 = C.as_rows(grad_out)
-        gi = buf(ctx, "gi", y.shape, y.dtype, g2)
+        return g2, buf(ctx, "gi", y.shape, y.dtype, g2)
+
+    def _bwd(self, ctx, grad_out, input_grad, who):
+        g2, gi = self._grad_rows(ctx, grad_out, input_grad, who)
+        if g2 is None:
+            return None
+        y = ctx.y
         if self._fusable():
             _ACT_BWD[y.dtype](g2, ctx.x if self._saves_input else y, gi, self._code,
                               self._slope())
@@ -446,16 +454,9 @@ class Softmax(_Activation):
         return out
 
     def _bwd(self, ctx, grad_out, input_grad, who):
-        y = ctx.y
-        if y is None:
-            raise not_run(who)
-        grad_out = C.module_array(who, "grad_out", grad_out, y.dtype)
-        C.same_shape(who, "grad_out", grad_out, ctx.shape)
-        if not input_grad:
-            return None
-        g2 = C.rowmajor(grad_out)
-        gi = buf(ctx, "gi", y.shape, y.dtype, g2)
-        _SOFTMAX_BWD[y.dtype](g2, y, gi, self._log)
+        g2, gi = self._grad_rows(ctx, grad_out, input_grad, who)
+        if g2 is not None:
+            _SOFTMAX_BWD[gi.dtype](g2, ctx.y, gi, self._log)
         return gi
 
     def extra_repr(self):
