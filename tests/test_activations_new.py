@@ -411,6 +411,13 @@ def test_errors():
         fnn.Softmax()(np.zeros((2, 3, 4)))
     with pytest.raises(TypeError, match="GELU"):
         fnn.GELU()(np.zeros((2, 3), np.int64))
+    x = np.zeros((2, 3))
+    with pytest.raises(ValueError, match="softplus needs negative_slope .its beta. finite"):
+        fnn.activation_forward(x, "softplus", negative_slope=0.0)
+    with pytest.raises(ValueError, match="elu's alpha. must be finite"):
+        fnn.activation_forward(x, "elu", negative_slope=np.nan)
+    with pytest.raises(ValueError, match="elu backward needs negative_slope"):
+        fnn.activation_backward(x, x, "elu", negative_slope=-1.0)
     m = fnn.SiLU()
     m(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="SiLU"):
