@@ -340,10 +340,16 @@ class GELU(_Activation):
     """y = x * Phi(x), Phi the standard normal CDF (``approximate="none"``, through erf), or
     its tanh approximation x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) with
     ``approximate="tanh"``.  The backward reads the saved input (GELU'(x) = Phi(x) +
-    x phi(x)); fused into a preceding Linear, the step keeps the pre-activation."""
+    x phi(x)); fused into a preceding Linear, the step keeps the pre-activation.
+
+    Parameters
+    ----------
+    approximate : {"none", "tanh"}, optional
+        "none": the exact GELU through erf; "tanh": torch's tanh approximation.
+    """
     _act = "gelu"
 
-    def __init__(self, approximate="none"):
+    def __init__(self, approximate: str = "none") -> None:
         super().__init__()
         if approximate not in ("none", "tanh"):
             raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got "
@@ -366,10 +372,18 @@ class SiLU(_Activation):
 class Softplus(_Activation):
     """y = log(1 + exp(beta x)) / beta, and y = x where beta x > threshold (torch's rule);
     dy/dx = sigmoid(beta x) (1 above the threshold) from the saved input.  The kernels
-    implement torch's default threshold, 20; beta is any finite positive number."""
+    implement torch's default threshold, 20; beta is any finite positive number.
+
+    Parameters
+    ----------
+    beta : float, optional
+        The sharpness, finite and > 0.
+    threshold : float, optional
+        Above ``beta * x > threshold`` the output is x; only 20.0 is implemented.
+    """
     _act = "softplus"
 
-    def __init__(self, beta=1.0, threshold=20.0):
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
         super().__init__()
         b = _finite("Softplus", "beta", beta, positive=True)
         t = _finite("Softplus", "threshold", threshold)
@@ -392,10 +406,16 @@ class Softplus(_Activation):
 class ELU(_Activation):
     """y = x for x > 0, alpha (exp(x) - 1) otherwise (through expm1).  With alpha >= 0
     the derivative is read from the output (y > 0 ? 1 : y + alpha) and the layer fuses
-    into a preceding Linear's GEMM writeback; a negative alpha keeps the input instead."""
+    into a preceding Linear's GEMM writeback; a negative alpha keeps the input instead.
+
+    Parameters
+    ----------
+    alpha : float, optional
+        The scale of the negative part (finite).
+    """
     _act = "elu"
 
-    def __init__(self, alpha=1.0):
+    def __init__(self, alpha: float = 1.0) -> None:
         super().__init__()
         object.__setattr__(self, "alpha", _finite("ELU", "alpha", alpha))
 
@@ -421,10 +441,16 @@ class Softmax(_Activation):
     features) input (numerically stable: each row's maximum is subtracted; the vectorized
     exp; sums in float64).  Backward from the saved output: g_in = y (g - sum(g y)).  Not
     elementwise: never fused, its own op (OpKind.SOFTMAX) in the compiled step; each row is
-    computed by one thread (bitwise identical for any thread count)."""
+    computed by one thread (bitwise identical for any thread count).
+
+    Parameters
+    ----------
+    dim : int, optional
+        The axis to normalize: 1 (or -1), the features axis.
+    """
     _log = False
 
-    def __init__(self, dim=1):
+    def __init__(self, dim: int = 1) -> None:
         super().__init__()
         name = type(self).__name__
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or \
@@ -469,5 +495,11 @@ class Softmax(_Activation):
 class LogSoftmax(Softmax):
     """y = x - max - log(sum(exp(x - max))) over dim=1 of a 2-D (batch, features) input;
     backward from the saved output: g_in = g - exp(y) sum(g).  Its own op
-    (OpKind.LOGSOFTMAX) in the compiled step, as Softmax."""
+    (OpKind.LOGSOFTMAX) in the compiled step, as Softmax.
+
+    Parameters
+    ----------
+    dim : int, optional
+        The axis to normalize: 1 (or -1), the features axis.
+    """
     _log = True
