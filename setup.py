@@ -14,7 +14,8 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["_core", "gemm", "blas", "dense", "losses", "optim", "clip", "step", "gates"]
+KERNELS = ["_core", "gemm", "blas", "dense", "losses", "optim", "clip", "step", "gates",
+           "norm"]
 DEBUG = os.environ.get("FASTNN_DEBUG", "0") == "1"
 
 

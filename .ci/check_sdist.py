@@ -10,8 +10,8 @@ kern = "src/fastnn/_kernels/"
 need = ["setup.py", "pyproject.toml", "README.md", "LICENSE", "src/fastnn/py.typed",
         kern + "fnn_types.h", kern + "fnn_simd.h", kern + "fnn_simd_impl.h"]
 need += [kern + f"{m}.pyx" for m in ("_core", "gemm", "blas", "dense", "losses", "optim",
-                                     "clip", "step", "gates")]
-need += [kern + f"{m}.pxd" for m in ("_core", "_views", "_openmp", "optim", "gates")]
+                                     "clip", "step", "gates", "norm")]
+need += [kern + f"{m}.pxd" for m in ("_core", "_views", "_openmp", "optim", "gates", "norm")]
 missing = [n for n in need if n not in names]
 generated = [n for n in names if n.startswith(kern) and n.endswith((".c", ".so", ".pyd", ".html"))]
 if missing or generated:

@@ -436,9 +436,9 @@ def test_compiled_step_clipping_option(dtype, rng):
 
 
 def test_module_path_fallback_clips_too(dtype, rng):
-    # a model that does not compile (an activation not after a Linear): the module path
+    # a model that does not compile (a LeakyReLU with a negative slope): the module path
     def net():
-        return fnn.Sequential(fnn.Linear(5, 8, dtype=dtype, rng=0), fnn.ReLU(), fnn.ReLU(),
+        return fnn.Sequential(fnn.Linear(5, 8, dtype=dtype, rng=0), fnn.LeakyReLU(-0.1),
                               fnn.Linear(8, 3, dtype=dtype, rng=1))
     ma, mb = net(), net()
     oa, ob = fnn.SGD(ma.parameters(), lr=0.2), fnn.SGD(mb.parameters(), lr=0.2)

@@ -128,3 +128,31 @@ def test_main_job(tmp_path, data):
     accs = [float(l.rsplit("test accuracy", 1)[1]) for l in out.splitlines()
             if "us/step" in l]
     assert len(accs) == 2 and abs(accs[0] - accs[1]) <= 0.05, out
+
+
+def test_typed_api(tmp_path):
+    # the script CI type-checks with mypy --strict: it runs and its network learns
+    proc, out = _run([str(EXAMPLES / "typed_api.py")], tmp_path)
+    assert proc.returncode == 0, out
+    acc = float(out.split("accuracy ")[1].split(",")[0])
+    assert acc > 0.9, out
+
+
+HAVE_MYPY = importlib.util.find_spec("mypy") is not None
+
+
+@pytest.mark.skipif(not HAVE_MYPY, reason="mypy is not installed")
+def test_typed_api_passes_mypy_strict(tmp_path):
+    # against the fastnn this session imports (src/ or the installed wheel), its py.typed
+    # annotations: errors inside fastnn itself are not reported (follow-imports=silent),
+    # the example's use of the public API must be clean under --strict
+    root = str(pathlib.Path(fastnn.__file__).resolve().parent.parent)
+    env = _env()
+    env.pop("PYTHONPATH", None)
+    if "site-packages" not in root:       # a source tree: show mypy where fastnn is
+        env["MYPYPATH"] = root
+    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent",
+                           "--cache-dir", str(tmp_path / "cache"),
+                           str(EXAMPLES / "typed_api.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

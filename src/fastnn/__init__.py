@@ -9,6 +9,7 @@ from .ops import (activation_backward, activation_forward, gemm, linear_backward
 from .nn import (Add, Concat, Graph, Identity, LeakyReLU, Linear, Maximum, Module, Multiply,
                  Parameter, ReLU, Sequential, Sigmoid, Split, Tanh, GELU, SiLU, Softplus, ELU,
                  Softmax, LogSoftmax)
+from .nn import BatchNorm1d, LayerNorm
 from .nn.utils import clip_grad_norm_, clip_grad_value_
 from . import init
 from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, Loss,
@@ -27,6 +28,7 @@ __all__ = [
     "Parameter", "Module", "Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU", "Identity",
     "GELU", "SiLU", "Softplus", "ELU", "Softmax", "LogSoftmax",
     "Sequential", "Graph", "Add", "Multiply", "Maximum", "Concat", "Split",
+    "LayerNorm", "BatchNorm1d",
     "clip_grad_norm_", "clip_grad_value_", "init",
     "Loss", "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss",
     "CrossEntropyLoss", "NLLLoss", "SVMLoss", "SGD", "Adam", "AdamW", "RMSprop",

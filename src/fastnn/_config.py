@@ -1,7 +1,10 @@
 """Engine, thread and kernel-variant settings of fastnn's compiled core."""
+from __future__ import annotations
+
 import os
 import platform
 import sys
+from typing import Any, TextIO
 
 from . import _checks
 from ._kernels import _core
@@ -11,49 +14,106 @@ _ENGINE_CODES = {e.name.lower(): int(e) for e in _core.Engine}
 ENGINES = tuple(_ENGINE_CODES)
 
 
-def get_engine():
-    """The GEMM engine in use: "native" (fastnn's packed GEMM) or "blas" (SciPy's BLAS)."""
+def get_engine() -> str:
+    """The GEMM engine in use: "native" (fastnn's packed GEMM) or "blas" (SciPy's BLAS).
+
+    Returns
+    -------
+    str
+        "native" or "blas".
+    """
     return ENGINES[_core.get_engine_code()]
 
 
-def set_engine(name):
+def set_engine(name: str) -> None:
     """Select the GEMM engine for every later kernel call: "native" or "blas".
 
     "native" is fastnn's own packed GEMM with the bias and activation fused into the
     writeback, bitwise reproducible for any thread count.  "blas" calls the BLAS that SciPy
     ships (OpenBLAS) and applies bias and activation in a separate single-threaded pass; its
     threads follow OpenBLAS's own setting (OPENBLAS_NUM_THREADS, threadpoolctl).
+
+    Parameters
+    ----------
+    name : {"native", "blas"}
+        The engine (case-insensitive).
+
+    Raises
+    ------
+    ValueError
+        For any other name.
     """
     if not isinstance(name, str) or name.lower() not in _ENGINE_CODES:
         raise ValueError(f"fastnn.set_engine: expected one of {ENGINES}, got {name!r}")
     _core.set_engine_code(_ENGINE_CODES[name.lower()])
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Threads the native kernels use: the value given to set_num_threads(), else OpenMP's
-    omp_get_max_threads() (which follows OMP_NUM_THREADS and threadpoolctl)."""
+    omp_get_max_threads() (which follows OMP_NUM_THREADS and threadpoolctl).
+
+    Returns
+    -------
+    int
+        The thread count (>= 1).
+    """
     return _core.get_num_threads()
 
 
-def set_num_threads(n):
+def set_num_threads(n: int | None) -> None:
     """Use n threads (an int >= 1) in the native kernels; None returns to following OpenMP's
-    default (OMP_NUM_THREADS, threadpoolctl).  Results do not depend on n."""
+    default (OMP_NUM_THREADS, threadpoolctl).  Results do not depend on n.
+
+    Parameters
+    ----------
+    n : int or None
+        Threads (>= 1), or None to follow OpenMP's default again.
+
+    Raises
+    ------
+    ValueError
+        For n < 1 or a non-integer.
+    """
     _core.set_num_threads_raw(0 if n is None else
                               _checks.num_threads("fastnn.set_num_threads", n, what="n"))
 
 
-def get_kernel_variant():
-    """The microkernel variant in use: "avx512", "avx2" or "generic"."""
+def get_kernel_variant() -> str:
+    """The microkernel variant in use: "avx512", "avx2" or "generic".
+
+    Returns
+    -------
+    str
+        "avx512", "avx2" or "generic".
+    """
     return _core.get_variant()
 
 
-def set_kernel_variant(name):
+def set_kernel_variant(name: str) -> None:
     """Force a microkernel variant ("avx512", "avx2", "generic"); the CPU must support it.
-    The default is the fastest supported one (or the FASTNN_KERNEL environment variable)."""
+    The default is the fastest supported one (or the FASTNN_KERNEL environment variable).
+
+    Parameters
+    ----------
+    name : {"avx512", "avx2", "generic"}
+        The variant; it must be in ``supported_kernel_variants()``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name or one the CPU does not support.
+    """
     _core.set_variant(name)
 
 
-def supported_kernel_variants():
+def supported_kernel_variants() -> tuple[str, ...]:
+    """The microkernel variants this CPU can run, slowest first.
+
+    Returns
+    -------
+    tuple of str
+        A subset of ("generic", "avx2", "avx512"), always with "generic".
+    """
     return _core.supported_variants()
 
 
@@ -72,8 +132,16 @@ def _env_choice(var, allowed, default):
     return value
 
 
-def config():
-    """The configuration as a dict (what show_config prints)."""
+def config() -> dict[str, Any]:
+    """The configuration as a dict (what show_config prints).
+
+    Returns
+    -------
+    dict
+        Keys "fastnn", "python", "platform", "engine", "kernel_variant",
+        "supported_variants", "openmp", "num_threads", "cpu_count", "blocking_float32",
+        "blocking_float64", "blas", "numpy", "scipy".
+    """
     from . import __version__
     info = {
         "fastnn": __version__,
@@ -108,8 +176,14 @@ def config():
     return info
 
 
-def show_config(file=None):
-    """Print version, engine, CPU features in use, OpenMP, threads and BLAS libraries."""
+def show_config(file: TextIO | None = None) -> None:
+    """Print version, engine, CPU features in use, OpenMP, threads and BLAS libraries.
+
+    Parameters
+    ----------
+    file : file-like, optional
+        Where to print (default: sys.stdout).
+    """
     info = config()
     out = file or sys.stdout
     p = lambda *a: print(*a, file=out)  # noqa: E731

@@ -1,6 +1,7 @@
 """Plain NumPy references: the oracle of fastnn's kernels, and the NumPy twin networks.
 
-The oracle (activation ... sgd_step, adam_step, rmsprop_step), for the tests: clear and slow on purpose, every
+The oracle (activation ... sgd_step, adam_step, rmsprop_step, layer_norm ...
+batch_norm_backward), for the tests: clear and slow on purpose, every
 function computes in float64 and casts the result back to the dtype of its (first) input.
 Nothing in it is optimised, and nothing in it calls fastnn's kernels (it only reads
 their table of codes, for the activation names).
@@ -28,7 +29,8 @@ __all__ = ["ACTIVATIONS", "activation", "activation_grad", "softmax", "softmax_g
            "linear_backward", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
            "bce_loss", "bce_with_logits_loss", "cross_entropy_loss", "nll_loss", "svm_loss",
            "sgd_step",
-           "adam_step", "rmsprop_step",
+           "adam_step", "rmsprop_step", "layer_norm", "layer_norm_backward", "batch_norm",
+           "batch_norm_backward",
            "two_layer_step", "two_layer_train", "NumpyMLP", "NumpyAdamMLP", "NumpyResidualMLP"]
 
 # the activation names, in the order of their codes (the table in fastnn/_kernels/fnn_types.h)
@@ -408,6 +410,85 @@ def rmsprop_step(p, g, sq, ga, buf, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=
     else:
         p = p - lr * d / avg
     return tuple(a.astype(dt) for a in (p, sq, ga, buf))
+
+
+# --------------------------------------------------------------------- normalization
+def layer_norm(x, weight=None, bias=None, eps=1e-5):
+    """torch.nn.functional.layer_norm over the last axis: (x - mean) / sqrt(var + eps) *
+    weight + bias, the biased variance per row."""
+    x64 = _f64(x)
+    mean = x64.mean(axis=-1, keepdims=True)
+    y = (x64 - mean) / np.sqrt(((x64 - mean) ** 2).mean(axis=-1, keepdims=True) + eps)
+    if weight is not None:
+        y = y * _f64(weight)
+    if bias is not None:
+        y = y + _f64(bias)
+    return y.astype(np.asarray(x).dtype)
+
+
+def layer_norm_backward(grad_out, x, weight=None, eps=1e-5):
+    """(grad_x, grad_weight, grad_bias) of layer_norm; the parameter gradients summed over
+    every row."""
+    x64, g = _f64(x), _f64(grad_out)
+    n = x64.shape[-1]
+    mean = x64.mean(axis=-1, keepdims=True)
+    rstd = 1.0 / np.sqrt(((x64 - mean) ** 2).mean(axis=-1, keepdims=True) + eps)
+    xhat = (x64 - mean) * rstd
+    gh = g * _f64(weight) if weight is not None else g
+    gx = rstd * (gh - gh.sum(-1, keepdims=True) / n - xhat * (gh * xhat).sum(-1, keepdims=True) / n)
+    rows = g.reshape(-1, n)
+    dt = np.asarray(x).dtype
+    return (gx.astype(dt), (rows * xhat.reshape(-1, n)).sum(0).astype(dt),
+            rows.sum(0).astype(dt))
+
+
+def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
+               training=True, momentum=0.1, eps=1e-5, num_batches_tracked=0):
+    """torch.nn.functional.batch_norm on (N, C): returns (y, running_mean, running_var,
+    num_batches_tracked) -- the running statistics updated (new arrays) in training mode
+    with the unbiased variance (momentum None: the cumulative average), else unchanged.
+    Training mode (or no running statistics) normalizes with the batch's biased variance."""
+    x64 = _f64(x)
+    dt = np.asarray(x).dtype
+    rm, rv = running_mean, running_var
+    if training or rm is None:
+        mean, var = x64.mean(0), x64.var(0)
+        if training and rm is not None:
+            num_batches_tracked += 1
+            f = 1.0 / num_batches_tracked if momentum is None else momentum
+            m = x64.shape[0]
+            rm = (f * mean + (1 - f) * _f64(rm)).astype(dt)
+            rv = (f * var * m / (m - 1) + (1 - f) * _f64(rv)).astype(dt)
+    else:
+        mean, var = _f64(rm), _f64(rv)
+    y = (x64 - mean) / np.sqrt(var + eps)
+    if weight is not None:
+        y = y * _f64(weight)
+    if bias is not None:
+        y = y + _f64(bias)
+    return y.astype(dt), rm, rv, num_batches_tracked
+
+
+def batch_norm_backward(grad_out, x, running_var=None, weight=None, training=True, eps=1e-5,
+                        running_mean=None):
+    """(grad_x, grad_weight, grad_bias) of batch_norm: through the batch statistics in
+    training mode (or without running statistics), else with them as constants."""
+    x64, g = _f64(x), _f64(grad_out)
+    m = x64.shape[0]
+    w = _f64(weight) if weight is not None else 1.0
+    if training or running_var is None:
+        mean, var = x64.mean(0), x64.var(0)
+    else:
+        mean, var = _f64(running_mean), _f64(running_var)
+    rstd = 1.0 / np.sqrt(var + eps)
+    xhat = (x64 - mean) * rstd
+    gb, gw = g.sum(0), (g * xhat).sum(0)
+    if training or running_var is None:
+        gx = w * rstd * (g - gb / m - xhat * gw / m)
+    else:
+        gx = w * rstd * g
+    dt = np.asarray(x).dtype
+    return gx.astype(dt), gw.astype(dt), gb.astype(dt)
 
 
 # ------------------------------------------------------------------------ the NumPy twins

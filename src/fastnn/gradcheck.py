@@ -1,8 +1,13 @@
 """Numerical gradient checking (CS231n's gradient check, PyTorch's gradcheck tolerances)."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
 import numpy as np
 
 from .losses import Loss
 from .nn import Module
+from ._typing import Array
 
 __all__ = ["gradcheck", "numerical_gradient", "GradcheckError", "GradcheckReport"]
 
@@ -14,23 +19,32 @@ class GradcheckError(AssertionError):
 class GradcheckReport:
     """Per checked tensor: name, shape, max absolute and max relative error (relative to
     max(|numerical|, 1e-12)).  ``passed`` is True when every element was within tolerance;
-    ``str(report)`` is a table."""
+    ``str(report)`` is a table.
 
-    def __init__(self, entries, eps, atol, rtol):
+    Parameters
+    ----------
+    entries : list of dict
+        One per checked tensor ("name", "shape", "max_abs_err", "max_rel_err").
+    eps, atol, rtol : float
+        The settings of the check.
+    """
+
+    def __init__(self, entries: list[dict[str, Any]], eps: float, atol: float,
+                 rtol: float) -> None:
         self.entries = entries
         self.eps, self.atol, self.rtol = eps, atol, rtol
         self.passed = True
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return self.passed
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> dict[str, Any]:
         for e in self.entries:
             if e["name"] == name:
                 return e
         raise KeyError(name)
 
-    def __str__(self):
+    def __str__(self) -> str:
         lines = [f"gradcheck: eps={self.eps:g}, pass when |a - n| <= {self.atol:g} + "
                  f"{self.rtol:g} * |n|",
                  f"{'tensor':<24} {'shape':<16} {'max abs err':>12} {'max rel err':>12}"]
@@ -42,10 +56,25 @@ class GradcheckReport:
     __repr__ = __str__
 
 
-def numerical_gradient(f, x, h=1e-5):
+def numerical_gradient(f: Callable[[Array], float], x: Array, h: float = 1e-5) -> Array:
     """Central-difference gradient of the scalar function f at x: for each element,
     (f(x + h e_i) - f(x - h e_i)) / (2h).  x (a float ndarray) is perturbed in place and
-    restored; f is called 2 * x.size times with x as its argument."""
+    restored; f is called 2 * x.size times with x as its argument.
+
+    Parameters
+    ----------
+    f : callable
+        ``f(x) -> float``.
+    x : numpy.ndarray
+        A writable floating-point array (perturbed in place, then restored).
+    h : float, optional
+        The step (> 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        The float64 gradient, of x's shape.
+    """
     if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
         raise TypeError(f"numerical_gradient: x must be a floating-point numpy.ndarray, got "
                         f"{type(x).__name__}" + (f" of dtype {x.dtype}"
@@ -100,7 +129,8 @@ def _as_list(g, n):
     return g
 
 
-def gradcheck(target, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
+def gradcheck(target: Any, *inputs: Any, eps: float = 1e-6, atol: float = 1e-5,
+              rtol: float = 1e-3, seed: int = 0) -> GradcheckReport:
     """Check analytic gradients against float64 central differences.
 
     ``target`` is one of:
@@ -119,6 +149,29 @@ def gradcheck(target, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
 
     Returns a GradcheckReport (max abs / rel error per tensor); raises GradcheckError naming
     the tensor and the index of the first failing element.
+
+    Parameters
+    ----------
+    target : Module, Loss or callable
+        What to check (see above).
+    *inputs : numpy.ndarray
+        The inputs (float64, or integer labels).
+    eps : float, optional
+        The central-difference step.
+    atol, rtol : float, optional
+        The tolerances of the pass rule.
+    seed : int, optional
+        Seed of the random output weights R.
+
+    Returns
+    -------
+    GradcheckReport
+        True in a boolean context when every element passed.
+
+    Raises
+    ------
+    GradcheckError
+        At the first element outside the tolerance.
     """
     eps, atol, rtol = float(eps), float(atol), float(rtol)
     if not eps > 0:

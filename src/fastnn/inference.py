@@ -8,12 +8,17 @@ built from the one planner's plan, fastnn.nn.plan), forward fields only, run by
 bitwise equal to ``model.eval()(x)``.  A model the program cannot express runs the module
 path behind the same API (``f.compiled`` / ``f.reason`` say which).
 """
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 
 from .nn import Graph, Identity, Linear, Module, Sequential
 from .nn.layers import _Activation
 from .nn.module import _structure_version
-from .nn.plan import ActStep, GateStep, LinearStep, plan_chain
+from .nn.norm import BatchNorm1d, LayerNorm
+from .nn.plan import ActStep, GateStep, LinearStep, NormStep, plan_chain
 from .training.compiled import _GATE_OPS, _ROW_OPS, CannotCompile, _widths, flatten
 from ._kernels import step as _ks
 from ._kernels._core import OpKind
@@ -33,8 +38,9 @@ def _forward_plan(model):
     if type(model) in (Sequential, Linear):
         mods = flatten(model, [])
         for m in mods:
-            if type(m) is not Linear and not _plain_activation(m):
+            if type(m) not in (Linear, LayerNorm, BatchNorm1d) and not _plain_activation(m):
                 raise CannotCompile(f"the model has a {type(m).__name__} ({m!r})")
+            _check_norm(m)
         if not mods:
             raise CannotCompile("the model has no layers")
         return plan_chain(mods), (mods[0].in_features if type(mods[0]) is Linear
@@ -56,6 +62,8 @@ def _forward_plan(model):
             elif type(st) is GateStep:
                 if type(st.gate) not in _GATE_OPS:
                     raise CannotCompile(f"the graph has a {type(st.gate).__name__}")
+            elif type(st) is NormStep:
+                _check_norm(st.norm)
             elif type(st) is not LinearStep:
                 raise CannotCompile(f"the graph has a {type(st.module).__name__} "
                                     f"({st.module!r}) at node {st.index}")
@@ -64,6 +72,26 @@ def _forward_plan(model):
     raise CannotCompile(f"the model is a {type(model).__name__}; a Sequential of Linear "
                         "and activation layers, or a Graph of Linear, activation and gate "
                         "nodes with one input and one output, compiles")
+
+
+def _check_norm(m):
+    if type(m) is BatchNorm1d and m.running_mean is None:
+        raise CannotCompile(f"{m!r} normalizes with the batch's statistics in eval mode")
+
+
+def _fold(lin, bn, W, b):
+    """A Linear followed by an eval-mode BatchNorm1d as one Linear, into W, b:
+    scale = weight / sqrt(running_var + eps), W = W_lin * scale[:, None],
+    b = (b_lin - running_mean) * scale + bias (b_lin = 0 without a bias)."""
+    scale = 1.0 / np.sqrt(bn.running_var.astype(np.float64) + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight._data
+    np.multiply(lin.weight._data, scale[:, None], out=W, casting="unsafe")
+    b0 = lin.bias._data if lin.bias is not None else 0.0
+    shift = (b0 - bn.running_mean) * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias._data
+    np.copyto(b, shift, casting="unsafe")
 
 
 def _program(plan, widths, cap):
@@ -81,10 +109,31 @@ def _program(plan, widths, cap):
     slots = [{"n": widths[s] or 0,
               "val": None if s == s0 or widths[s] is None else np.empty((cap, widths[s]), dt)}
              for s in range(plan.nslots)]
-    ops, params = [], []
+    ops, params, folds = [], [], []
+    readers = {}
+    for ins in plan.ins:
+        for s_ in ins:
+            readers[s_] = readers.get(s_, 0) + 1
+    for s_ in plan.out_slots:
+        readers[s_] = readers.get(s_, 0) + 1
     for k, st in enumerate(plan.steps):
         op = {"ins": plan.ins[k], "outs": plan.outs[k], "act": 0, "slope": 0.0, "gop": 0,
               "K": 0, "N": 0, "W": None, "b": None}
+        prev = ops[-1] if ops else None
+        if type(st) is NormStep and type(st.norm) is BatchNorm1d and prev is not None and \
+                prev["kind"] == OpKind.LINEAR and prev["act"] == 0 and \
+                prev["outs"] == plan.ins[k] and readers.get(plan.ins[k][0]) == 1:
+            # an eval-mode BatchNorm1d after a Linear without activation, whose output only
+            # it reads: folded into that Linear (W, b recomputed before every call)
+            lin = plan.steps[k - 1].lin
+            if st.norm.dtype != dt:
+                raise CannotCompile(f"its layers mix {dt} and {st.norm.dtype}")
+            Wf = np.empty_like(lin.weight._data)
+            bf = np.empty(lin.out_features, dt)
+            folds.append((lin, st.norm, Wf, bf))
+            prev.update(W=Wf, b=bf, outs=plan.outs[k])
+            params += [p for p in (st.norm.weight, st.norm.bias) if p is not None]
+            continue
         if type(st) is LinearStep:
             lin = st.lin
             op.update(kind=OpKind.LINEAR, act=st.code, slope=float(st.slope),
@@ -94,10 +143,23 @@ def _program(plan, widths, cap):
         elif type(st) is ActStep:
             op.update(kind=_ROW_OPS.get(type(st.act), OpKind.ACT), act=st.act._code,
                       slope=float(st.act._slope()))
+        elif type(st) is NormStep:
+            m = st.norm
+            if m.dtype != dt:
+                raise CannotCompile(f"its layers mix {dt} and {m.dtype}")
+            n = widths[plan.ins[k][0]]
+            op.update(W=m.weight._data if m.weight is not None else None,
+                      b=m.bias._data if m.bias is not None else None, N=n, K=n, eps=m.eps)
+            if type(m) is LayerNorm:
+                op.update(kind=OpKind.LAYERNORM)
+            else:
+                op.update(kind=OpKind.BATCHNORM, st2=np.empty(n, dt), rm=m.running_mean,
+                          rv=m.running_var)
+            params += [p for p in (m.weight, m.bias) if p is not None]
         else:
             op.update(kind=OpKind.GATE, gop=_GATE_OPS[type(st.gate)])
         ops.append(op)
-    return slots, ops, params, dt
+    return slots, ops, params, dt, folds
 
 
 class InferenceFunction:
@@ -109,15 +171,25 @@ class InferenceFunction:
     when the module path runs), ``reason`` (why not, or None), ``capacity`` (the largest
     batch the buffers hold now); with a compiled model also ``in_features``,
     ``out_features`` and ``dtype``.
+
+    Parameters
+    ----------
+    model : Module
+        The model.
+    batch_size : int, optional
+        Reserve buffers for batches up to this size now.
+    who : str, optional
+        How error messages name the caller.
     """
 
-    def __init__(self, model, batch_size=None, who=None):
+    def __init__(self, model: Module, batch_size: int | None = None, who: str | None = None) -> None:
         if not isinstance(model, Module):
             raise TypeError(f"compile_inference: model must be a fastnn Module, got "
                             f"{type(model).__name__}")
         self.model = model
         self._who = who or f"{type(model).__name__} inference"
         self._kernel = None
+        self._folds = []
         self.reason = None
         self._failed_at = None
         self._cap = int(batch_size) if batch_size else 1
@@ -129,7 +201,7 @@ class InferenceFunction:
         try:
             plan, k0, gplan = _forward_plan(self.model)
             widths = _widths(plan, k0)
-            slots, ops, params, dt = _program(plan, widths, self._cap)
+            slots, ops, params, dt, folds = _program(plan, widths, self._cap)
         except CannotCompile as e:
             self._kernel = None
             self.reason = str(e)
@@ -137,6 +209,7 @@ class InferenceFunction:
             return
         s0, s1 = plan.in_slots[0], plan.out_slots[0]
         self.in_features, self.out_features, self.dtype = widths[s0], widths[s1], dt
+        self._folds = folds
         k = _ks.InferKernel()
         k.setup(self._who, self.model, gplan, slots, ops, s0, s1, params, self._cap, dt,
                 _structure_version, _structure_version[0])
@@ -144,7 +217,7 @@ class InferenceFunction:
         self.reason = None
 
     @property
-    def compiled(self):
+    def compiled(self) -> bool:
         k = self._kernel
         if k is None:
             if self._failed_at != _structure_version[0]:
@@ -154,17 +227,19 @@ class InferenceFunction:
         return self._kernel is not None
 
     @property
-    def capacity(self):
+    def capacity(self) -> int:
         return self._kernel.capacity if self._kernel is not None else 0
 
-    def reserve(self, batch_size):
+    def reserve(self, batch_size: int) -> None:
         """Grow the buffers to hold batches of batch_size rows (no-op when they do)."""
         if self.compiled and self._kernel.capacity < batch_size:
             self._setup(cap=batch_size)
 
-    def __call__(self, *inputs, **named):
+    def __call__(self, *inputs: Any, **named: Any) -> Any:
         k = self._kernel
         if k is not None and len(inputs) == 1 and not named:
+            for f in self._folds:
+                _fold(*f)
             y = k.run(inputs[0])
             if y is not None:
                 return y
@@ -173,14 +248,18 @@ class InferenceFunction:
     def _slow(self, inputs, named):
         """Re-plan when the model or the batch size changed, or run the module path."""
         if self.compiled and len(inputs) == 1 and not named:
+            for f in self._folds:
+                _fold(*f)
             y = self._kernel.run(inputs[0])
             if y is None:                 # a larger batch: grow the buffers
                 self._setup(cap=len(inputs[0]))
+                for f in self._folds:
+                    _fold(*f)
                 y = self._kernel.run(inputs[0])
             return y
         return _module_forward(self.model, inputs, named)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "compiled" if self.compiled else f"module path: {self.reason}"
         return f"InferenceFunction({state})"
 
@@ -198,7 +277,7 @@ def _module_forward(model, inputs, named):
             object.__setattr__(m, "training", t)
 
 
-def compile_inference(model, *, batch_size=None):
+def compile_inference(model: Module, *, batch_size: int | None = None) -> InferenceFunction:
     """The eval-mode forward of ``model`` as one compiled call: ``y = f(x)``.
 
     For a ``Sequential`` (nested ones flattened) of ``Linear`` layers and activations, or
@@ -213,5 +292,17 @@ def compile_inference(model, *, batch_size=None):
     re-plans on the next call; updating parameters in place (training) needs nothing.
     Other models run the module path (``model.eval()(x)``, leaving the model's mode
     unchanged) behind the same API; ``f.compiled`` and ``f.reason`` tell which.
+
+    Parameters
+    ----------
+    model : Module
+        The model; its mode is not changed.
+    batch_size : int, optional
+        Reserve buffers for batches up to this size now.
+
+    Returns
+    -------
+    InferenceFunction
+        Call it as ``f(x)`` (a Graph: ``f(x)`` or ``f(name=x)``).
     """
     return InferenceFunction(model, batch_size=batch_size)

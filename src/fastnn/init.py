@@ -20,10 +20,21 @@ weight has fan_in = in_features, fan_out = out_features.
     uniform_(w, a=0.0, b=1.0, rng=None)   normal_(w, mean=0.0, std=1.0, rng=None)
     constant_(w, val)   zeros_(w)   ones_(w)
 """
+from __future__ import annotations
+
 import math
 import numbers
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ._typing import Array
+    from .nn.parameter import Parameter
+
+#: what the initializers fill in place: a Parameter or a float ndarray
+Tensor = Union["Parameter", "Array"]
+RngLike = Union[int, np.random.Generator, None]
 
 __all__ = ["calculate_gain", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_",
            "kaiming_normal_", "uniform_", "normal_", "constant_", "zeros_", "ones_",
@@ -33,10 +44,23 @@ _LINEAR_FNS = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
                "conv_transpose2d", "conv_transpose3d")
 
 
-def calculate_gain(nonlinearity, param=None):
+def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     """The recommended gain for a nonlinearity, as torch.nn.init.calculate_gain:
     linear/conv*/sigmoid 1, tanh 5/3, relu sqrt(2), leaky_relu sqrt(2 / (1 + slope**2))
-    (slope = param, default 0.01), selu 3/4."""
+    (slope = param, default 0.01), selu 3/4.
+
+    Parameters
+    ----------
+    nonlinearity : str
+        "linear", "conv1d", ..., "sigmoid", "tanh", "relu", "leaky_relu" or "selu".
+    param : float, optional
+        leaky_relu's negative slope.
+
+    Returns
+    -------
+    float
+        The gain.
+    """
     if not isinstance(nonlinearity, str):
         raise ValueError(f"calculate_gain: nonlinearity must be a string, got "
                          f"{nonlinearity!r}")
@@ -117,8 +141,23 @@ def _done(tensor):
 
 
 # ------------------------------------------------------------------------- public
-def uniform_(tensor, a=0.0, b=1.0, rng=None):
-    """Fill with values from U(a, b)."""
+def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, rng: RngLike = None) -> Tensor:
+    """Fill with values from U(a, b).
+
+    Parameters
+    ----------
+    tensor : Parameter or numpy.ndarray
+        The float array to fill in place (a Linear's weight is (out, in): fan_in = in).
+    a, b : float, optional
+        The bounds.
+    rng : numpy.random.Generator, int or None, optional
+        The generator (an int seeds a new one; None: fresh entropy).
+
+    Returns
+    -------
+    Parameter or numpy.ndarray
+        ``tensor``.
+    """
     fn = "uniform_"
     arr = _target(fn, tensor)
     lo, hi = _real(fn, "a", a), _real(fn, "b", b)
@@ -128,8 +167,24 @@ def uniform_(tensor, a=0.0, b=1.0, rng=None):
     return _done(tensor)
 
 
-def normal_(tensor, mean=0.0, std=1.0, rng=None):
-    """Fill with values from N(mean, std**2)."""
+def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0,
+            rng: RngLike = None) -> Tensor:
+    """Fill with values from N(mean, std**2).
+
+    Parameters
+    ----------
+    tensor : Parameter or numpy.ndarray
+        The float array to fill in place (a Linear's weight is (out, in): fan_in = in).
+    mean, std : float, optional
+        The distribution's mean and standard deviation.
+    rng : numpy.random.Generator, int or None, optional
+        The generator (an int seeds a new one; None: fresh entropy).
+
+    Returns
+    -------
+    Parameter or numpy.ndarray
+        ``tensor``.
+    """
     fn = "normal_"
     arr = _target(fn, tensor)
     m, s = _real(fn, "mean", mean), _real(fn, "std", std)
@@ -139,8 +194,21 @@ def normal_(tensor, mean=0.0, std=1.0, rng=None):
     return _done(tensor)
 
 
-def constant_(tensor, val):
-    """Fill with the value val."""
+def constant_(tensor: Tensor, val: float) -> Tensor:
+    """Fill with the value val.
+
+    Parameters
+    ----------
+    tensor : Parameter or numpy.ndarray
+        The float array to fill in place (a Linear's weight is (out, in): fan_in = in).
+    val : float
+        The value.
+
+    Returns
+    -------
+    Parameter or numpy.ndarray
+        ``tensor``.
+    """
     arr = _target("constant_", tensor)
     if isinstance(val, bool) or not isinstance(val, numbers.Real):
         raise ValueError(f"constant_: val must be a real number, got {val!r}")
@@ -148,20 +216,57 @@ def constant_(tensor, val):
     return _done(tensor)
 
 
-def zeros_(tensor):
-    """Fill with 0."""
+def zeros_(tensor: Tensor) -> Tensor:
+    """Fill with 0.
+
+    Parameters
+    ----------
+    tensor : Parameter or numpy.ndarray
+        The float array to fill in place (a Linear's weight is (out, in): fan_in = in).
+
+    Returns
+    -------
+    Parameter or numpy.ndarray
+        ``tensor``.
+    """
     _target("zeros_", tensor)[...] = 0
     return _done(tensor)
 
 
-def ones_(tensor):
-    """Fill with 1."""
+def ones_(tensor: Tensor) -> Tensor:
+    """Fill with 1.
+
+    Parameters
+    ----------
+    tensor : Parameter or numpy.ndarray
+        The float array to fill in place (a Linear's weight is (out, in): fan_in = in).
+
+    Returns
+    -------
+    Parameter or numpy.ndarray
+        ``tensor``.
+    """
     _target("ones_", tensor)[...] = 1
     return _done(tensor)
 
 
-def xavier_uniform_(tensor, gain=1.0, rng=None):
-    """Glorot & Bengio (2010): U(-a, a) with a = gain * sqrt(6 / (fan_in + fan_out))."""
+def xavier_uniform_(tensor: Tensor, gain: float = 1.0, rng: RngLike = None) -> Tensor:
+    """Glorot & Bengio (2010): U(-a, a) with a = gain * sqrt(6 / (fan_in + fan_out)).
+
+    Parameters
+    ----------
+    tensor : Parameter or numpy.ndarray
+        The float array to fill in place (a Linear's weight is (out, in): fan_in = in).
+    gain : float, optional
+        The scaling factor (``calculate_gain``).
+    rng : numpy.random.Generator, int or None, optional
+        The generator (an int seeds a new one; None: fresh entropy).
+
+    Returns
+    -------
+    Parameter or numpy.ndarray
+        ``tensor``.
+    """
     fn = "xavier_uniform_"
     arr = _target(fn, tensor)
     g = _real(fn, "gain", gain)
@@ -172,8 +277,23 @@ def xavier_uniform_(tensor, gain=1.0, rng=None):
     return _done(tensor)
 
 
-def xavier_normal_(tensor, gain=1.0, rng=None):
-    """Glorot & Bengio (2010): N(0, std**2) with std = gain * sqrt(2 / (fan_in + fan_out))."""
+def xavier_normal_(tensor: Tensor, gain: float = 1.0, rng: RngLike = None) -> Tensor:
+    """Glorot & Bengio (2010): N(0, std**2) with std = gain * sqrt(2 / (fan_in + fan_out)).
+
+    Parameters
+    ----------
+    tensor : Parameter or numpy.ndarray
+        The float array to fill in place (a Linear's weight is (out, in): fan_in = in).
+    gain : float, optional
+        The scaling factor (``calculate_gain``).
+    rng : numpy.random.Generator, int or None, optional
+        The generator (an int seeds a new one; None: fresh entropy).
+
+    Returns
+    -------
+    Parameter or numpy.ndarray
+        ``tensor``.
+    """
     fn = "xavier_normal_"
     arr = _target(fn, tensor)
     g = _real(fn, "gain", gain)
@@ -189,10 +309,30 @@ def _kaiming_std(fn, arr, a, mode, nonlinearity):
     return gain / math.sqrt(fan)
 
 
-def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", rng=None):
+def kaiming_uniform_(tensor: Tensor, a: float = 0, mode: str = "fan_in",
+                     nonlinearity: str = "leaky_relu", rng: RngLike = None) -> Tensor:
     """He et al. (2015): U(-b, b) with b = gain * sqrt(3 / fan), gain =
     calculate_gain(nonlinearity, a), fan = fan_in or fan_out (mode).  (torch's Linear default
-    is kaiming_uniform_(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)).)"""
+    is kaiming_uniform_(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)).)
+
+    Parameters
+    ----------
+    tensor : Parameter or numpy.ndarray
+        The float array to fill in place (a Linear's weight is (out, in): fan_in = in).
+    a : float, optional
+        leaky_relu's negative slope.
+    mode : {"fan_in", "fan_out"}, optional
+        Which fan scales the bound.
+    nonlinearity : str, optional
+        The nonlinearity the gain is for.
+    rng : numpy.random.Generator, int or None, optional
+        The generator (an int seeds a new one; None: fresh entropy).
+
+    Returns
+    -------
+    Parameter or numpy.ndarray
+        ``tensor``.
+    """
     fn = "kaiming_uniform_"
     arr = _target(fn, tensor)
     if arr.size == 0:
@@ -202,8 +342,28 @@ def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", rng=
     return _done(tensor)
 
 
-def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", rng=None):
-    """He et al. (2015): N(0, std**2) with std = gain / sqrt(fan) (see kaiming_uniform_)."""
+def kaiming_normal_(tensor: Tensor, a: float = 0, mode: str = "fan_in",
+                    nonlinearity: str = "leaky_relu", rng: RngLike = None) -> Tensor:
+    """He et al. (2015): N(0, std**2) with std = gain / sqrt(fan) (see kaiming_uniform_).
+
+    Parameters
+    ----------
+    tensor : Parameter or numpy.ndarray
+        The float array to fill in place (a Linear's weight is (out, in): fan_in = in).
+    a : float, optional
+        leaky_relu's negative slope.
+    mode : {"fan_in", "fan_out"}, optional
+        Which fan scales the std.
+    nonlinearity : str, optional
+        The nonlinearity the gain is for.
+    rng : numpy.random.Generator, int or None, optional
+        The generator (an int seeds a new one; None: fresh entropy).
+
+    Returns
+    -------
+    Parameter or numpy.ndarray
+        ``tensor``.
+    """
     fn = "kaiming_normal_"
     arr = _target(fn, tensor)
     if arr.size == 0:

@@ -6,15 +6,25 @@ rebuilt (fastnn's own, registered as they are defined), the record of each kind 
 (a leaf: its type and constructor config; a Sequential: its children; a Graph: its modules,
 nodes and edges) and rebuilding a model from a record.
 """
+from __future__ import annotations
+
 import contextlib
 import json
 import os
 import tempfile
 import zipfile
 from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from ._typing import PathLike
+
+if TYPE_CHECKING:
+    from .nn.module import Module
+    from .optim import Optimizer
+
+_T = TypeVar("_T", bound=type)
 
 __all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "Checkpoint"]
 
@@ -22,13 +32,15 @@ FORMAT = "fastnn-model"
 VERSION = 1
 _META = "__fastnn__"
 _PREFIX = "param:"
+_BUF = "buffer:"        # a module's buffers (BatchNorm1d's running statistics), listed in
+                        # the metadata's "buffers" (absent in files without any)
 
 # type name -> class, for the module types fastnn.load may rebuild (fastnn's own: Module
 # registers each subclass defined in the fastnn package)
 _TYPES = {}
 
 
-def register(cls):
+def register(cls: _T) -> _T:
     _TYPES.setdefault(cls.__name__, cls)
 
 
@@ -108,11 +120,24 @@ def _build_graph(cls, rec, where):
     return g
 
 
-def save(model, path):
+def save(model: Module, path: PathLike) -> None:
     """Write ``model``'s architecture and parameters to ``path`` (an .npz file, written
     exactly at the path given).  The write is atomic: a temporary file in the same
     directory is renamed over ``path`` once complete, so a crash never leaves a partial
-    file.  Only fastnn's own modules (and containers of them) can be saved this way."""
+    file.  Only fastnn's own modules (and containers of them) can be saved this way.
+
+    Parameters
+    ----------
+    model : Module
+        A fastnn module or container of fastnn modules (each parameter used once).
+    path : str or os.PathLike
+        The file to write (replaced if it exists).
+
+    Raises
+    ------
+    TypeError
+        For a module type fastnn cannot rebuild from a record (a user-defined Module).
+    """
     from .nn import Module
     if not isinstance(model, Module):
         raise TypeError(f"fastnn.save: expected a fastnn Module, got {type(model).__name__}")
@@ -122,8 +147,24 @@ def save(model, path):
     meta = {"format": FORMAT, "version": VERSION, "arch": arch,
             "parameters": [n for n, _ in named]}
     arrays = {_PREFIX + n: p.data for n, p in named}
+    _put_buffers(model, meta, arrays)
     arrays[_META] = np.array(json.dumps(meta))
     _write_npz(path, arrays)
+
+
+def _put_buffers(model, meta, arrays):
+    bufs = list(model.named_buffers())
+    if bufs:
+        meta["buffers"] = [n for n, _ in bufs]
+        arrays.update((_BUF + n, b) for n, b in bufs)
+
+
+def _get_buffers(z, meta, state):
+    names = meta.get("buffers", [])
+    missing = [n for n in names if _BUF + n not in z.files]
+    if missing:
+        raise _LoadError(f"buffers {missing} are listed but missing")
+    state.update((n, z[_BUF + n]) for n in names)
 
 
 def _write_npz(path, arrays):
@@ -235,9 +276,25 @@ def _build(rec, where="model"):
     return cls(**cfg)
 
 
-def load(path):
+def load(path: PathLike) -> Module:
     """Rebuild a model saved with fastnn.save (no user code needed).  A truncated, corrupt
-    or inconsistent file raises ValueError; no partially loaded model is ever returned."""
+    or inconsistent file raises ValueError; no partially loaded model is ever returned.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by ``fastnn.save``.
+
+    Returns
+    -------
+    Module
+        The rebuilt model, in training mode.
+
+    Raises
+    ------
+    ValueError
+        For a file fastnn did not write or that is truncated, corrupt or inconsistent.
+    """
     path = os.fspath(path)
     who = f"fastnn.load({path!r})"
     with _reading(who, "model file"):
@@ -248,6 +305,7 @@ def load(path):
             if missing:
                 raise _LoadError(f"parameters {missing} are listed but missing")
             state = {n: z[_PREFIX + n] for n in names}
+            _get_buffers(z, meta, state)
             model = _build(meta["arch"])
     try:
         model.load_state_dict(state, strict=True)
@@ -262,12 +320,25 @@ _OPT = "opt:"
 
 class Checkpoint:
     """What load_checkpoint returns: ``model``, ``optimizer``, ``epoch`` (or None) and
-    ``extra`` (the JSON values given to save_checkpoint)."""
+    ``extra`` (the JSON values given to save_checkpoint).
 
-    def __init__(self, model, optimizer, epoch, extra):
+    Parameters
+    ----------
+    model : Module
+        The restored model.
+    optimizer : Optimizer or None
+        The restored optimizer (None when the checkpoint has none).
+    epoch : int or None
+        The recorded epoch.
+    extra : dict
+        The extra values.
+    """
+
+    def __init__(self, model: Module, optimizer: Optimizer | None, epoch: int | None,
+                 extra: dict[str, Any]) -> None:
         self.model, self.optimizer, self.epoch, self.extra = model, optimizer, epoch, extra
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"Checkpoint(model={type(self.model).__name__}, optimizer="
                 f"{self.optimizer!r}, epoch={self.epoch!r})")
 
@@ -277,11 +348,26 @@ def _optimizer_types():
     return {c.__name__: c for c in (optim.SGD, optim.Adam, optim.AdamW, optim.RMSprop)}
 
 
-def save_checkpoint(path, model, optimizer, epoch=None, **extra):
+def save_checkpoint(path: PathLike, model: Module, optimizer: Optimizer | None,
+                    epoch: int | None = None, **extra: Any) -> None:
     """Write a training checkpoint -- the model (architecture and parameters, as fastnn.save),
     the optimizer's whole state (hyperparameters, step count, every buffer; which of the
     model's parameters it updates, in its order) and ``epoch`` -- to one .npz file,
-    atomically.  ``extra``: more JSON-serialisable values to keep (e.g. best_loss=0.3)."""
+    atomically.  ``extra``: more JSON-serialisable values to keep (e.g. best_loss=0.3).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write (atomically replaced).
+    model : Module
+        The model (as for ``fastnn.save``).
+    optimizer : Optimizer or None
+        The optimizer whose state is kept (None: the model only).
+    epoch : int, optional
+        The epoch to record.
+    **extra
+        JSON-serialisable values to keep.
+    """
     from .nn import Module
     who = "fastnn.save_checkpoint"
     if not isinstance(model, Module):
@@ -312,6 +398,7 @@ def save_checkpoint(path, model, optimizer, epoch=None, **extra):
             "optimizer": {"type": type(optimizer).__name__, "state": hyper,
                           "params": [index[id(p)] for p in optimizer.params]},
             "epoch": None if epoch is None else int(epoch), "extra": extra}
+    _put_buffers(model, meta, arrays)
     try:
         arrays[_META] = np.array(json.dumps(meta))
     except TypeError as e:
@@ -319,11 +406,32 @@ def save_checkpoint(path, model, optimizer, epoch=None, **extra):
     _write_npz(path, arrays)
 
 
-def load_checkpoint(path, model=None, optimizer=None):
+def load_checkpoint(path: PathLike, model: Module | None = None,
+                    optimizer: Optimizer | None = None) -> Checkpoint:
     """Read a checkpoint written by save_checkpoint.  Returns a Checkpoint with a rebuilt
     model and optimizer; or pass your own ``model`` / ``optimizer`` (of the same
     architecture / type and shapes) to restore them in place -- everything is checked
-    before either changes."""
+    before either changes.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by ``save_checkpoint``.
+    model : Module, optional
+        Restore the parameters into this model instead of rebuilding one.
+    optimizer : Optimizer, optional
+        Restore the state into this optimizer (over ``model``'s parameters).
+
+    Returns
+    -------
+    Checkpoint
+        ``.model``, ``.optimizer`` (None when none was saved), ``.epoch``, ``.extra``.
+
+    Raises
+    ------
+    ValueError
+        For a file that is not a checkpoint, or a model/optimizer that does not match it.
+    """
     path = os.fspath(path)
     who = f"fastnn.load_checkpoint({path!r})"
     with _reading(who, "checkpoint"):
@@ -331,6 +439,7 @@ def load_checkpoint(path, model=None, optimizer=None):
             meta = _metadata(z, CHECKPOINT_FORMAT, "fastnn.save_checkpoint")
             names = meta["parameters"]
             state = {n: z[_PREFIX + n] for n in names}
+            _get_buffers(z, meta, state)
             fresh = _build(meta["arch"])
             om = meta["optimizer"]
             cls = _optimizer_types().get(om["type"])

@@ -19,11 +19,14 @@ by sum(w) times the number of elements per row, so all-ones weights give the unw
 mean.  With class weights too (CrossEntropyLoss / NLLLoss ``weight=``), the mean divides by
 sum_i w_i * weight[label_i], which is torch's normalization when w is all ones.
 """
+from __future__ import annotations
+
 import numpy as np
 
 from . import _checks as C
 from ._checks import DTYPES, rowmajor, specialized
 from ._kernels import losses as _kl
+from ._typing import Array, ArrayLike
 
 __all__ = ["Loss", "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELoss",
            "BCEWithLogitsLoss", "CrossEntropyLoss", "NLLLoss", "SVMLoss"]
@@ -41,9 +44,15 @@ _NOW = np.empty(0, np.float64)        # "no weights" for the kernels
 
 
 class Loss:
-    """Base class: ``forward(pred, target) -> float`` and ``backward() -> grad``."""
+    """Base class: ``forward(pred, target) -> float`` and ``backward() -> grad``.
 
-    def __init__(self, reduction="mean"):
+    Parameters
+    ----------
+    reduction : {"mean", "sum"}, optional
+        Average (default) or sum the per-element (per-row) losses.
+    """
+
+    def __init__(self, reduction: str = "mean") -> None:
         if reduction not in _REDUCTIONS:
             raise ValueError(f"{type(self).__name__}: reduction must be one of "
                              f"{_REDUCTIONS}, got {reduction!r}")
@@ -52,21 +61,39 @@ class Loss:
         self._gbuf = None        # reusable gradient buffer
         self._rows = None        # reusable per-row loss buffer (float64)
 
-    def __call__(self, pred, target, sample_weight=None):
+    def __call__(self, pred: ArrayLike, target: ArrayLike,
+                 sample_weight: ArrayLike | None = None) -> float:
+        """The loss of ``pred`` against ``target`` (``forward``).
+
+        Parameters
+        ----------
+        pred : numpy.ndarray
+            The model's output (float32 or float64).
+        target : numpy.ndarray
+            Integer labels (classification losses) or targets of pred's shape and dtype.
+        sample_weight : numpy.ndarray, optional
+            Per-row weights (batch,), finite and >= 0; with reduction="mean" the loss is
+            divided by their sum.
+
+        Returns
+        -------
+        float
+            The loss; ``backward()`` then gives its gradient w.r.t. pred.
+        """
         if sample_weight is None:
             return self.forward(pred, target)
         return self.forward(pred, target, sample_weight=sample_weight)
 
-    def backward(self):
+    def backward(self) -> Array:
         """The gradient of the last forward's loss w.r.t. its pred (a reused buffer)."""
         if self._grad is None:
             raise RuntimeError(f"{self!r}: backward() called before forward()")
         return self._grad
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
 
     def _who(self):
@@ -139,7 +166,8 @@ class _Elementwise(Loss):
     def _check_values(self, p2):
         pass
 
-    def forward(self, pred, target, sample_weight=None):
+    def forward(self, pred: ArrayLike, target: ArrayLike,
+                sample_weight: ArrayLike | None = None) -> float:
         p2, t2, shape2 = self._pair(pred, target)
         self._check_values(p2)
         sw = self._sample_weight(sample_weight, shape2[0])
@@ -157,10 +185,17 @@ class _Elementwise(Loss):
 class MSELoss(_Elementwise):
     """Squared error: sum((pred - target)**2), divided by pred.size for reduction="mean"
     (PyTorch's default) -- the CS231n two-layer network uses reduction="sum".  pred and
-    target have the same shape (any, at least 1-D) and dtype."""
+    target have the same shape (any, at least 1-D) and dtype.
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum"}, optional
+        Average (default) or sum the per-element (per-row) losses.
+    """
     _KIND = _K.PW_MSE
 
-    def forward(self, pred, target, sample_weight=None):
+    def forward(self, pred: ArrayLike, target: ArrayLike,
+                sample_weight: ArrayLike | None = None) -> float:
         if sample_weight is not None:
             return super().forward(pred, target, sample_weight)
         p2, t2, shape2 = self._pair(pred, target)
@@ -173,16 +208,30 @@ class MSELoss(_Elementwise):
 
 class L1Loss(_Elementwise):
     """Absolute error: sum |pred - target| (mean over elements for reduction="mean"); its
-    subgradient is sign(pred - target), 0 where they are equal (as torch)."""
+    subgradient is sign(pred - target), 0 where they are equal (as torch).
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum"}, optional
+        Average (default) or sum the per-element (per-row) losses.
+    """
     _KIND = _K.PW_L1
 
 
 class HuberLoss(_Elementwise):
     """Huber loss (torch.nn.HuberLoss): with d = pred - target, 0.5 d**2 where |d| < delta,
-    else delta (|d| - 0.5 delta); delta > 0."""
+    else delta (|d| - 0.5 delta); delta > 0.
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum"}, optional
+        Average (default) or sum the per-element (per-row) losses.
+    delta : float, optional
+        The threshold between the quadratic and the linear part (> 0).
+    """
     _KIND = _K.PW_HUBER
 
-    def __init__(self, reduction="mean", delta=1.0):
+    def __init__(self, reduction: str = "mean", delta: float = 1.0) -> None:
         super().__init__(reduction)
         d = C.real(type(self).__name__, "delta", delta)
         if not d > 0:
@@ -192,29 +241,38 @@ class HuberLoss(_Elementwise):
     def _param(self):
         return self.delta
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"delta={self.delta}, reduction={self.reduction!r}"
 
 
 class SmoothL1Loss(_Elementwise):
     """Smooth L1 (torch.nn.SmoothL1Loss): with d = pred - target, 0.5 d**2 / beta where
     |d| < beta, else |d| - 0.5 beta; beta >= 0 (beta = 0 is L1Loss).  HuberLoss(delta) ==
-    delta * SmoothL1Loss(beta=delta)."""
+    delta * SmoothL1Loss(beta=delta).
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum"}, optional
+        Average (default) or sum the per-element (per-row) losses.
+    beta : float, optional
+        The threshold between the quadratic and the linear part (>= 0).
+    """
     _KIND = _K.PW_SMOOTH_L1
 
-    def __init__(self, reduction="mean", beta=1.0):
+    def __init__(self, reduction: str = "mean", beta: float = 1.0) -> None:
         super().__init__(reduction)
         self.beta = C.real(type(self).__name__, "beta", beta)
 
     def _param(self):
         return self.beta
 
-    def forward(self, pred, target, sample_weight=None):
+    def forward(self, pred: ArrayLike, target: ArrayLike,
+                sample_weight: ArrayLike | None = None) -> float:
         # beta == 0 is the L1 loss (torch dispatches to it as well)
         self._KIND = _K.PW_L1 if self.beta == 0 else _K.PW_SMOOTH_L1
         return super().forward(pred, target, sample_weight)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"beta={self.beta}, reduction={self.reduction!r}"
 
 
@@ -222,7 +280,13 @@ class BCELoss(_Elementwise):
     """Binary cross-entropy of probabilities: -[t log p + (1 - t) log(1 - p)], each log
     clamped at -100 as torch (so p = 0 or 1 gives a finite loss); pred must lie in [0, 1].
     The gradient is torch's, (p - t) / max(p (1 - p), 1e-12).  Prefer BCEWithLogitsLoss on
-    logits (numerically stable)."""
+    logits (numerically stable).
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum"}, optional
+        Average (default) or sum the per-element (per-row) losses.
+    """
     _KIND = _K.PW_BCE
 
     def _check_values(self, p2):
@@ -240,10 +304,19 @@ class BCEWithLogitsLoss(_Elementwise):
     l = (1 - t) x + (1 + (pw - 1) t) (log(1 + exp(-|x|)) + max(-x, 0)), gradient
     sigmoid(x) (1 + (pw - 1) t) - pw t.  Binary (pred (batch,)) or multilabel (pred
     (batch, labels)); ``pos_weight`` (None: 1) weighs the positive term per label and must
-    broadcast to pred's shape without its batch axis (e.g. shape (labels,))."""
+    broadcast to pred's shape without its batch axis (e.g. shape (labels,)).
+
+    Parameters
+    ----------
+    pos_weight : array_like, optional
+        The weight of the positive term, per label.
+    reduction : {"mean", "sum"}, optional
+        Average (default) or sum the per-element (per-row) losses.
+    """
     _KIND = _K.PW_BCE_LOGITS
 
-    def __init__(self, *, pos_weight=None, reduction="mean"):
+    def __init__(self, *, pos_weight: ArrayLike | None = None,
+                 reduction: str = "mean") -> None:
         super().__init__(reduction)
         if pos_weight is not None and np.ndim(pos_weight) == 0:
             pos_weight = [pos_weight]           # a number: one weight for every label
@@ -252,7 +325,7 @@ class BCEWithLogitsLoss(_Elementwise):
         self._pw_cache = None
 
     @property
-    def pos_weight(self):
+    def pos_weight(self) -> Array | None:
         """The positive weights (a read-only float64 array), or None."""
         if self._pw is None:
             return None
@@ -283,7 +356,7 @@ class BCEWithLogitsLoss(_Elementwise):
         self._pw_cache = (tail, b)
         return b
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         if self._pw is None:
             return super().extra_repr()
         return f"pos_weight={self._pw.tolist()}, reduction={self.reduction!r}"
@@ -333,7 +406,7 @@ class _Weighted(_Classification):
         self._weight = w
 
     @property
-    def weight(self):
+    def weight(self) -> Array | None:
         """The class weights (a read-only float64 array), or None."""
         if self._weight is None:
             return None
@@ -377,24 +450,36 @@ class CrossEntropyLoss(_Weighted):
     label, and reduction="mean" then divides by the sum of those weights;
     ``label_smoothing`` eps in [0, 1] mixes the one-hot target with the uniform
     distribution, (1 - eps) onehot + eps / classes (with weights, the smoothing term of row
-    i is (eps / classes) sum_c weight[c] (-log p_ic), normalized as above)."""
+    i is (eps / classes) sum_c weight[c] (-log p_ic), normalized as above).
 
-    def __init__(self, reduction="mean", *, weight=None, label_smoothing=0.0):
+    Parameters
+    ----------
+    reduction : {"mean", "sum"}, optional
+        Average (default) or sum the per-element (per-row) losses.
+    weight : array_like, optional
+        One weight per class (classes,).
+    label_smoothing : float, optional
+        The smoothing eps, in [0, 1].
+    """
+
+    def __init__(self, reduction: str = "mean", *, weight: ArrayLike | None = None,
+                 label_smoothing: float = 0.0) -> None:
         super().__init__(reduction)
         self._init_weight(weight)
         self._eps = C.fraction("CrossEntropyLoss", "label_smoothing", label_smoothing)
 
     @property
-    def label_smoothing(self):
+    def label_smoothing(self) -> float:
         return self._eps
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         s = self._weight_repr()
         if self._eps:
             s += f"label_smoothing={self._eps}, "
         return s + f"reduction={self.reduction!r}"
 
-    def forward(self, pred, target, sample_weight=None):
+    def forward(self, pred: ArrayLike, target: ArrayLike,
+                sample_weight: ArrayLike | None = None) -> float:
         s, y = self._inputs(pred, target)
         g, rows = self._buffers(s.shape, s.dtype)
         if self._weight is None and not self._eps and sample_weight is None:
@@ -411,16 +496,26 @@ class NLLLoss(_Weighted):
     """Negative log-likelihood of log-probabilities (batch, classes) -- e.g. a log-softmax
     output -- against integer labels (batch,): -weight[label] * pred[i, label], reduction
     "mean" dividing by the sum of the labels' weights (the batch size without ``weight``),
-    as torch.nn.NLLLoss."""
+    as torch.nn.NLLLoss.
 
-    def __init__(self, reduction="mean", *, weight=None):
+    Parameters
+    ----------
+    reduction : {"mean", "sum"}, optional
+        Average (default) or sum the per-element (per-row) losses.
+    weight : array_like, optional
+        One weight per class (classes,).
+    """
+
+    def __init__(self, reduction: str = "mean", *,
+                 weight: ArrayLike | None = None) -> None:
         super().__init__(reduction)
         self._init_weight(weight)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return self._weight_repr() + f"reduction={self.reduction!r}"
 
-    def forward(self, pred, target, sample_weight=None):
+    def forward(self, pred: ArrayLike, target: ArrayLike,
+                sample_weight: ArrayLike | None = None) -> float:
         s, y = self._inputs(pred, target)
         cw, sw, scale = self._weights(y, s.shape[1], sample_weight)
         g, rows = self._buffers(s.shape, s.dtype)
@@ -432,9 +527,17 @@ class NLLLoss(_Weighted):
 class SVMLoss(_Classification):
     """Multiclass hinge (CS231n's SVM loss): for each row, sum over j != label of
     max(0, s_j - s_label + margin), averaged over the batch (or summed).  Its subgradient
-    counts a term as active only when it is > 0."""
+    counts a term as active only when it is > 0.
 
-    def __init__(self, margin=1.0, reduction="mean"):
+    Parameters
+    ----------
+    margin : float, optional
+        The hinge's margin.
+    reduction : {"mean", "sum"}, optional
+        Average (default) or sum the per-element (per-row) losses.
+    """
+
+    def __init__(self, margin: float = 1.0, reduction: str = "mean") -> None:
         super().__init__(reduction)
         try:
             m = float(margin)
@@ -444,10 +547,11 @@ class SVMLoss(_Classification):
             raise ValueError(f"SVMLoss: margin must be finite, got {m}")
         self.margin = m
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"margin={self.margin}, reduction={self.reduction!r}"
 
-    def forward(self, pred, target, sample_weight=None):
+    def forward(self, pred: ArrayLike, target: ArrayLike,
+                sample_weight: ArrayLike | None = None) -> float:
         s, y = self._inputs(pred, target)
         g, rows = self._buffers(s.shape, s.dtype)
         if sample_weight is None:

@@ -19,10 +19,18 @@ stored in the file's metadata_props, so ``load`` rebuilds exactly the fastnn mod
 Only the ``onnx`` package is used (``pip install fastnn[onnx]``); it is imported on first
 use, so fastnn itself never needs it.
 """
+from __future__ import annotations
+
 import json
 import os
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from ._typing import PathLike
+
+if TYPE_CHECKING:
+    from .nn.module import Module
 
 __all__ = ["export", "load"]
 
@@ -207,7 +215,8 @@ def _model_dtype(model):
     return np.dtype(dts.pop()) if dts else np.dtype(np.float32)
 
 
-def export(model, path, *, opset=17, batch_dim="dynamic"):
+def export(model: Module, path: PathLike, *, opset: int = 17,
+           batch_dim: str | int = "dynamic") -> Any:
     """Write ``model`` (a Sequential or Graph of fastnn modules, or one module) to the ONNX
     file ``path``.
 
@@ -272,7 +281,7 @@ def export(model, path, *, opset=17, batch_dim="dynamic"):
     return m
 
 
-def load(path):
+def load(path: PathLike) -> Module:
     """Rebuild the fastnn model of an ONNX file written by fastnn.onnx.export (from the
     architecture record in its metadata and the initializers); bitwise equal outputs.
     Raises ValueError for a file fastnn did not write or cannot read."""

@@ -12,12 +12,15 @@ slope, softplus's beta (threshold 20, torch's default), elu's alpha.  The backwa
 gelu_tanh, silu and softplus reads the saved forward *input* (``SAVES_INPUT``), the others the
 saved output.
 """
+from __future__ import annotations
+
 import numpy as np
 
 from . import _checks as C
 from ._config import _ENGINE_CODES
 from ._kernels import dense as _dense
 from ._kernels._core import Activation
+from ._typing import Array, ArrayLike
 
 # name -> code, from the one table of codes (fnn_types.h)
 ACTIVATIONS = {a.name.lower(): int(a) for a in Activation}
@@ -38,14 +41,43 @@ def _engine(fn, engine):
     return C.engine(fn, engine, _ENGINE_CODES)
 
 
-def gemm(a, b, out=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, bias=None,
-         activation="identity", negative_slope=0.01, engine=None, n_threads=None):
+def gemm(a: ArrayLike, b: ArrayLike, out: Array | None = None, *, trans_a: bool = False,
+         trans_b: bool = False, alpha: float = 1.0, beta: float = 0.0,
+         bias: ArrayLike | None = None, activation: str = "identity",
+         negative_slope: float = 0.01, engine: str | None = None,
+         n_threads: int | None = None) -> Array:
     """out = act(alpha * op(a) @ op(b) + beta * out + bias); op(x) is x.T when trans_x.
 
     a, b: float32/float64 2-D arrays of one dtype, any strides.  bias: (N,) or None.
     out: (M, N) with a unit column stride, or None to allocate (then beta must be 0).
     beta == 0 never reads out (NaNs there do not propagate), as in BLAS.
     Returns out.
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray
+        The 2-D operands (float32 or float64, one dtype).
+    out : numpy.ndarray, optional
+        The (M, N) result buffer.
+    trans_a, trans_b : bool, optional
+        Use the transpose of a / b (no copy is made).
+    alpha, beta : float, optional
+        The scalars of ``alpha * op(a) @ op(b) + beta * out``.
+    bias : numpy.ndarray, optional
+        (N,), added to every row.
+    activation : str, optional
+        A name in ``fastnn.ops.ACTIVATIONS`` ("identity", "relu", "sigmoid", ...).
+    negative_slope : float, optional
+        leaky_relu's slope, softplus's beta or elu's alpha.
+    engine : {"native", "blas"}, optional
+        Override the global engine for this call.
+    n_threads : int, optional
+        Threads for this call (default: ``get_num_threads()``).
+
+    Returns
+    -------
+    numpy.ndarray
+        out.
     """
     fn = "fastnn.gemm"
     a = C.array(fn, "a", a, 2)
@@ -71,12 +103,38 @@ def gemm(a, b, out=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, b
     return out
 
 
-def linear_forward(x, W, b=None, activation="identity", out=None, *, negative_slope=0.01,
-                   engine=None, n_threads=None):
+def linear_forward(x: ArrayLike, W: ArrayLike, b: ArrayLike | None = None,
+                   activation: str = "identity", out: Array | None = None, *,
+                   negative_slope: float = 0.01, engine: str | None = None,
+                   n_threads: int | None = None) -> Array:
     """out = act(x @ W.T + b), the forward of a dense layer in one kernel call.
 
     x: (batch, in_features); W: (out_features, in_features); b: (out_features,) or None.
     Returns out, (batch, out_features).
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        (batch, in_features).
+    W : numpy.ndarray
+        (out_features, in_features).
+    b : numpy.ndarray, optional
+        (out_features,).
+    activation : str, optional
+        A name in ``fastnn.ops.ACTIVATIONS`` ("identity", "relu", "sigmoid", ...).
+    negative_slope : float, optional
+        leaky_relu's slope, softplus's beta or elu's alpha.
+    out : numpy.ndarray, optional
+        The (batch, out_features) result buffer.
+    engine : {"native", "blas"}, optional
+        Override the global engine for this call.
+    n_threads : int, optional
+        Threads for this call (default: ``get_num_threads()``).
+
+    Returns
+    -------
+    numpy.ndarray
+        out.
     """
     fn = "fastnn.linear_forward"
     x, W = C.x_and_W(fn, x, W, ": (out_features, in_features)")
@@ -93,10 +151,14 @@ def linear_forward(x, W, b=None, activation="identity", out=None, *, negative_sl
     return out
 
 
-def linear_backward(grad_out, x, W, y_saved=None, activation="identity", grad_x=None,
-                    grad_W=None, grad_b=None, accumulate=False, *, compute_grad_x=True,
-                    compute_grad_b=True, negative_slope=0.01, workspace=None, engine=None,
-                    n_threads=None):
+def linear_backward(grad_out: ArrayLike, x: ArrayLike, W: ArrayLike,
+                    y_saved: ArrayLike | None = None, activation: str = "identity",
+                    grad_x: Array | None = None, grad_W: Array | None = None,
+                    grad_b: Array | None = None, accumulate: bool = False, *,
+                    compute_grad_x: bool = True, compute_grad_b: bool = True,
+                    negative_slope: float = 0.01, workspace: Array | None = None,
+                    engine: str | None = None,
+                    n_threads: int | None = None) -> tuple[Array | None, Array, Array | None]:
     """Backward of out = act(x @ W.T + b).
 
     dz = grad_out * act'(y_saved) (y_saved is the forward output -- the pre-activation
@@ -108,6 +170,38 @@ def linear_backward(grad_out, x, W, y_saved=None, activation="identity", grad_x=
     (batch, out_features) buffer, holds dz so steady-state calls allocate nothing.
 
     Returns (grad_x or None, grad_W, grad_b or None).
+
+    Parameters
+    ----------
+    grad_out : numpy.ndarray
+        (batch, out_features), the gradient w.r.t. the output.
+    x : numpy.ndarray
+        The forward's input.
+    W : numpy.ndarray
+        The weight.
+    y_saved : numpy.ndarray, optional
+        The forward's output (needed unless activation is identity).
+    activation : str, optional
+        A name in ``fastnn.ops.ACTIVATIONS`` ("identity", "relu", "sigmoid", ...).
+    negative_slope : float, optional
+        leaky_relu's slope, softplus's beta or elu's alpha.
+    grad_x, grad_W, grad_b : numpy.ndarray, optional
+        Result buffers.
+    accumulate : bool, optional
+        Add into grad_W / grad_b instead of overwriting them.
+    compute_grad_x, compute_grad_b : bool, optional
+        Whether to compute grad_x / grad_b.
+    workspace : numpy.ndarray, optional
+        A (batch, out_features) buffer for dz.
+    engine : {"native", "blas"}, optional
+        Override the global engine for this call.
+    n_threads : int, optional
+        Threads for this call (default: ``get_num_threads()``).
+
+    Returns
+    -------
+    tuple
+        (grad_x or None, grad_W, grad_b or None).
     """
     fn = "fastnn.linear_backward"
     x, W = C.x_and_W(fn, x, W)
@@ -166,9 +260,29 @@ def linear_backward(grad_out, x, W, y_saved=None, activation="identity", grad_x=
     return grad_x, grad_W, grad_b
 
 
-def activation_forward(x, activation, out=None, *, negative_slope=0.01, n_threads=None):
+def activation_forward(x: ArrayLike, activation: str, out: Array | None = None, *,
+                       negative_slope: float = 0.01, n_threads: int | None = None) -> Array:
     """out = act(x) elementwise on a 2-D array, with exactly the arithmetic of the fused GEMM
-    epilogue (so a fused Linear+activation equals Linear followed by this).  out may be x."""
+    epilogue (so a fused Linear+activation equals Linear followed by this).  out may be x.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        A 2-D float array.
+    activation : str
+        The activation's name.
+    out : numpy.ndarray, optional
+        The result buffer (may be x).
+    negative_slope : float, optional
+        leaky_relu's slope, softplus's beta or elu's alpha.
+    n_threads : int, optional
+        Threads for this call.
+
+    Returns
+    -------
+    numpy.ndarray
+        out.
+    """
     fn = "fastnn.activation_forward"
     x = C.rowmajor(C.array(fn, "x", x, 2))
     code, slope = _activation(fn, activation, negative_slope)
@@ -180,10 +294,32 @@ def activation_forward(x, activation, out=None, *, negative_slope=0.01, n_thread
     return out
 
 
-def activation_backward(grad_out, y_saved, activation, out=None, *, negative_slope=0.01,
-                        n_threads=None):
+def activation_backward(grad_out: ArrayLike, y_saved: ArrayLike, activation: str,
+                        out: Array | None = None, *, negative_slope: float = 0.01,
+                        n_threads: int | None = None) -> Array:
     """grad_in = grad_out * act'(y_saved), y_saved being the forward output (the forward
-    input for the activations in SAVES_INPUT).  out may be grad_out."""
+    input for the activations in SAVES_INPUT).  out may be grad_out.
+
+    Parameters
+    ----------
+    grad_out : numpy.ndarray
+        The gradient w.r.t. the output.
+    y_saved : numpy.ndarray
+        The forward's output (its input for gelu, gelu_tanh, silu and softplus).
+    activation : str
+        The activation's name.
+    out : numpy.ndarray, optional
+        The result buffer (may be grad_out).
+    negative_slope : float, optional
+        leaky_relu's slope, softplus's beta or elu's alpha.
+    n_threads : int, optional
+        Threads for this call.
+
+    Returns
+    -------
+    numpy.ndarray
+        out.
+    """
     fn = "fastnn.activation_backward"
     grad_out = C.rowmajor(C.array(fn, "grad_out", grad_out, 2))
     y_saved = C.rowmajor(C.array(fn, "y_saved", y_saved, 2, grad_out.dtype))

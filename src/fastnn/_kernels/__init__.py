@@ -25,13 +25,15 @@ The design, in four rules:
 Layout: ``_core`` (settings, per-ISA kernel table, elementwise kernels, scratch), ``gemm``
 (the packed native GEMM engine), ``blas`` (the SciPy-BLAS engine), ``dense`` (Linear forward /
 backward over either engine), ``gates``, ``losses``, ``optim``, ``clip`` (gradient norms in a
-fixed order, scale and clamp), ``step`` (the compiled training step); ``_views.pxd``
+fixed order, scale and clamp), ``norm`` (LayerNorm / BatchNorm1d), ``step`` (the compiled
+training step); ``_views.pxd``
 (memoryview pointers and strides), ``fnn_simd*.h`` (the microkernels).
 """
 import importlib as _importlib
 import os as _os
 
-_MODULES = ("_core", "gemm", "blas", "dense", "gates", "losses", "optim", "clip", "step")
+_MODULES = ("_core", "gemm", "blas", "dense", "gates", "losses", "optim", "clip", "step",
+            "norm")
 
 
 def _check_build():

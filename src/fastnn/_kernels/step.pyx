@@ -41,6 +41,7 @@ from .losses cimport (mse_loss, xent_loss, svm_loss, pointwise_loss, PW_L1, PW_H
                      PW_SMOOTH_L1, PW_BCE_LOGITS, softmax_forward, softmax_backward)
 from .optim cimport opt_update, OptHyper, OPT_MAX_STATE, OPT_MAX_HYPER
 from .clip cimport GradView, total_norm, clip_coef, clip_scale
+from .norm cimport layernorm_forward, layernorm_backward, batchnorm_forward, batchnorm_backward
 
 cnp.import_array()
 
@@ -77,7 +78,19 @@ cdef struct Op:
     void *gb            # NULL when there is no bias
     bint accW           # add into gW (the Parameter already got this step's gradient
     bint accb           # from an op later in the network: it is shared), else overwrite
-    void *work          # (cap, N): act'(y) * grad_out, NULL for identity
+    void *work          # (cap, N): act'(y) * grad_out, NULL for identity; a norm's scratch
+    # LayerNorm / BatchNorm1d (fastnn/_kernels/norm.pyx); W, b, gW, gb are weight and bias
+    double eps
+    double momentum     # BatchNorm1d: < 0 for None (cumulative average); synced per call
+    bint train          # BatchNorm1d: training mode (synced per call from the module)
+    bint batch          # BatchNorm1d: the last forward used the batch's statistics
+    void *xhat          # (cap, N) the normalized input, NULL: not kept (inference)
+    void *st1           # LayerNorm: rstd (cap,); BatchNorm1d: the batch mean (N,)
+    void *st2           # BatchNorm1d: invstd (N,)
+    void *sums          # BatchNorm1d: backward scratch (3N,)
+    void *rm            # BatchNorm1d: running_mean, running_var (N,), NULL when untracked
+    void *rv
+    int64_t *nbt        # BatchNorm1d: num_batches_tracked
     void *z             # (cap, N): a Linear's pre-activation x W^T + b when its activation
                         # saves its input (GELU, SiLU, Softplus; training only), else NULL
     bint saves_input    # the activation's backward reads its input, not its output
@@ -131,6 +144,9 @@ cdef int _forward_op(Op *op, Slot *S, int M, int engine, int nt, int et,
         act_forward(M, x.n, <const floating *>x.val, x.rs, <floating *>y.val, y.rs, op.act,
                     <floating>op.slope, et)
         return 0
+    if op.kind == OpKind.LAYERNORM or op.kind == OpKind.BATCHNORM:
+        _norm_forward(op, x, y, M, et, dummy)
+        return 0
     if op.kind == OpKind.SOFTMAX or op.kind == OpKind.LOGSOFTMAX:
         softmax_forward(M, x.n, <const floating *>x.val, x.rs, <floating *>y.val, y.rs,
                         op.kind == OpKind.LOGSOFTMAX, et)
@@ -154,6 +170,30 @@ cdef int _forward_op(Op *op, Slot *S, int M, int engine, int nt, int et,
                        <const floating *>S[op.ins[1]].val, S[op.ins[1]].rs,
                        <floating *>y.val, y.rs, op.gop, et)
     return 0
+
+
+cdef void _norm_forward(Op *op, Slot *x, Slot *y, int M, int et,
+                        floating dummy) noexcept nogil:
+    """A LayerNorm / BatchNorm1d op's forward: the kernels and the running-statistics
+    bookkeeping of fastnn/nn/norm.py's _fwd, in its order."""
+    cdef bint update
+    cdef double factor = 0
+    if op.kind == OpKind.LAYERNORM:
+        layernorm_forward(M, x.n, <const floating *>x.val, x.rs, <const floating *>op.W,
+                          <const floating *>op.b, op.eps, <floating *>y.val,
+                          <floating *>op.xhat, <floating *>op.st1, et)
+        return
+    op.batch = op.train or op.rm == NULL
+    update = op.train and op.rm != NULL
+    if update:
+        op.nbt[0] += 1
+        factor = op.momentum if op.momentum >= 0 else 1.0 / <double>op.nbt[0]
+    batchnorm_forward(M, x.n, <const floating *>x.val, x.rs, <const floating *>op.W,
+                      <const floating *>op.b, op.eps, <floating *>y.val, <floating *>op.xhat,
+                      <floating *>op.st1, <floating *>op.st2,
+                      <floating *>op.rm if update or not op.batch else <floating *>NULL,
+                      <floating *>op.rv if update or not op.batch else <floating *>NULL,
+                      op.batch, factor, et)
 
 
 cdef int _backward_op(Op *op, Slot *S, int M, int engine, int nt, int et,
@@ -191,6 +231,21 @@ cdef int _backward_op(Op *op, Slot *S, int M, int engine, int nt, int et,
                          zero)
             _contribute(x, <const floating *>op.gin[0], M)
         return e
+    if op.kind == OpKind.LAYERNORM:
+        layernorm_backward(M, x.n, dy, <const floating *>op.xhat, <const floating *>op.st1,
+                           <const floating *>op.W, <floating *>op.gin[0], <floating *>op.gW,
+                           <floating *>op.gb, op.accW, op.accb, <floating *>op.work, et)
+        if op.gin[0] != NULL:
+            _contribute(x, <const floating *>op.gin[0], M)
+        return 0
+    if op.kind == OpKind.BATCHNORM:
+        batchnorm_backward(M, x.n, dy, <const floating *>op.xhat, <const floating *>op.st2,
+                           <const floating *>op.W, op.batch, <floating *>op.gin[0],
+                           <floating *>op.gW, <floating *>op.gb, op.accW, op.accb,
+                           <floating *>op.sums, <floating *>op.work, et)
+        if op.gin[0] != NULL:
+            _contribute(x, <const floating *>op.gin[0], M)
+        return 0
     if not op.want:
         return 0
     if op.kind == OpKind.ACT:
@@ -437,6 +492,16 @@ cdef int _forward_fields(Op *op, dict d, int *ipool, int ni) except -1:
     op.N = d["N"]
     op.W = _ptr(d["W"])
     op.b = _ptr(d["b"])
+    # LayerNorm / BatchNorm1d (absent for other ops)
+    op.eps = d.get("eps", 0.0)
+    op.momentum = -1.0
+    op.train = False
+    op.xhat = _ptr(d.get("xhat"))
+    op.st1 = _ptr(d.get("st1"))
+    op.st2 = _ptr(d.get("st2"))
+    op.rm = _ptr(d.get("rm"))
+    op.rv = _ptr(d.get("rv"))
+    op.nbt = <int64_t *>_ptr(d.get("nbt"))
     op.z = _ptr(d.get("z"))
     op.saves_input = d.get("saves_input", False)
     return ni
@@ -477,6 +542,8 @@ cdef class StepKernel:
     cdef object state                  # the optimizer's state buffers pointed at
     cdef object version_box
     cdef Py_ssize_t version
+    cdef object norms                  # [(op index, BatchNorm1d)]: mode synced per call
+    cdef int min_rows                  # 2 when an op normalizes over the batch, else 0
 
     def __cinit__(self):
         self.ops = NULL
@@ -566,7 +633,10 @@ cdef class StepKernel:
             op.gW = _ptr(d["gW"])
             op.gb = _ptr(d["gb"])
             op.work = _ptr(d["work"])
-            keep += [d[k] for k in ("W", "b", "gW", "gb", "work", "z") if d.get(k) is not None]
+            op.sums = _ptr(d.get("sums"))
+            keep += [d[k] for k in ("W", "b", "gW", "gb", "work") if d[k] is not None]
+            keep += [d[k] for k in ("xhat", "st1", "st2", "sums", "rm", "rv", "nbt", "z")
+                     if d.get(k) is not None]
             keep += [a for a in d["gin"] if a is not None]
         for i, p in enumerate(params):
             self.P[i].n = p._flat.shape[0]
@@ -606,6 +676,9 @@ cdef class StepKernel:
         self.typenum = cnp.NPY_FLOAT64 if self.dbl else cnp.NPY_FLOAT32
         self.version_box = version_box
         self.version = version
+        self.norms = [(i, d["norm"]) for i, d in enumerate(ops)
+                      if d["kind"] == OpKind.BATCHNORM or d["kind"] == OpKind.LAYERNORM]
+        self.min_rows = 0
 
     property capacity:
         def __get__(self):
@@ -644,8 +717,20 @@ cdef class StepKernel:
         hyperparameters, the number of the next update, and its state buffers (asked for
         again only when they changed)."""
         cdef int i, j
+        cdef Op *op
         lf = self.loss_fn
         self.mean = lf.reduction == "mean"
+        # BatchNorm1d ops: mode, momentum and eps as the module has them now
+        self.min_rows = 0
+        for i, bn in self.norms:
+            op = &self.ops[i]
+            op.eps = bn.eps
+            if op.kind != OpKind.BATCHNORM:
+                continue
+            op.train = bn.training
+            op.momentum = bn.momentum if bn.momentum is not None else -1.0
+            if op.train or op.rm == NULL:
+                self.min_rows = 2
         if self.loss_kind == LossKind.SVM:
             self.margin = lf.margin
         elif self.loss_kind == LossKind.HUBER:
@@ -677,6 +762,12 @@ cdef class StepKernel:
             self.state_version = opt._state_version
             self.have_state = True
         return 0
+
+    cdef _few_rows(self, Py_ssize_t M):
+        for i, bn in self.norms:
+            if self.ops[i].kind == OpKind.BATCHNORM and (bn.training or bn.running_mean is None):
+                raise ValueError(f"compiled step: {bn!r}: expected more than 1 value per "
+                                 f"channel when training, got a batch of {M} row(s)")
 
     cdef _finish(self, int steps, int err):
         """Bookkeeping after `steps` completed steps.  A step stopped by a non-finite loss (or
@@ -762,6 +853,8 @@ cdef class StepKernel:
         if M > self.cap:
             return None          # compiled.py re-plans with a larger capacity
         self._sync()
+        if M < self.min_rows:
+            self._few_rows(M)
         with nogil:
             if self.dbl:
                 loss = _train_step[double](self.ops, self.nops, self.S, self.nslots, self.s_in,
@@ -840,6 +933,9 @@ cdef class StepKernel:
                 raise ValueError(f"compiled step: labels must be in [0, {self.Nout}) for "
                                  f"{self.Nout} classes; labels[{bad}] = {Y[bad]}")
         self._sync()
+        if self.min_rows and n_steps > 0 and (batch_size < self.min_rows or
+                                              n - (first + n_steps - 1) * batch_size == 1):
+            self._few_rows(1)
         with nogil:
             s = first
             while s < first + n_steps:
@@ -977,6 +1073,7 @@ cdef class InferKernel:
                 keep.append(d["W"])
             if d["b"] is not None:
                 keep.append(d["b"])
+            keep += [d[k] for k in ("st2", "rm", "rv") if d.get(k) is not None]
         self.keep = keep
         self.who = who
         self.s_in = s_in

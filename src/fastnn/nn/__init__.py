@@ -5,6 +5,7 @@
     layers.py      Linear, Sigmoid, ReLU, Tanh, LeakyReLU, Identity, GELU, SiLU, Softplus, ELU,
                    Softmax, LogSoftmax
     gates.py       Add, Multiply, Maximum, Concat, Split
+    norm.py        LayerNorm, BatchNorm1d
     plan.py        the one planner: step kinds, the fusion rule, chain and graph plans
     sequential.py  Sequential
     graph.py       Graph, Node
@@ -15,10 +16,11 @@ from .module import Module
 from .layers import (ELU, GELU, Identity, LeakyReLU, Linear, LogSoftmax, ReLU, Sigmoid,
                      SiLU, Softmax, Softplus, Tanh)
 from .gates import Add, Concat, Maximum, Multiply, Split
+from .norm import BatchNorm1d, LayerNorm
 from .sequential import Sequential
 from .graph import Graph, Node
 
 __all__ = ["Parameter", "Module", "Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU",
            "Identity", "Sequential", "Graph", "Node", "Add", "Multiply", "Maximum", "Concat",
-           "Split", "GELU", "SiLU", "Softplus", "ELU",
+           "Split", "LayerNorm", "BatchNorm1d", "GELU", "SiLU", "Softplus", "ELU",
            "Softmax", "LogSoftmax"]

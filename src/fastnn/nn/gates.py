@@ -4,6 +4,10 @@ swaps its inputs.  Parameter-free modules that keep their per-use state in the `
 are handed, so one gate may be used at several places of a Graph.  Their kernels are
 compiled (fastnn/_kernels/gates.pyx).
 """
+from __future__ import annotations
+
+from typing import Any, Sequence
+
 import numpy as np
 
 from .. import _checks as C
@@ -34,10 +38,10 @@ class _Gate(Module):
     def _n_outputs(self):
         return 1
 
-    def forward(self, *inputs):
+    def forward(self, *inputs: Any, **kwargs: Any) -> Any:
         return self._fwd(self._ctx, inputs, self.training)
 
-    def backward(self, grad_out, input_grad=True):
+    def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
         """The gradients w.r.t. the inputs: one array for a one-input gate, else a tuple
         (None when input_grad is False)."""
         gs = self._bwd(self._ctx, grad_out, input_grad)
@@ -140,13 +144,19 @@ def _axis(who, axis):
 
 class Concat(_Gate):
     """y = the inputs side by side along axis 1: 2-D inputs (batch, n_k) of one dtype and
-    batch give (batch, sum n_k).  Backward hands each input its block of columns."""
+    batch give (batch, sum n_k).  Backward hands each input its block of columns.
 
-    def __init__(self, axis=1):
+    Parameters
+    ----------
+    axis : int, optional
+        The axis to join along (1 or -1: the feature axis).
+    """
+
+    def __init__(self, axis: int = 1) -> None:
         super().__init__()
         object.__setattr__(self, "axis", _axis("Concat", axis))
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"axis={self.axis}"
 
     def _arch(self):
@@ -202,10 +212,18 @@ class Split(_Gate):
     """The columns of one 2-D input (batch, sum(sizes)) cut into blocks (batch, sizes[k]):
     several outputs.  In a Graph, ``g.add(Split([32, 32]), h)`` returns a tuple of nodes.
     Backward takes one gradient per output (a list; None for an unused output counts as
-    zero) and returns the input's gradient."""
+    zero) and returns the input's gradient.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        The width of each output (>= 1 each).
+    axis : int, optional
+        The axis to cut (1 or -1: the feature axis).
+    """
     _arity = 1
 
-    def __init__(self, sizes, axis=1):
+    def __init__(self, sizes: Sequence[int], axis: int = 1) -> None:
         super().__init__()
         try:
             sizes = list(sizes)
@@ -217,7 +235,7 @@ class Split(_Gate):
         object.__setattr__(self, "sizes", tuple(int(s) for s in sizes))
         object.__setattr__(self, "axis", _axis("Split", axis))
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"{list(self.sizes)}"
 
     def _arch(self):

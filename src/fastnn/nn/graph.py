@@ -19,6 +19,10 @@ needs and writes into buffers it owns and reuses (a steady-state step allocates 
 so returned outputs and gradients are overwritten by the next forward / backward; an
 eval-mode forward keeps nothing and returns fresh arrays.
 """
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 
 from .. import _checks as C
@@ -34,10 +38,10 @@ class Node:
     meaningful to the graph that returned it."""
     __slots__ = ("graph", "index", "port")
 
-    def __init__(self, graph, index, port=0):
+    def __init__(self, graph: Graph, index: int, port: int = 0) -> None:
         self.graph, self.index, self.port = graph, index, port
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Node({self.graph._label((self.index, self.port))})"
 
 
@@ -59,7 +63,7 @@ class Graph(Container):
     depends on are never run.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         object.__setattr__(self, "_recs", [])
         object.__setattr__(self, "_input_ids", {})     # name -> node index, in order
@@ -73,10 +77,23 @@ class Graph(Container):
         object.__setattr__(self, "_plan", None)
         object.__setattr__(self, "_ran", None)
 
-    def input(self, name, features=None):
+    def input(self, name: str, features: int | None = None) -> Node:
         """Declare an input (called ``name`` in ``g(name=X)`` and in backward's dict).
         ``features`` (optional) is the size of its last axis: it is checked on every call
-        and lets ``add`` check the shapes of the modules it feeds."""
+        and lets ``add`` check the shapes of the modules it feeds.
+
+        Parameters
+        ----------
+        name : str
+            The input's name (an identifier, unique in the graph).
+        features : int, optional
+            The size of its last axis.
+
+        Returns
+        -------
+        Node
+            The input's node.
+        """
         if not isinstance(name, str) or not name:
             raise TypeError(f"Graph.input: name must be a non-empty str, got {name!r}")
         if name in self._input_ids:
@@ -106,9 +123,22 @@ class Graph(Container):
                              "shared between graphs")
         return (node.index, node.port)
 
-    def add(self, module, *inputs):
+    def add(self, module: Module, *inputs: Node) -> Any:
         """Apply ``module`` to the values ``inputs`` (nodes); returns its output node (a
-        tuple of nodes for a module with several outputs, such as Split)."""
+        tuple of nodes for a module with several outputs, such as Split).
+
+        Parameters
+        ----------
+        module : Module
+            The module to apply.
+        *inputs : Node
+            Its inputs (nodes of this graph).
+
+        Returns
+        -------
+        Node or tuple of Node
+            Its output(s).
+        """
         who = "Graph.add"
         if not isinstance(module, Module):
             raise TypeError(f"{who}: expected a fastnn Module, got {type(module).__name__}")
@@ -156,8 +186,14 @@ class Graph(Container):
         feats = infer_features(who, module, f, [self._label(r) for r in refs])
         return [None] * n_out if feats is None else feats
 
-    def output(self, *nodes):
-        """Declare output(s), in order (each call appends)."""
+    def output(self, *nodes: Node) -> None:
+        """Declare output(s), in order (each call appends).
+
+        Parameters
+        ----------
+        *nodes : Node
+            The outputs to declare.
+        """
         if not nodes:
             raise TypeError("Graph.output: pass at least one node")
         refs = [self._ref("Graph.output", f"output {len(self._outputs) + k}", n)
@@ -166,12 +202,12 @@ class Graph(Container):
         self._invalidate()
 
     @property
-    def input_names(self):
+    def input_names(self) -> list[str]:
         """The inputs' names, in declaration order."""
         return list(self._input_ids)
 
     @property
-    def n_outputs(self):
+    def n_outputs(self) -> int:
         return len(self._outputs)
 
     def _label(self, ref):
@@ -230,7 +266,7 @@ class Graph(Container):
             xs.append(x)
         return xs
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         P = self._plan or self._build_plan()
         xs = self._bind(args, kwargs)
         training = self.training
@@ -267,7 +303,7 @@ class Graph(Container):
             object.__setattr__(self, "_ran", None)
         return outs[0] if len(outs) == 1 else outs
 
-    def backward(self, grad_out, input_grad=True):
+    def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
         """Backpropagate ``grad_out`` (one gradient per output: an array, or a tuple/list in
         output order; None for an output without one).  Adds into the parameters' gradients
         and returns {input name: gradient} (None when input_grad is False)."""
@@ -356,7 +392,7 @@ class Graph(Container):
         acc[s] = b
 
     # -- printing
-    def __repr__(self):
+    def __repr__(self) -> str:
         lines = [f"  inputs: {', '.join(self._input_ids) or '(none)'}"]
         for i, r in enumerate(self._recs):
             if r.module is not None:

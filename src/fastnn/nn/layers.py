@@ -7,6 +7,10 @@ Each keeps its per-use state in a ``Ctx`` it is handed (``_forward_act(ctx, ...)
 ``backward`` use the module's own.  A Linear runs fused with the activation that follows it
 when a container's plan says so (fastnn.nn.plan): one kernel call each way.
 """
+from __future__ import annotations
+
+from typing import Any, Callable
+
 import numpy as np
 
 from .. import _checks as C
@@ -16,6 +20,7 @@ from .._kernels import dense as _dense
 from .._kernels import losses as _losses
 from .module import Module, buf, not_run
 from .parameter import Parameter
+from .._typing import Array, ArrayLike, DTypeLike
 
 __all__ = ["Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU", "Identity", "GELU", "SiLU",
            "Softplus", "ELU", "Softmax", "LogSoftmax"]
@@ -45,10 +50,31 @@ class Linear(Module):
     ``functools.partial(fastnn.init.kaiming_normal_, nonlinearity="relu")``.  ``bias_init``
     does the same for the bias (None: the default uniform above).  The weight is drawn
     first, then the bias, from the same ``rng``.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        The input and output widths (>= 1).
+    bias : bool, optional
+        Learn an additive bias.
+    dtype : {numpy.float32, numpy.float64}, optional
+        The parameters' dtype.
+    rng : numpy.random.Generator, int or None, optional
+        The generator of the initial values.
+    init : str or callable, optional
+        The weight initialization (see above).
+    bias_init : str or callable, optional
+        The bias initialization (see above).
     """
 
-    def __init__(self, in_features, out_features, bias=True, *, dtype=np.float32, rng=None,
-                 init=None, bias_init=None):
+    weight: Parameter
+    bias: Parameter | None
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 dtype: DTypeLike = np.float32,
+                 rng: int | np.random.Generator | None = None,
+                 init: str | Callable[..., Any] | None = None,
+                 bias_init: str | Callable[..., Any] | None = None) -> None:
         super().__init__()
         for nm, v in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 \
@@ -75,7 +101,7 @@ class Linear(Module):
         else:
             self.bias = None
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         s = (f"in_features={self.in_features}, out_features={self.out_features}, "
              f"bias={self.bias is not None}")
         if self.weight.dtype != _F32:
@@ -165,10 +191,10 @@ class Linear(Module):
                                 gb, acc, work, bool(input_grad), self.bias is not None)
         return gx if input_grad else None
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> Array:
         return self._forward_act(self._ctx, x, 0, 0.0)
 
-    def backward(self, grad_out, input_grad=True):
+    def backward(self, grad_out: ArrayLike, input_grad: bool = True) -> Array | None:
         return self._backward_act(self._ctx, grad_out, 0, 0.0, input_grad, self._who)
 
 
@@ -200,10 +226,10 @@ class _Activation(Module):
     def _who(self):
         return repr(self)
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> Array:
         return self._fwd(self._ctx, x, self.training)
 
-    def backward(self, grad_out, input_grad=True):
+    def backward(self, grad_out: ArrayLike, input_grad: bool = True) -> Array | None:
         return self._bwd(self._ctx, grad_out, input_grad, self._who)
 
     def _fwd(self, ctx, x, training):
@@ -289,10 +315,16 @@ class Tanh(_Activation):
 class LeakyReLU(_Activation):
     """y = x for x > 0, negative_slope * x otherwise (negative_slope is fixed at
     construction).  With negative_slope >= 0 the derivative is read from the output and the
-    layer fuses into a preceding Linear; a negative slope keeps the input instead."""
+    layer fuses into a preceding Linear; a negative slope keeps the input instead.
+
+    Parameters
+    ----------
+    negative_slope : float, optional
+        The slope for x <= 0.
+    """
     _act = "leaky_relu"
 
-    def __init__(self, negative_slope=0.01):
+    def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
         try:
             s = float(negative_slope)
@@ -304,7 +336,7 @@ class LeakyReLU(_Activation):
         object.__setattr__(self, "_negative_slope", s)
 
     @property
-    def negative_slope(self):
+    def negative_slope(self) -> float:
         return self._negative_slope
 
     def _slope(self):
@@ -316,7 +348,7 @@ class LeakyReLU(_Activation):
     def _input_deriv(self, x):
         return np.where(x > 0, 1.0, self._negative_slope)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"negative_slope={self._negative_slope}"
 
     def _arch(self):

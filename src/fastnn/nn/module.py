@@ -14,13 +14,21 @@ The array ``forward`` returns in training mode is therefore overwritten by the m
 forward (``.copy()`` it to keep it), and the input must not be modified before backward.
 An eval-mode forward keeps nothing and returns a fresh array.
 """
+from __future__ import annotations
+
 from collections import OrderedDict, namedtuple
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import numpy as np
 
 from .. import _checks as C
 from .. import io as _io
 from .parameter import Parameter
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from .._typing import DTypeLike
 
 __all__ = ["Module"]
 
@@ -86,9 +94,10 @@ class Module:
     it, and skipping it saves a matrix product).
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_ctx", Ctx())
 
@@ -104,6 +113,10 @@ class Module:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before "
                                  "assigning attributes")
         params, mods = d["_parameters"], d["_modules"]
+        bufs = d.get("_buffers")
+        if bufs is not None and name in bufs:
+            self._set_buffer(name, value)
+            return
         if name in params or name in mods or isinstance(value, (Parameter, Module)):
             _structure_version[0] += 1
         if isinstance(value, Parameter):
@@ -124,6 +137,63 @@ class Module:
             mods[name] = None
         object.__setattr__(self, name, value)
 
+    # -- buffers: arrays that are state but not parameters (BatchNorm1d's running
+    # statistics).  They go into state_dict() after the module's parameters (torch's keys
+    # and order), load_state_dict() copies into them in place, fastnn.save and checkpoints
+    # carry them, .to(dtype) converts the floating-point ones.  Assigning a new array to a
+    # buffer attribute re-plans compiled steps (the structure version is bumped).
+    def register_buffer(self, name: str, value: np.ndarray | None) -> None:
+        """Register array ``value`` as buffer ``name``, also reachable as ``self.name``.
+
+        Parameters
+        ----------
+        name : str
+            An identifier not taken by a parameter or submodule.
+        value : numpy.ndarray or None
+            The buffer's array (None: an absent buffer, left out of ``state_dict``).
+        """
+        if not isinstance(name, str) or not name.isidentifier() or \
+                name in self._parameters or name in self._modules:
+            raise KeyError(f"{type(self).__name__}.register_buffer: bad or taken name "
+                           f"{name!r}")
+        self._buffers[name] = None
+        self._set_buffer(name, value)
+
+    def _set_buffer(self, name, value):
+        if value is not None and not isinstance(value, np.ndarray):
+            raise TypeError(f"{type(self).__name__}: buffer {name!r} must be a "
+                            f"numpy.ndarray or None, got {type(value).__name__}")
+        if self._buffers[name] is not value:
+            _structure_version[0] += 1
+        self._buffers[name] = value
+        object.__setattr__(self, name, value)
+
+    def named_buffers(self, prefix: str = "",
+                      recurse: bool = True) -> Iterator[tuple[str, np.ndarray]]:
+        """(name, array) pairs of the buffers, e.g. ("1.running_mean", a); None skipped."""
+        for mname, m in (self.named_modules(prefix) if recurse else [(prefix, self)]):
+            for bname, b in m.__dict__.get("_buffers", {}).items():
+                if b is not None:
+                    yield (f"{mname}.{bname}" if mname else bname), b
+
+    def buffers(self, recurse: bool = True) -> Iterator[np.ndarray]:
+        for _, b in self.named_buffers(recurse=recurse):
+            yield b
+
+    def _named_state(self):
+        """(name, Parameter or buffer array) in torch's state_dict order: module by module,
+        its parameters (each once) then its buffers."""
+        seen = set()
+        for mname, m in self.named_modules():
+            for pname, p in m._parameters.items():
+                if p is None or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                yield (f"{mname}.{pname}" if mname else pname), p
+            for bname, b in m.__dict__.get("_buffers", {}).items():
+                if b is not None:
+                    yield (f"{mname}.{bname}" if mname else bname), b
+
     def __getattr__(self, name):
         # only reached when normal lookup fails
         if name in ("_parameters", "_modules", "_ctx", "training"):
@@ -138,16 +208,16 @@ class Module:
         object.__delattr__(self, name)
 
     # -- computation
-    def forward(self, *inputs):
+    def forward(self, *inputs: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not implement forward()")
 
-    def backward(self, grad_out, input_grad=True):
+    def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not implement backward()")
 
-    def __call__(self, *inputs, **kwargs):
+    def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
         return self.forward(*inputs, **kwargs)
 
-    def predict(self, *inputs, **named):
+    def predict(self, *inputs: Any, **named: Any) -> Any:
         """The eval-mode output for ``inputs`` as a new array, through the model's cached
         compiled inference (fastnn.compile_inference: one nogil call for a Sequential or
         one-input Graph of fastnn layers; re-planned when the model changes; the module path
@@ -170,7 +240,8 @@ class Module:
         return repr(self) if not self._modules else f"{type(self).__name__}"
 
     # -- traversal
-    def named_parameters(self, prefix="", recurse=True):
+    def named_parameters(self, prefix: str = "",
+                         recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
         """(name, Parameter) pairs, e.g. ("0.weight", p); each parameter once."""
         seen = set()
         for mname, m in (self.named_modules(prefix) if recurse else [(prefix, self)]):
@@ -180,20 +251,20 @@ class Module:
                 seen.add(id(p))
                 yield (f"{mname}.{pname}" if mname else pname), p
 
-    def parameters(self, recurse=True):
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
         for _, p in self.named_parameters(recurse=recurse):
             yield p
 
-    def named_children(self):
+    def named_children(self) -> Iterator[tuple[str, Module]]:
         for name, m in self._modules.items():
             if m is not None:
                 yield name, m
 
-    def children(self):
+    def children(self) -> Iterator[Module]:
         for _, m in self.named_children():
             yield m
 
-    def named_modules(self, prefix=""):
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
         """(name, module) for this module and every descendant, each module once."""
         seen = set()
         stack = [(prefix, self)]
@@ -208,12 +279,12 @@ class Module:
             stack.extend(reversed(kids))
         return iter(out)
 
-    def modules(self):
+    def modules(self) -> Iterator[Module]:
         for _, m in self.named_modules():
             yield m
 
     # -- modes and gradients
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> Self:
         """Training mode (forward keeps what backward needs); returns self."""
         mode = bool(mode)
         for m in self.modules():
@@ -222,7 +293,7 @@ class Module:
                 m._clear_state()
         return self
 
-    def eval(self):
+    def eval(self) -> Self:
         """Evaluation mode: forward keeps nothing and returns fresh arrays; returns self."""
         return self.train(False)
 
@@ -249,25 +320,26 @@ class Module:
             object.__setattr__(self, "_pcache", cache)
         return cache[1]
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set every parameter's gradient to zero."""
         for p in self._param_list():
             p.zero_grad()
 
     # -- dtype
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype[Any] | None:
         """The dtype of the parameters (None for a module without any)."""
         for p in self.parameters():
             return p.dtype
         return None
 
-    def to(self, dtype):
+    def to(self, dtype: DTypeLike) -> Self:
         """Convert every parameter to float32 or float64 in place; returns self.  Gradients
         are reset to zero and saved state is dropped (create optimizers afterwards)."""
         dt = C.float_dtype(f"{type(self).__name__}.to", dtype)
         for m in self.modules():
             m._reset()
+            m._convert_state(dt)
         for p in self.parameters():
             if p.dtype != dt:
                 p._convert(dt)
@@ -275,18 +347,28 @@ class Module:
                 p.zero_grad()
         return self
 
-    def float(self):
+    def _convert_state(self, dt):
+        """.to(dt)'s hook for a module's own non-parameter state: converts the
+        floating-point buffers (a subclass with more adds to it)."""
+        for bname, b in list(self.__dict__.get("_buffers", {}).items()):
+            if b is not None and b.dtype.kind == "f" and b.dtype != dt:
+                self._set_buffer(bname, b.astype(dt))
+
+    def float(self) -> Self:
         return self.to(np.float32)
 
-    def double(self):
+    def double(self) -> Self:
         return self.to(np.float64)
 
     # -- state
-    def state_dict(self):
-        """An OrderedDict name -> copy of the parameter's data."""
-        return OrderedDict((n, p.data.copy()) for n, p in self.named_parameters())
+    def state_dict(self) -> OrderedDict[str, Any]:
+        """An OrderedDict name -> copy of each parameter's data and each buffer (torch's
+        keys and order: module by module, parameters then buffers)."""
+        return OrderedDict((n, (p.data if isinstance(p, Parameter) else p).copy())
+                           for n, p in self._named_state())
 
-    def load_state_dict(self, state_dict, strict=True):
+    def load_state_dict(self, state_dict: Mapping[str, Any],
+                        strict: bool = True) -> IncompatibleKeys:
         """Copy arrays into the parameters.  Every shape and dtype is checked before
         anything is written, so a failed load leaves the module unchanged.  With strict, the
         keys must match exactly.  Returns (missing_keys, unexpected_keys)."""
@@ -294,7 +376,7 @@ class Module:
         if not hasattr(state_dict, "keys"):
             raise TypeError(f"{who}: expected a mapping name -> array, got "
                             f"{type(state_dict).__name__}")
-        own = OrderedDict(self.named_parameters())
+        own = OrderedDict(self._named_state())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
@@ -309,15 +391,16 @@ class Module:
             if not isinstance(v, np.ndarray):
                 raise TypeError(f"{who}: {name!r} must be a numpy.ndarray, got "
                                 f"{type(v).__name__}")
+            what = "parameter" if isinstance(p, Parameter) else "buffer"
             if v.shape != p.shape:
-                raise ValueError(f"{who}: {name!r} has shape {v.shape}, the parameter has "
+                raise ValueError(f"{who}: {name!r} has shape {v.shape}, the {what} has "
                                  f"{p.shape}")
             if v.dtype != p.dtype:
-                raise TypeError(f"{who}: {name!r} has dtype {v.dtype}, the parameter has "
+                raise TypeError(f"{who}: {name!r} has dtype {v.dtype}, the {what} has "
                                 f"{p.dtype} (convert the model with .to() first)")
             pending.append((p, v))
         for p, v in pending:
-            np.copyto(p._data, v)
+            np.copyto(p._data if isinstance(p, Parameter) else p, v)
         return IncompatibleKeys(missing, unexpected)
 
     # -- architecture (fastnn.save / fastnn.load write and read the records: fastnn.io)
@@ -327,10 +410,10 @@ class Module:
         return None
 
     # -- printing
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return ""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         lines = []
         for name, m in self.named_children():
             sub = repr(m).replace("\n", "\n  ")

@@ -5,9 +5,14 @@ it.  Whoever writes a gradient asks the parameter first (``_claim_grad``): a sta
 is overwritten, a live one is added to.  Whoever reads one (``grad``, an optimizer)
 materializes it (``_materialize_grad``).  Nothing outside this class touches the flag.
 """
+from __future__ import annotations
+
+from typing import Any, Iterable
+
 import numpy as np
 
 from .._checks import DTYPES
+from .._typing import Array, ArrayLike, DTypeLike
 
 __all__ = ["Parameter"]
 
@@ -18,10 +23,15 @@ class Parameter:
 
     ``p.data = a`` and ``p.grad = a`` copy ``a`` into the existing arrays (same shape
     required), so optimizers and compiled steps that hold the arrays stay valid.
+
+    Parameters
+    ----------
+    data : array_like
+        The initial values (float32 or float64; copied).
     """
     __slots__ = ("_data", "_grad", "_stale", "_flat", "_gflat", "__weakref__")
 
-    def __init__(self, data):
+    def __init__(self, data: ArrayLike) -> None:
         data = np.asarray(data)
         if data.dtype not in DTYPES:
             raise TypeError(f"Parameter: data must have dtype float32 or float64, got "
@@ -37,7 +47,7 @@ class Parameter:
         self._gflat = self._grad.reshape(-1)
 
     # -- the lazy-zero protocol
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Make the gradient zero (in O(1): the next backward overwrites it)."""
         self._stale = True
 
@@ -63,11 +73,11 @@ class Parameter:
 
     # -- arrays
     @property
-    def data(self):
+    def data(self) -> Array:
         return self._data
 
     @data.setter
-    def data(self, value):
+    def data(self, value: ArrayLike) -> None:
         value = np.asarray(value)
         if value.shape != self._data.shape:
             raise ValueError(f"Parameter: cannot assign data of shape {value.shape} to a "
@@ -78,11 +88,11 @@ class Parameter:
         np.copyto(self._data, value, casting="same_kind")
 
     @property
-    def grad(self):
+    def grad(self) -> Array:
         return self._materialize_grad()
 
     @grad.setter
-    def grad(self, value):
+    def grad(self, value: ArrayLike | None) -> None:
         if value is None:
             self._stale = True
             return
@@ -94,25 +104,25 @@ class Parameter:
         self._stale = False
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, ...]:
         return self._data.shape
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype[Any]:
         return self._data.dtype
 
     @property
-    def size(self):
+    def size(self) -> int:
         return self._data.size
 
     @property
-    def ndim(self):
+    def ndim(self) -> int:
         return self._data.ndim
 
-    def numpy(self):
+    def numpy(self) -> Array:
         return self._data
 
-    def __array__(self, dtype=None, copy=None):
+    def __array__(self, dtype: DTypeLike = None, copy: bool | None = None) -> Array:
         if dtype is not None and np.dtype(dtype) != self._data.dtype:
             if copy is False:
                 raise ValueError(f"Parameter: converting {self._data.dtype} to "
@@ -120,14 +130,14 @@ class Parameter:
             return self._data.astype(dtype)
         return self._data.copy() if copy else self._data
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Parameter(shape={self._data.shape}, dtype={self._data.dtype})"
 
     def _convert(self, dtype):
         self._set_arrays(self._data.astype(dtype, order="C"))
 
 
-def set_written(params, written):
+def set_written(params: Iterable[Parameter], written: bool) -> None:
     """Parameter._set_written for many parameters in one call (the compiled step's per-call
     bookkeeping: one Python call instead of one per parameter)."""
     stale = not written

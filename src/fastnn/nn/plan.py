@@ -11,6 +11,7 @@ layer or gate used at several places has one step per use.
     LinearStep   a Linear, fused with the activation that follows it (one kernel each way)
     ActStep      an activation on its own
     GateStep     Add / Multiply / Maximum / Concat / Split
+    NormStep     a LayerNorm or a BatchNorm1d (one kernel each way)
     ModuleStep   any other module (a nested container, a user module): opaque
 
 **The fusion rule** (``fusable``): a Linear is fused with a Sigmoid / ReLU / Tanh /
@@ -36,8 +37,9 @@ from .._kernels._core import Activation
 from .gates import Concat, Split, _Binary, _Gate
 from .layers import Identity, Linear, _Activation
 from .module import Ctx, Module
+from .norm import BatchNorm1d, LayerNorm
 
-__all__ = ["Plan", "LinearStep", "ActStep", "GateStep", "ModuleStep", "fusable",
+__all__ = ["Plan", "LinearStep", "ActStep", "GateStep", "NormStep", "ModuleStep", "fusable",
            "reusable", "Container", "plan_chain", "plan_graph", "n_inputs", "n_outputs"]
 
 
@@ -51,7 +53,17 @@ def fusable(m):
 def reusable(m):
     """Modules that keep their per-use state in the Ctx a step hands them, and so may be
     used at several places of one container."""
-    return type(m) is Linear or isinstance(m, (_Activation, _Gate))
+    return type(m) in (Linear, LayerNorm, BatchNorm1d) or isinstance(m, (_Activation, _Gate))
+
+
+def norm_features(m):
+    """The feature count of a LayerNorm / BatchNorm1d (its input's and output's width), or
+    None for any other module."""
+    if type(m) is LayerNorm:
+        return m.normalized_shape[0]
+    if type(m) is BatchNorm1d:
+        return m.num_features
+    return None
 
 
 def has_params(m):
@@ -117,6 +129,26 @@ class GateStep:
 
     def backward(self, g, want, trusted):
         return self.gate._bwd(self.ctx, g, want)
+
+
+class NormStep:
+    """A LayerNorm or BatchNorm1d (fastnn.nn.norm): one kernel call each way; its state in
+    the step's Ctx (a BatchNorm1d used at several places updates its running statistics at
+    each, in execution order)."""
+    __slots__ = ("norm", "ctx", "index")
+
+    def __init__(self, norm, index):
+        self.norm, self.index, self.ctx = norm, index, Ctx()
+
+    @property
+    def module(self):
+        return self.norm
+
+    def forward(self, xs, trusted):
+        return self.norm._fwd(self.ctx, xs[0], trusted)
+
+    def backward(self, g, want, trusted):
+        return [self.norm._bwd(self.ctx, g, want, self.norm._who)]
 
 
 class ModuleStep:
@@ -220,6 +252,8 @@ def _step(m, n_in, index, seen, who):
         return ActStep(m, index)
     if isinstance(m, _Gate):
         return GateStep(m, index)
+    if type(m) in (LayerNorm, BatchNorm1d):
+        return NormStep(m, index)
     if seen is not None:
         if id(m) in seen:
             raise ValueError(who(m))
@@ -347,7 +381,7 @@ def n_inputs(m):
     from .sequential import Sequential
     if isinstance(m, Graph):
         return len(m._input_ids)
-    if isinstance(m, (Linear, _Activation, Sequential, Split)):
+    if isinstance(m, (Linear, _Activation, Sequential, Split, LayerNorm, BatchNorm1d)):
         return 1
     if isinstance(m, _Gate):
         return m._arity
@@ -376,6 +410,12 @@ def infer_features(who, module, f, lab):
         return [module.out_features]
     if isinstance(module, _Activation):
         return [f[0]]
+    if type(module) in (LayerNorm, BatchNorm1d):
+        n = norm_features(module)
+        if f[0] is not None and f[0] != n:
+            raise ValueError(f"{who}: {module!r} expects {n} input features, but its input "
+                             f"{lab[0]} has {f[0]}")
+        return [n]
     if isinstance(module, _Binary):
         if f[0] is not None and f[1] is not None and f[0] != f[1]:
             raise ValueError(f"{who}: {module!r} needs two inputs of the same shape, but "

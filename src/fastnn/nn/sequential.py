@@ -1,12 +1,16 @@
 """Sequential: modules applied in order.  Its plan (one step per Linear+activation pair,
 layer or opaque module) comes from fastnn.nn.plan; this file holds only container logic."""
+from __future__ import annotations
+
 from collections import OrderedDict
+from typing import Iterator, overload
 
 import numpy as np
 
 from .. import _checks as C
 from .module import Module
 from .plan import Container, LinearStep, owns, plan_chain
+from .._typing import Array, ArrayLike
 
 __all__ = ["Sequential"]
 
@@ -19,9 +23,14 @@ class Sequential(Container):
     LeakyReLU (negative_slope >= 0) runs as one fused kernel call in forward and in
     backward, with results bitwise identical to running the two modules one after the other.
     Backward returns the gradient w.r.t. the network's input (``input_grad=False`` skips it).
+
+    Parameters
+    ----------
+    *modules : Module, or one OrderedDict of name -> Module
+        The modules, in order (named "0", "1", ... unless given names).
     """
 
-    def __init__(self, *modules):
+    def __init__(self, *modules: Module | OrderedDict[str, Module]) -> None:
         super().__init__()
         if len(modules) == 1 and isinstance(modules[0], OrderedDict):
             items = list(modules[0].items())
@@ -44,13 +53,19 @@ class Sequential(Container):
     def _list(self):
         return [m for m in self._modules.values() if m is not None]
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._list())
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Module]:
         return iter(self._list())
 
-    def __getitem__(self, idx):
+    @overload
+    def __getitem__(self, idx: int) -> Module: ...
+
+    @overload
+    def __getitem__(self, idx: slice) -> Sequential: ...
+
+    def __getitem__(self, idx: int | slice) -> Module | Sequential:
         mods = self._list()
         if isinstance(idx, slice):
             return Sequential(*mods[idx])
@@ -63,7 +78,19 @@ class Sequential(Container):
             raise IndexError(f"Sequential index {idx} out of range for {len(mods)} "
                              "modules") from None
 
-    def append(self, module):
+    def append(self, module: Module) -> Sequential:
+        """Add ``module`` at the end.
+
+        Parameters
+        ----------
+        module : Module
+            The module to add at the end.
+
+        Returns
+        -------
+        Sequential
+            self.
+        """
         if not isinstance(module, Module):
             raise TypeError(f"Sequential.append: expected a fastnn Module, got "
                             f"{type(module).__name__}")
@@ -76,7 +103,7 @@ class Sequential(Container):
         object.__setattr__(self, "_plan", plan)
         return plan
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> Array:
         plan = self._plan or self._build_plan()
         steps = plan.steps
         step = None
@@ -95,7 +122,7 @@ class Sequential(Container):
         object.__setattr__(self, "_ran", plan if self.training else None)
         return x
 
-    def backward(self, grad_out, input_grad=True):
+    def backward(self, grad_out: ArrayLike, input_grad: bool = True) -> Array | None:
         plan = self._ran
         if plan is None or plan is not self._plan:
             raise RuntimeError("Sequential: backward() called before a training-mode "

@@ -6,11 +6,14 @@ fixed-size chunks added in chunk order, so it is bitwise identical for any threa
 and the compiled step's ``clip_grad_norm=`` option (``fastnn.compile_step``,
 ``fastnn.Trainer``) calls the same kernels in the same order.
 """
+from __future__ import annotations
+
 import math
 import warnings
 
 from .. import _checks
 from .._kernels import clip as _kc
+from .._typing import ParamsLike
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
 
@@ -25,7 +28,8 @@ def _grads(params):
     return [p._gflat for p in params]
 
 
-def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
+def clip_grad_norm_(parameters: ParamsLike, max_norm: float, norm_type: float | str = 2.0,
+                    error_if_nonfinite: bool = False) -> float:
     """Scale the gradients of ``parameters`` in place so that their total ``norm_type``-norm
     is at most ``max_norm``; returns the total norm before clipping, as a float.
 
@@ -47,6 +51,22 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     listed twice, a negative ``max_norm`` and ``norm_type <= 0`` are errors (torch would
     scale it twice, flip the gradients, compute a 0-"norm").  The result does not depend on
     the thread count (bitwise).
+
+    Parameters
+    ----------
+    parameters : Parameter or iterable of Parameter
+        The parameters whose gradients are clipped.
+    max_norm : float
+        The largest allowed total norm (>= 0).
+    norm_type : float, optional
+        The norm's order (> 0, or ``inf``); default 2.
+    error_if_nonfinite : bool, optional
+        Raise a RuntimeError when the total norm is NaN or infinite.
+
+    Returns
+    -------
+    float
+        The total norm of the gradients before clipping.
     """
     who = "clip_grad_norm_"
     params, empty_generator = _checks.grad_parameters(who, parameters)
@@ -66,13 +86,20 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     return total
 
 
-def clip_grad_value_(parameters, clip_value):
+def clip_grad_value_(parameters: ParamsLike, clip_value: float) -> None:
     """Clamp every gradient of ``parameters`` in place to ``[-clip_value, clip_value]``
     (``torch.nn.utils.clip_grad_value_``: returns None; NaN stays NaN).
 
     ``clip_value`` must be a real number >= 0 (``inf``: nothing changes); torch also takes
     a negative one, which sets every gradient to it.  Bounds are rounded to the gradient's
     dtype.  A gradient not written since ``zero_grad()`` counts as zero.
+
+    Parameters
+    ----------
+    parameters : Parameter or iterable of Parameter
+        The parameters whose gradients are clamped.
+    clip_value : float
+        The bound (>= 0).
     """
     who = "clip_grad_value_"
     params, _ = _checks.grad_parameters(who, parameters)

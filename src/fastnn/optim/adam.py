@@ -1,7 +1,10 @@
 """Adam and AdamW, as torch.optim.Adam / AdamW (the single-tensor path torch runs on the CPU)."""
+from __future__ import annotations
+
 from .. import _checks as C
 from .._kernels._core import OptKind
 from .optimizer import _HyperOptimizer, hyperparameter
+from .._typing import ParamsLike
 
 __all__ = ["Adam", "AdamW"]
 
@@ -26,6 +29,23 @@ class Adam(_HyperOptimizer):
     ``lr``, ``betas``, ``eps``, ``weight_decay``, ``amsgrad`` and ``maximize`` may be changed
     between steps; the state (``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``) is kept
     per parameter, and ``steps`` is the t of the last update.
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+        The parameters to update.
+    lr : float, optional
+        Learning rate (>= 0).
+    betas : (float, float), optional
+        The decay rates of the first and second moment estimates, each in [0, 1).
+    eps : float, optional
+        Added to the denominator (>= 0).
+    weight_decay : float, optional
+        L2 penalty added to the gradient; default 0 (>= 0).
+    amsgrad : bool, optional
+        Use the running maximum of the second moment (AMSGrad).
+    maximize : bool, optional
+        Ascend the objective instead of descending.
     """
     _kind = OptKind.ADAM
     _hyper_names = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize")
@@ -40,8 +60,10 @@ class Adam(_HyperOptimizer):
     amsgrad = hyperparameter("amsgrad", "use the running maximum of v")
     maximize = hyperparameter("maximize", "ascend instead of descend")
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, maximize=False):
+    def __init__(self, params: ParamsLike, lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, amsgrad: bool = False,
+                 maximize: bool = False) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize)
 
@@ -57,10 +79,30 @@ class Adam(_HyperOptimizer):
 class AdamW(Adam):
     """AdamW (Loshchilov & Hutter), as torch.optim.AdamW: Adam with decoupled weight decay.
     The step is Adam's with ``weight_decay`` taken out of the gradient and applied to the
-    parameter first, ``p = p * (1 - lr * weight_decay)``.  Default weight_decay 1e-2."""
+    parameter first, ``p = p * (1 - lr * weight_decay)``.  Default weight_decay 1e-2.
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+        The parameters to update.
+    lr : float, optional
+        Learning rate (>= 0).
+    betas : (float, float), optional
+        The decay rates of the first and second moment estimates, each in [0, 1).
+    eps : float, optional
+        Added to the denominator (>= 0).
+    weight_decay : float, optional
+        Decoupled weight decay, applied to the parameter; default 1e-2 (>= 0).
+    amsgrad : bool, optional
+        Use the running maximum of the second moment (AMSGrad).
+    maximize : bool, optional
+        Ascend the objective instead of descending.
+    """
     _kind = OptKind.ADAMW
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, maximize=False):
+    def __init__(self, params: ParamsLike, lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False,
+                 maximize: bool = False) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize)

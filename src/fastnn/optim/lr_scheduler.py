@@ -39,12 +39,15 @@ first):
 * the deprecated ``step(epoch)`` argument is not offered.  ``get_lr()`` (the chainable
   formula) is there for subclasses, as in torch.
 """
+from __future__ import annotations
+
 import copy
 import math
 import numbers
 import warnings
 from bisect import bisect_right
 from collections import Counter
+from typing import Any, Sequence
 
 from .._checks import int_in, real
 from .optimizer import Optimizer
@@ -126,12 +129,19 @@ class LRScheduler:
     ``last_epoch`` is the index of the current epoch (the number of ``step()`` calls since
     the schedule started); ``-1`` starts it, a value >= 0 resumes it (the optimizer must then
     carry ``initial_lr`` from the scheduler that started it).
+
+    Parameters
+    ----------
+    optimizer : Optimizer
+        The optimizer whose ``lr`` is scheduled.
+    last_epoch : int, optional
+        The index of the last epoch (-1: start fresh).
     """
     _is_initial = False
     _get_lr_called_within_step = False
     _TRANSIENT = ("_is_initial", "_get_lr_called_within_step")
 
-    def __init__(self, optimizer, last_epoch=-1):
+    def __init__(self, optimizer: Optimizer, last_epoch: int = -1) -> None:
         who = type(self).__name__
         _check_optimizer(who, optimizer)
         last_epoch = int_in(who, "last_epoch", last_epoch, -1)
@@ -156,12 +166,12 @@ class LRScheduler:
         finally:
             self._is_initial = False
 
-    def get_last_lr(self):
+    def get_last_lr(self) -> list[float]:
         """The learning rate the last step set, as a list with one float (torch returns one
         per parameter group)."""
         return list(self._last_lr)
 
-    def get_lr(self):
+    def get_lr(self) -> list[float]:
         """The chainable formula: the lr for epoch ``last_epoch`` (a list of one float).
         Called by ``step()``; to read the current lr use ``get_last_lr()``."""
         raise NotImplementedError
@@ -171,7 +181,7 @@ class LRScheduler:
             warnings.warn("To get the last learning rate computed by the scheduler, please "
                           "use `get_last_lr()`.", UserWarning, stacklevel=3)
 
-    def step(self):
+    def step(self) -> None:
         """Advance the schedule by one epoch (or one batch, for a per-step schedule) and set
         the optimizer's lr.  Call it after ``optimizer.step()``."""
         if self._step_count == 1 and getattr(self.optimizer, "steps", 1) == 0:
@@ -204,32 +214,45 @@ class LRScheduler:
         return self.optimizer.lr
 
     # -- checkpoints
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """The scheduler's state: every attribute but the optimizer (copies)."""
         return {k: copy.deepcopy(v) for k, v in self.__dict__.items()
                 if k != "optimizer" and k not in self._TRANSIENT}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a ``state_dict()`` of the same kind of scheduler (the optimizer's lr is
         restored by the optimizer's own load_state_dict)."""
         _check_state(f"{type(self).__name__}.load_state_dict", state_dict, self.state_dict())
         self.__dict__.update(copy.deepcopy(state_dict))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}(last_epoch={self.last_epoch}, lr={self._last_lr[0]})"
 
 
 # ------------------------------------------------------------------------ the schedules
 class StepLR(LRScheduler):
     """Multiply the lr by ``gamma`` every ``step_size`` epochs:
-    ``lr = base_lr * gamma ** (epoch // step_size)``."""
+    ``lr = base_lr * gamma ** (epoch // step_size)``.
 
-    def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
+    Parameters
+    ----------
+    optimizer : Optimizer
+        The optimizer whose ``lr`` is scheduled.
+    step_size : int
+        Epochs between decays (>= 1).
+    gamma : float, optional
+        The decay factor.
+    last_epoch : int, optional
+        The index of the last epoch (-1: start fresh).
+    """
+
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1,
+                 last_epoch: int = -1) -> None:
         self.step_size = int_in("StepLR", "step_size", step_size, 1)
         self.gamma = real("StepLR", "gamma", gamma)
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self):
+    def get_lr(self) -> list[float]:
         self._warn_get_lr()
         if self.last_epoch == 0 or self.last_epoch % self.step_size != 0:
             return [self._lr()]
@@ -241,9 +264,22 @@ class StepLR(LRScheduler):
 
 class MultiStepLR(LRScheduler):
     """Multiply the lr by ``gamma`` at each epoch in ``milestones`` (by ``gamma ** n`` at an
-    epoch listed n times): ``lr = base_lr * gamma ** (number of milestones <= epoch)``."""
+    epoch listed n times): ``lr = base_lr * gamma ** (number of milestones <= epoch)``.
 
-    def __init__(self, optimizer, milestones, gamma=0.1, last_epoch=-1):
+    Parameters
+    ----------
+    optimizer : Optimizer
+        The optimizer whose ``lr`` is scheduled.
+    milestones : sequence of int
+        The epochs at which to decay.
+    gamma : float, optional
+        The decay factor.
+    last_epoch : int, optional
+        The index of the last epoch (-1: start fresh).
+    """
+
+    def __init__(self, optimizer: Optimizer, milestones: Sequence[int],
+                 gamma: float = 0.1, last_epoch: int = -1) -> None:
         who = "MultiStepLR"
         try:
             ms = list(milestones)
@@ -255,7 +291,7 @@ class MultiStepLR(LRScheduler):
         self.gamma = real(who, "gamma", gamma)
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self):
+    def get_lr(self) -> list[float]:
         self._warn_get_lr()
         if self.last_epoch not in self.milestones:
             return [self._lr()]
@@ -267,13 +303,24 @@ class MultiStepLR(LRScheduler):
 
 
 class ExponentialLR(LRScheduler):
-    """Multiply the lr by ``gamma`` every epoch: ``lr = base_lr * gamma ** epoch``."""
+    """Multiply the lr by ``gamma`` every epoch: ``lr = base_lr * gamma ** epoch``.
 
-    def __init__(self, optimizer, gamma, last_epoch=-1):
+    Parameters
+    ----------
+    optimizer : Optimizer
+        The optimizer whose ``lr`` is scheduled.
+    gamma : float
+        The per-epoch factor.
+    last_epoch : int, optional
+        The index of the last epoch (-1: start fresh).
+    """
+
+    def __init__(self, optimizer: Optimizer, gamma: float,
+                 last_epoch: int = -1) -> None:
         self.gamma = real("ExponentialLR", "gamma", gamma)
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self):
+    def get_lr(self) -> list[float]:
         self._warn_get_lr()
         if self._is_initial:          # resuming: the initial step does not advance the lr
             return [self._lr()]
@@ -287,14 +334,27 @@ class CosineAnnealingLR(LRScheduler):
     """Cosine annealing from the base lr to ``eta_min`` over ``T_max`` epochs (SGDR without
     restarts): ``lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2``,
     computed, as torch does, by the recursive (chainable) form; past ``T_max`` it rises
-    again (a cosine of period ``2 * T_max``)."""
+    again (a cosine of period ``2 * T_max``).
 
-    def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):
+    Parameters
+    ----------
+    optimizer : Optimizer
+        The optimizer whose ``lr`` is scheduled.
+    T_max : int
+        Epochs of the half period (>= 1).
+    eta_min : float, optional
+        The minimum lr.
+    last_epoch : int, optional
+        The index of the last epoch (-1: start fresh).
+    """
+
+    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0,
+                 last_epoch: int = -1) -> None:
         self.T_max = int_in("CosineAnnealingLR", "T_max", T_max, 1)
         self.eta_min = real("CosineAnnealingLR", "eta_min", eta_min)
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self):
+    def get_lr(self) -> list[float]:
         self._warn_get_lr()
         e, T, lo = self.last_epoch, self.T_max, self.eta_min
         if self._is_initial:
@@ -316,17 +376,32 @@ class CosineAnnealingLR(LRScheduler):
 class LinearLR(LRScheduler):
     """Warm-up (or decay) by a linearly changing factor: the lr is ``base_lr * factor`` with
     the factor going from ``start_factor`` at epoch 0 to ``end_factor`` at epoch
-    ``total_iters``, then constant."""
+    ``total_iters``, then constant.
 
-    def __init__(self, optimizer, start_factor=1.0 / 3, end_factor=1.0, total_iters=5,
-                 last_epoch=-1):
+    Parameters
+    ----------
+    optimizer : Optimizer
+        The optimizer whose ``lr`` is scheduled.
+    start_factor : float, optional
+        The factor at epoch 0, in (0, 1].
+    end_factor : float, optional
+        The factor from ``total_iters`` on, in [0, 1].
+    total_iters : int, optional
+        Epochs of the linear change.
+    last_epoch : int, optional
+        The index of the last epoch (-1: start fresh).
+    """
+
+    def __init__(self, optimizer: Optimizer, start_factor: float = 1.0 / 3,
+                 end_factor: float = 1.0, total_iters: int = 5,
+                 last_epoch: int = -1) -> None:
         who = "LinearLR"
         self.start_factor = _in_range(who, "start_factor", start_factor, 0, 1, lo_open=True)
         self.end_factor = _in_range(who, "end_factor", end_factor, 0, 1)
         self.total_iters = int_in(who, "total_iters", total_iters, 1)
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self):
+    def get_lr(self) -> list[float]:
         self._warn_get_lr()
         s, t = self.start_factor, self.end_factor
         if self.last_epoch == 0:
@@ -362,12 +437,42 @@ class OneCycleLR(LRScheduler):
     torch keeps ``initial_lr``, ``max_lr``, ``min_lr``, ``max_momentum`` and
     ``base_momentum`` in the optimizer's parameter group; here they are attributes of the
     scheduler (and in its state_dict), and ``optimizer.initial_lr`` is set as in torch.
+
+    Parameters
+    ----------
+    optimizer : Optimizer
+        The optimizer whose ``lr`` is scheduled.
+    max_lr : float
+        The peak lr.
+    total_steps : int, optional
+        Steps of the cycle (else ``epochs * steps_per_epoch``).
+    epochs, steps_per_epoch : int, optional
+        Give the cycle's length instead of ``total_steps``.
+    pct_start : float, optional
+        The fraction of the cycle spent rising.
+    anneal_strategy : {"cos", "linear"}, optional
+        The annealing shape.
+    cycle_momentum : bool, optional
+        Cycle SGD's momentum (or Adam's beta1) inversely to the lr.
+    base_momentum, max_momentum : float, optional
+        The momentum's range.
+    div_factor : float, optional
+        initial_lr = max_lr / div_factor.
+    final_div_factor : float, optional
+        min_lr = initial_lr / final_div_factor.
+    three_phase : bool, optional
+        Use the three-phase schedule.
+    last_epoch : int, optional
+        The index of the last epoch (-1: start fresh).
     """
 
-    def __init__(self, optimizer, max_lr, total_steps=None, epochs=None,
-                 steps_per_epoch=None, pct_start=0.3, anneal_strategy="cos",
-                 cycle_momentum=True, base_momentum=0.85, max_momentum=0.95,
-                 div_factor=25.0, final_div_factor=1e4, three_phase=False, last_epoch=-1):
+    def __init__(self, optimizer: Optimizer, max_lr: float,
+                 total_steps: int | None = None, epochs: int | None = None,
+                 steps_per_epoch: int | None = None, pct_start: float = 0.3,
+                 anneal_strategy: str = "cos", cycle_momentum: bool = True,
+                 base_momentum: float = 0.85, max_momentum: float = 0.95,
+                 div_factor: float = 25.0, final_div_factor: float = 1e4,
+                 three_phase: bool = False, last_epoch: int = -1) -> None:
         who = "OneCycleLR"
         _check_optimizer(who, optimizer)
         if total_steps is not None:
@@ -433,7 +538,7 @@ class OneCycleLR(LRScheduler):
             return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
         return (end - start) * pct + start
 
-    def get_lr(self):
+    def get_lr(self) -> list[float]:
         self._warn_get_lr()
         step_num = self.last_epoch
         if step_num > self.total_steps:
@@ -469,10 +574,32 @@ class ReduceLROnPlateau(LRScheduler):
 
     As torch's, it takes no initial step and sets no ``initial_lr``: ``last_epoch`` starts
     at 0 and the lr is left as it is until a reduction.
+
+    Parameters
+    ----------
+    optimizer : Optimizer
+        The optimizer whose ``lr`` is scheduled.
+    mode : {"min", "max"}, optional
+        Whether the metric should fall or rise.
+    factor : float, optional
+        The decay factor (< 1).
+    patience : int, optional
+        Epochs without improvement before decaying.
+    threshold : float, optional
+        The smallest improvement that counts.
+    threshold_mode : {"rel", "abs"}, optional
+        Relative or absolute threshold.
+    cooldown : int, optional
+        Epochs to wait after a decay.
+    min_lr : float, optional
+        The lr's lower bound.
+    eps : float, optional
+        Smaller changes of the lr are skipped.
     """
 
-    def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4,
-                 threshold_mode="rel", cooldown=0, min_lr=0, eps=1e-8):
+    def __init__(self, optimizer: Optimizer, mode: str = "min", factor: float = 0.1,
+                 patience: int = 10, threshold: float = 1e-4, threshold_mode: str = "rel",
+                 cooldown: int = 0, min_lr: float = 0, eps: float = 1e-8) -> None:
         who = "ReduceLROnPlateau"
         self.factor = _in_range(who, "factor", factor, 0, 1, hi_open=True)
         _check_optimizer(who, optimizer)
@@ -499,7 +626,7 @@ class ReduceLROnPlateau(LRScheduler):
         self.mode_worse = math.inf if mode == "min" else -math.inf
 
     @property
-    def in_cooldown(self):
+    def in_cooldown(self) -> bool:
         return self.cooldown_counter > 0
 
     def _is_better(self, a, best):
@@ -511,7 +638,7 @@ class ReduceLROnPlateau(LRScheduler):
             return a > best * (self.threshold + 1.0)
         return a > best + self.threshold
 
-    def step(self, metrics):
+    def step(self, metrics: float) -> None:  # type: ignore[override]
         """One epoch's value of the monitored metric (e.g. the validation loss)."""
         try:
             if isinstance(metrics, (str, bytes)):
@@ -541,7 +668,7 @@ class ReduceLROnPlateau(LRScheduler):
         if old - new > self.eps:
             _set_lr(self.optimizer, new)
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self._init_is_better(self.mode, self.threshold, self.threshold_mode)
 
@@ -555,9 +682,22 @@ class SequentialLR(LRScheduler):
     ``milestones[i - 1]`` on (``len(milestones) == len(schedulers) - 1``).  At a milestone
     the next scheduler starts from epoch 0 of its own schedule (its closed form, from the
     optimizer's ``initial_lr``), as in torch.  The schedulers must share the optimizer;
-    ReduceLROnPlateau cannot be one of them (its step needs a metric)."""
+    ReduceLROnPlateau cannot be one of them (its step needs a metric).
 
-    def __init__(self, optimizer, schedulers, milestones, last_epoch=-1):
+    Parameters
+    ----------
+    optimizer : Optimizer
+        The optimizer whose ``lr`` is scheduled.
+    schedulers : sequence of LRScheduler
+        The schedules, in order.
+    milestones : sequence of int
+        The epochs at which the next one takes over.
+    last_epoch : int, optional
+        The index of the last epoch (-1: start fresh).
+    """
+
+    def __init__(self, optimizer: Optimizer, schedulers: Sequence[LRScheduler],
+                 milestones: Sequence[int], last_epoch: int = -1) -> None:
         who = "SequentialLR"
         _check_optimizer(who, optimizer)
         try:
@@ -610,7 +750,7 @@ class SequentialLR(LRScheduler):
         elif hasattr(s, "last_epoch"):
             s.last_epoch -= 1
 
-    def step(self):
+    def step(self) -> None:
         self.last_epoch += 1
         idx = bisect_right(self._milestones, self.last_epoch)
         s = self._schedulers[idx]
@@ -620,14 +760,14 @@ class SequentialLR(LRScheduler):
             s.step()
         self._last_lr = s.get_last_lr()
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """The state, with each scheduler's state_dict under "_schedulers"."""
         state = {k: copy.deepcopy(v) for k, v in self.__dict__.items()
                  if k not in ("optimizer", "_schedulers") and k not in self._TRANSIENT}
         state["_schedulers"] = [s.state_dict() for s in self._schedulers]
         return state
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         who = "SequentialLR.load_state_dict"
         _check_state(who, state_dict, self.state_dict())
         subs = state_dict["_schedulers"]

@@ -1,10 +1,15 @@
 """The Optimizer base class: the state contract between optimizers and the kernels (see
 fastnn.optim's docstring)."""
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 
 from .._checks import specialized
 from .._kernels import optim as _ko
 from ..nn import Module, Parameter
+from .._typing import ParamsLike
 
 __all__ = ["Optimizer"]
 
@@ -67,14 +72,14 @@ class Optimizer:
     define ``_state_for(i)``."""
     _kind = None
 
-    def __init__(self, params):
+    def __init__(self, params: ParamsLike) -> None:
         self.params = _param_list(type(self).__name__, params)
         self._hyper = ()
         self._state = [None] * len(self.params)    # per parameter: tuple of buffers or None
         self._state_version = 0
         self.steps = 0
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set the gradient of every parameter to zero."""
         for p in self.params:
             p.zero_grad()
@@ -111,7 +116,7 @@ class Optimizer:
     def _count_steps(self, n):
         self.steps += n
 
-    def step(self):
+    def step(self) -> None:
         """Update every parameter from its gradient (one fused kernel call each)."""
         kind, hyper, t = int(self._kind), self._hyper, self.steps + 1
         for i, p in enumerate(self.params):
@@ -134,7 +139,7 @@ class _HyperOptimizer(Optimizer):
     _hyper_checks = {}
     _state_names = ()
 
-    def __init__(self, params, **hyper):
+    def __init__(self, params: ParamsLike, **hyper: Any) -> None:
         super().__init__(params)
         who = type(self).__name__
         for name in self._hyper_names:
@@ -178,7 +183,7 @@ class _HyperOptimizer(Optimizer):
         args = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._hyper_names)
         return f"{type(self).__name__}({args})"
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """The hyperparameters, ``steps`` and, per state buffer, a list with a copy for each
         parameter (None where it has none yet)."""
         d = {n: getattr(self, n) for n in self._hyper_names}
@@ -188,7 +193,7 @@ class _HyperOptimizer(Optimizer):
                       for st, p in zip(self._state, self.params)]
         return d
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state_dict() of the same optimizer over parameters of the same shapes
         and dtypes; everything is checked before anything changes."""
         who = f"{type(self).__name__}.load_state_dict"
@@ -215,7 +220,7 @@ class _HyperOptimizer(Optimizer):
         self._sync_hyper()
 
 
-def hyperparameter(name, doc):
+def hyperparameter(name: str, doc: str) -> Any:
     """A validated hyperparameter property of a _HyperOptimizer (read on every step)."""
     def fget(self):
         return getattr(self, "_" + name)

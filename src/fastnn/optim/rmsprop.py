@@ -1,7 +1,10 @@
 """RMSprop, as torch.optim.RMSprop (the single-tensor path torch runs on the CPU)."""
+from __future__ import annotations
+
 from .. import _checks as C
 from .._kernels._core import OptKind
 from .optimizer import _HyperOptimizer, hyperparameter
+from .._typing import ParamsLike
 
 __all__ = ["RMSprop"]
 
@@ -21,6 +24,25 @@ class RMSprop(_HyperOptimizer):
 
     s, a and buf start at zero (``square_avg``, ``grad_avg``, ``momentum_buffer``).  Every
     hyperparameter may be changed between steps.
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+        The parameters to update.
+    lr : float, optional
+        Learning rate (>= 0).
+    alpha : float, optional
+        Smoothing constant of the squared gradients (>= 0).
+    eps : float, optional
+        Added to the denominator (>= 0).
+    weight_decay : float, optional
+        L2 penalty added to the gradient (>= 0).
+    momentum : float, optional
+        Momentum factor (>= 0).
+    centered : bool, optional
+        Normalize by an estimate of the gradient's variance.
+    maximize : bool, optional
+        Ascend the objective instead of descending.
     """
     _kind = OptKind.RMSPROP
     _hyper_names = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
@@ -36,8 +58,9 @@ class RMSprop(_HyperOptimizer):
     centered = hyperparameter("centered", "normalise by the estimated variance")
     maximize = hyperparameter("maximize", "ascend instead of descend")
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False, maximize=False):
+    def __init__(self, params: ParamsLike, lr: float = 1e-2, alpha: float = 0.99,
+                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
+                 centered: bool = False, maximize: bool = False) -> None:
         super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                          momentum=momentum, centered=centered, maximize=maximize)
 

@@ -1,7 +1,11 @@
 """SGD, as torch.optim.SGD."""
+from __future__ import annotations
 
-from .._kernels._core import OptKind
+from typing import Any
+
 from .._checks import real
+from .._kernels._core import OptKind
+from .._typing import ParamsLike
 from .optimizer import Optimizer, check_buffers, check_state_keys
 
 __all__ = ["SGD"]
@@ -35,12 +39,30 @@ class SGD(Optimizer):
     The compiled training step (fastnn.training.compiled) runs the same update through the
     ``Optimizer`` contract: ``_hyper`` is (lr, momentum, dampening, weight_decay, nesterov,
     maximize), the state one momentum buffer per parameter (none while momentum is 0).
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+        The parameters to update (e.g. ``model.parameters()``).
+    lr : float
+        Learning rate (>= 0).
+    momentum : float, optional
+        Momentum factor (>= 0); 0 keeps no buffer.
+    dampening : float, optional
+        Dampening of the momentum.
+    weight_decay : float, optional
+        L2 penalty added to the gradient (>= 0).
+    nesterov : bool, optional
+        Nesterov momentum (needs momentum > 0 and dampening 0).
+    maximize : bool, optional
+        Ascend the objective instead of descending.
     """
     _kind = OptKind.SGD
     _state_names = ("momentum_buffers",)      # the state_dict key of the one buffer
 
-    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, maximize=False):
+    def __init__(self, params: ParamsLike, lr: float, momentum: float = 0.0,
+                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
+                 maximize: bool = False) -> None:
         who = "SGD"
         super().__init__(params)
         self._lr = real(who, "lr", lr)
@@ -62,20 +84,20 @@ class SGD(Optimizer):
                              "dampening == 0")
 
     @property
-    def lr(self):
+    def lr(self) -> float:
         return self._lr
 
     @lr.setter
-    def lr(self, v):
+    def lr(self, v: float) -> None:
         self._lr = real("SGD", "lr", v)
         self._sync_hyper()
 
     @property
-    def momentum(self):
+    def momentum(self) -> float:
         return self._momentum
 
     @momentum.setter
-    def momentum(self, v):
+    def momentum(self, v: float) -> None:
         v = real("SGD", "momentum", v)
         self._check_nesterov(self._nesterov, v, self._dampening)
         if (v == 0) != (self._momentum == 0):
@@ -84,42 +106,42 @@ class SGD(Optimizer):
         self._sync_hyper()
 
     @property
-    def dampening(self):
+    def dampening(self) -> float:
         return self._dampening
 
     @dampening.setter
-    def dampening(self, v):
+    def dampening(self, v: float) -> None:
         v = real("SGD", "dampening", v)
         self._check_nesterov(self._nesterov, self._momentum, v)
         self._dampening = v
         self._sync_hyper()
 
     @property
-    def weight_decay(self):
+    def weight_decay(self) -> float:
         return self._weight_decay
 
     @weight_decay.setter
-    def weight_decay(self, v):
+    def weight_decay(self, v: float) -> None:
         self._weight_decay = real("SGD", "weight_decay", v)
         self._sync_hyper()
 
     @property
-    def nesterov(self):
+    def nesterov(self) -> bool:
         return self._nesterov
 
     @nesterov.setter
-    def nesterov(self, v):
+    def nesterov(self, v: bool) -> None:
         v = bool(v)
         self._check_nesterov(v, self._momentum, self._dampening)
         self._nesterov = v
         self._sync_hyper()
 
     @property
-    def maximize(self):
+    def maximize(self) -> bool:
         return self._maximize
 
     @maximize.setter
-    def maximize(self, v):
+    def maximize(self, v: bool) -> None:
         self._maximize = bool(v)
         self._sync_hyper()
 
@@ -144,7 +166,7 @@ class SGD(Optimizer):
         """The momentum buffers (None for a parameter without one yet)."""
         return [None if st is None else st[0] for st in self._state]
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """Hyperparameters, step count and copies of the momentum buffers (None for a
         parameter without one yet)."""
         return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,
@@ -153,7 +175,7 @@ class SGD(Optimizer):
                 "momentum_buffers": [None if b is None else b.reshape(p.shape).copy()
                                      for b, p in zip(self._bufs, self.params)]}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state_dict() of an SGD over parameters of the same shapes and dtypes;
         everything is checked before anything changes."""
         who = "SGD.load_state_dict"

@@ -1,5 +1,12 @@
 """Trainer callbacks: ``Callback`` (the hooks), ``EarlyStopping`` and
 ``LRSchedulerCallback``."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
 from ..optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 __all__ = ["Callback", "EarlyStopping", "LRSchedulerCallback"]
@@ -15,16 +22,16 @@ class Callback:
     without one, whole epochs run in one call.
     """
 
-    def on_train_begin(self, trainer):
+    def on_train_begin(self, trainer: Trainer) -> None:
         pass
 
-    def on_batch_end(self, trainer, step):
+    def on_batch_end(self, trainer: Trainer, step: int) -> None:
         pass
 
-    def on_epoch_end(self, trainer, epoch, logs):
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         pass
 
-    def on_train_end(self, trainer):
+    def on_train_end(self, trainer: Trainer) -> None:
         pass
 
 
@@ -34,10 +41,24 @@ class EarlyStopping(Callback):
     "min", "max" or "auto" (max for accuracies, min otherwise).  With
     ``restore_best_weights`` the model gets the parameters of its best epoch back when
     training ends.  After fit: ``best``, ``best_epoch``, ``stopped_epoch`` (None if it ran
-    to the end)."""
+    to the end).
 
-    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto",
-                 restore_best_weights=True):
+    Parameters
+    ----------
+    monitor : str, optional
+        The log key to watch.
+    patience : int, optional
+        Epochs without improvement before stopping.
+    min_delta : float, optional
+        The smallest change that counts as an improvement.
+    mode : {"auto", "min", "max"}, optional
+        Whether smaller or larger is better.
+    restore_best_weights : bool, optional
+        Give the model its best epoch's parameters back at the end.
+    """
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best_weights: bool = True) -> None:
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"EarlyStopping: mode must be 'auto', 'min' or 'max', got "
                              f"{mode!r}")
@@ -53,12 +74,12 @@ class EarlyStopping(Callback):
         self.restore_best_weights = restore_best_weights
         self.best = self.best_epoch = self.stopped_epoch = None
 
-    def on_train_begin(self, trainer):
+    def on_train_begin(self, trainer: Trainer) -> None:
         self.best = self.best_epoch = self.stopped_epoch = None
         self._wait = 0
         self._state = None
 
-    def on_epoch_end(self, trainer, epoch, logs):
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         if self.monitor not in logs:
             raise KeyError(f"EarlyStopping: monitored metric {self.monitor!r} is not in the "
                            f"epoch logs {sorted(logs)} (val_* metrics need validation_data)")
@@ -74,7 +95,7 @@ class EarlyStopping(Callback):
                 self.stopped_epoch = epoch
                 trainer.stop_training = True
 
-    def on_train_end(self, trainer):
+    def on_train_end(self, trainer: Trainer) -> None:
         if self.restore_best_weights and self._state is not None:
             trainer.model.load_state_dict(self._state)
         self._state = None
@@ -97,9 +118,19 @@ class LRSchedulerCallback(Callback):
     the compiled epochs then run one step per kernel call, each reading the lr the
     schedule set, with results bitwise equal to the module path.  The scheduler must
     schedule the Trainer's optimizer.  History's "lr" is the lr of each epoch's first step.
+
+    Parameters
+    ----------
+    scheduler : LRScheduler
+        A schedule of the Trainer's optimizer.
+    interval : {"epoch", "step"}, optional
+        Step it after every epoch or after every optimizer step.
+    monitor : str, optional
+        The log key a ReduceLROnPlateau steps on.
     """
 
-    def __init__(self, scheduler, interval="epoch", monitor=None):
+    def __init__(self, scheduler: LRScheduler, interval: str = "epoch",
+                 monitor: str | None = None) -> None:
         who = "LRSchedulerCallback"
         if not isinstance(scheduler, LRScheduler):
             raise TypeError(f"{who}: scheduler must be a fastnn.optim.lr_scheduler scheduler, "
@@ -122,7 +153,7 @@ class LRSchedulerCallback(Callback):
             # an instance hook: only a per-step schedule makes the Trainer run step by step
             self.on_batch_end = self._step
 
-    def on_train_begin(self, trainer):
+    def on_train_begin(self, trainer: Trainer) -> None:
         if self.scheduler.optimizer is not trainer.optimizer:
             raise ValueError("LRSchedulerCallback: the scheduler schedules another optimizer "
                              "than the Trainer's")
@@ -130,7 +161,7 @@ class LRSchedulerCallback(Callback):
     def _step(self, trainer, step):
         self.scheduler.step()
 
-    def on_epoch_end(self, trainer, epoch, logs):
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         if self.interval != "epoch":
             return
         if not isinstance(self.scheduler, ReduceLROnPlateau):

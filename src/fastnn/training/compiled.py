@@ -10,6 +10,8 @@ runs the program in C.  The kernel talks to the optimizer and the parameters onl
 their contracts (``fastnn.optim.Optimizer``: ``_kind``, ``_hyper``, ``_prepare_state``, ...;
 ``Parameter._set_written``), so any optimizer built on that contract compiles.
 """
+from __future__ import annotations
+
 import os
 import sys
 import warnings
@@ -23,11 +25,14 @@ from ..nn import Add, Concat, Graph, Identity, Linear, LogSoftmax, Maximum, Modu
     Multiply, Sequential, Softmax, Split
 from ..nn.layers import _Activation
 from ..nn.module import _structure_version
-from ..nn.plan import ActStep, GateStep, LinearStep, fusable, plan_chain
+from ..nn.norm import BatchNorm1d, LayerNorm
+from ..nn.plan import ActStep, GateStep, LinearStep, NormStep, fusable, norm_features, \
+    plan_chain
 from ..nn.utils import clip_grad_norm_
 from ..optim import Optimizer
 from .._kernels import step as _ks
 from .._kernels._core import GateOp, LossKind, OpKind
+from .._typing import ArrayLike
 from ..ops import SAVES_INPUT_CODES
 
 __all__ = ["compile_step", "CompiledStep"]
@@ -78,21 +83,28 @@ def flatten(model, out):
 
 # --------------------------------------------------------------------------- planning
 def _chain_plan(model):
-    """The plan of a Sequential/Linear chain; every activation must follow a Linear."""
+    """The plan of a Sequential/Linear chain of Linear, LayerNorm, BatchNorm1d and
+    activation layers; an activation that does not follow a Linear runs as its own op."""
     mods = flatten(model, [])
     for i, m in enumerate(mods):
-        if type(m) is Linear:
+        if type(m) in (Linear, LayerNorm, BatchNorm1d):
             continue
         if not isinstance(m, _Activation):
             raise CannotCompile(f"the model has a {type(m).__name__} ({m!r})")
-        if type(m) in _ROW_OPS and i > 0:
+        if type(m) in _ROW_OPS:
             continue
-        if i == 0 or type(mods[i - 1]) is not Linear:
-            raise CannotCompile(f"the model has an activation that does not follow a Linear "
-                                f"({m!r})")
         if not fusable(m):
-            raise CannotCompile(f"{m!r} does not fuse into the Linear before it")
-    return plan_chain(mods), (mods[0].in_features if mods else None)
+            raise CannotCompile(f"{m!r} does not fuse (it reads its input in backward); "
+                                "Sigmoid, ReLU, Tanh, GELU, SiLU, Softplus, "
+                                "LeakyReLU(negative_slope >= 0), ELU(alpha >= 0), Softmax "
+                                "and LogSoftmax compile")
+    k0 = None
+    for m in mods:                      # the first layer with a known input width
+        if isinstance(m, _Activation):
+            continue
+        k0 = m.in_features if type(m) is Linear else norm_features(m)
+        break
+    return plan_chain(mods), k0
 
 
 def _graph_plan(g):
@@ -113,7 +125,7 @@ def _graph_plan(g):
         elif type(st) is GateStep:
             if type(st.gate) not in _GATE_OPS:
                 raise CannotCompile(f"the graph has a {type(st.gate).__name__}")
-        elif type(st) is not LinearStep:
+        elif type(st) not in (LinearStep, NormStep):
             raise CannotCompile(f"the graph has a {type(st.module).__name__} "
                                 f"({st.module!r}) at node {st.index}")
     declared = g._recs[list(g._input_ids.values())[0]].feats[0]
@@ -130,6 +142,9 @@ def _widths(plan, k0):
             if type(st) is LinearStep and ins[0] == s0:
                 k0 = st.lin.in_features
                 break
+            if type(st) is NormStep and ins[0] == s0:
+                k0 = norm_features(st.norm)
+                break
     if k0 is None:
         raise CannotCompile("the input's number of features is unknown; declare it with "
                             "g.input(name, features=n)")
@@ -141,6 +156,10 @@ def _widths(plan, k0):
                 raise CannotCompile(f"{st.lin._who()} follows a layer with {f[0]} outputs")
             w[outs[0]] = st.lin.out_features
         elif type(st) is ActStep:
+            w[outs[0]] = f[0]
+        elif type(st) is NormStep:
+            if f[0] != norm_features(st.norm):
+                raise CannotCompile(f"{st.norm!r} follows a layer with {f[0]} outputs")
             w[outs[0]] = f[0]
         else:
             gate = st.gate
@@ -190,6 +209,9 @@ def _program(model, loss_fn, optimizer):
     for lin in lins:
         if lin.weight.dtype != dt:
             raise CannotCompile(f"its layers mix {dt} and {lin.weight.dtype}")
+    for st in plan.steps:
+        if type(st) is NormStep and st.norm.dtype != dt:
+            raise CannotCompile(f"its layers mix {dt} and {st.norm.dtype}")
     widths = _widths(plan, k0)
     needs, want, skip = plan.flow(False)
     # which steps backward runs (a gradient reaches one of their outputs) and how many
@@ -213,9 +235,9 @@ def _program(model, loss_fn, optimizer):
     acc = {}
     for k in range(len(plan.steps) - 1, -1, -1):
         st = plan.steps[k]
-        if runs[k] and type(st) is LinearStep:
+        if runs[k] and type(st) in (LinearStep, NormStep):
             flags = []
-            for p in (st.lin.weight, st.lin.bias):
+            for p in (st.module.weight, st.module.bias):
                 flags.append(p is not None and id(p) in seen)
                 if p is not None and id(p) not in seen:
                     seen.add(id(p))
@@ -267,6 +289,10 @@ def _arrays(plan, dt, widths, needs, want, runs, contribs, acc, cap):
                       slope=float(st.act._slope()), saves_input=st.act._saves_input)
             if wk and needs[ins[0]]:
                 op["gin"][0] = emp(widths[ins[0]])
+        elif type(st) is NormStep:
+            _norm_op(op, st.norm, runs[k], acc.get(k), emp)
+            if wk and needs[ins[0]]:
+                op["gin"][0] = emp(widths[ins[0]])
         else:
             gop = _GATE_OPS[type(st.gate)]
             op.update(kind=OpKind.GATE, gop=gop)
@@ -278,6 +304,27 @@ def _arrays(plan, dt, widths, needs, want, runs, contribs, acc, cap):
     return slots, ops
 
 
+def _norm_op(op, m, run, acc, emp):
+    """A LAYERNORM / BATCHNORM op's fields and buffers (the arrays fastnn.nn.norm's _fwd /
+    _bwd use, the parameters and BatchNorm1d's running statistics themselves)."""
+    n = norm_features(m)
+    w, b = m.weight, m.bias
+    dt = m.dtype
+    op.update(norm=m, N=n, K=n, eps=m.eps,
+              W=w._data if w is not None else None, b=b._data if b is not None else None,
+              gW=w._grad if w is not None else None, gb=b._grad if b is not None else None,
+              xhat=emp(n))
+    if run:
+        op["accW"], op["accb"] = acc
+    if type(m) is LayerNorm:
+        op.update(kind=OpKind.LAYERNORM, st1=emp(1).reshape(-1),
+                  work=emp(n) if run and w is not None else None)
+    else:
+        op.update(kind=OpKind.BATCHNORM, st1=np.empty(n, dt), st2=np.empty(n, dt),
+                  sums=np.empty(3 * n, dt), work=emp(n) if run else None,
+                  rm=m.running_mean, rv=m.running_var, nbt=m.num_batches_tracked)
+
+
 class CompiledStep:
     """``loss = step(x, y)``: zero_grad, forward, loss, backward and ``optimizer.step()`` of
     ``model`` in one nogil kernel call (see :func:`compile_step`).
@@ -286,10 +333,26 @@ class CompiledStep:
     None), ``model``, ``loss_fn``, ``optimizer``, ``clip_grad_norm`` (settable) and
     ``last_grad_norm``; with a compiled model also ``in_features``, ``out_features`` and
     ``dtype``.
+
+    Parameters
+    ----------
+    model : Module
+        The network (a Sequential/Linear chain or a one-input, one-output Graph compiles).
+    loss_fn : Loss
+        The loss.
+    optimizer : Optimizer
+        A fastnn optimizer over (some of) the model's parameters.
+    batch_size : int, optional
+        Allocate the workspaces for batches up to this size now (else on first use).
+    warn : bool, optional
+        Warn (RuntimeWarning) when the model does not compile and the module path runs.
+    clip_grad_norm : float, optional
+        Clip the total gradient 2-norm to this value before each update (None: off).
     """
 
-    def __init__(self, model, loss_fn, optimizer, batch_size=None, warn=True,
-                 clip_grad_norm=None):
+    def __init__(self, model: Module, loss_fn: Loss, optimizer: Optimizer,
+                 batch_size: int | None = None, warn: bool = True,
+                 clip_grad_norm: float | None = None) -> None:
         check_model_loss("compile_step", model, loss_fn)
         self._clip = _checks.clip_option("compile_step", clip_grad_norm)
         self._module_norm = None
@@ -304,7 +367,7 @@ class CompiledStep:
         self._setup()
 
     @property
-    def compiled(self):
+    def compiled(self) -> bool:
         """True when step(x, y) runs the compiled kernel (re-planned first if the model
         changed since the last call)."""
         if self._kernel is not None and not self._kernel.valid():
@@ -312,19 +375,19 @@ class CompiledStep:
         return self._kernel is not None
 
     @property
-    def clip_grad_norm(self):
+    def clip_grad_norm(self) -> float | None:
         """max_norm of the gradient clipping between backward and the update (None: off);
         may be changed between steps."""
         return self._clip
 
     @clip_grad_norm.setter
-    def clip_grad_norm(self, value):
+    def clip_grad_norm(self, value: float | None) -> None:
         self._clip = _checks.clip_option("CompiledStep.clip_grad_norm", value)
         if self._kernel is not None:
             self._kernel.clip_grad_norm = self._clip
 
     @property
-    def last_grad_norm(self):
+    def last_grad_norm(self) -> float | None:
         """The total 2-norm of the gradients (before clipping) in the last step taken with
         clipping on, as ``clip_grad_norm_`` returned it; None before such a step."""
         k = self._kernel
@@ -333,11 +396,11 @@ class CompiledStep:
         return self._module_norm
 
     @property
-    def capacity(self):
+    def capacity(self) -> int:
         """The largest batch the workspaces hold now (0 on the module path)."""
         return self._kernel.capacity if self._kernel is not None else 0
 
-    def reserve(self, batch_size):
+    def reserve(self, batch_size: int) -> None:
         """Grow the workspaces to hold batches of batch_size rows (no-op when they do)."""
         if self.compiled and self._kernel.capacity < batch_size:
             self._setup(cap=batch_size)
@@ -387,7 +450,7 @@ class CompiledStep:
         opt.step()
         return loss
 
-    def __call__(self, x, y):
+    def __call__(self, x: ArrayLike, y: ArrayLike) -> float:
         k = self._kernel
         if k is not None:
             loss = k.step(x, y)
@@ -429,18 +492,20 @@ class CompiledStep:
         return self._kernel.run_batches(X, Y, perm, first, n_steps, batch_size, losses,
                                         correct)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "compiled" if self.compiled else f"module path: {self.reason}"
         return f"CompiledStep({state})"
 
 
-def compile_step(model, loss_fn, optimizer, *, batch_size=None, warn=True,
-                 clip_grad_norm=None):
+def compile_step(model: Module, loss_fn: Loss, optimizer: Optimizer, *,
+                 batch_size: int | None = None, warn: bool = True,
+                 clip_grad_norm: float | None = None) -> CompiledStep:
     """One training step as one compiled call: ``loss = step(x, y)``.
 
-    For a ``Sequential`` (nested ones are flattened) of ``Linear`` layers, each optionally
-    followed by a Sigmoid, ReLU, Tanh or LeakyReLU (negative_slope >= 0), or a ``Graph``
-    with one input and one output whose nodes are Linear layers, those activations and the
+    For a ``Sequential`` (nested ones are flattened) of ``Linear``, ``LayerNorm`` and
+    ``BatchNorm1d`` layers and Sigmoid, ReLU, Tanh or LeakyReLU (negative_slope >= 0)
+    activations (fused into a Linear they follow, else run on their own), or a ``Graph``
+    with one input and one output whose nodes are those layers, those activations and the
     gates Add, Multiply, Maximum, Concat and Split, with an ``MSELoss``, ``L1Loss``,
     ``HuberLoss``, ``SmoothL1Loss``, ``BCEWithLogitsLoss``,
     ``CrossEntropyLoss`` (without class weights or label smoothing) or ``SVMLoss`` and a
@@ -474,6 +539,26 @@ def compile_step(model, loss_fn, optimizer, *, batch_size=None, warn=True,
     update, inside the compiled call, with the kernels and the order of
     ``fastnn.clip_grad_norm_``; ``step.last_grad_norm`` is the last step's total norm
     before clipping.
+
+    Parameters
+    ----------
+    model : Module
+        The network (a Sequential/Linear chain or a one-input, one-output Graph compiles).
+    loss_fn : Loss
+        The loss.
+    optimizer : Optimizer
+        A fastnn optimizer over (some of) the model's parameters.
+    batch_size : int, optional
+        Allocate the workspaces for batches up to this size now (else on first use).
+    warn : bool, optional
+        Warn (RuntimeWarning) when the model does not compile and the module path runs.
+    clip_grad_norm : float, optional
+        Clip the total gradient 2-norm to this value before each update (None: off).
+
+    Returns
+    -------
+    CompiledStep
+        Call it as ``loss = step(x, y)``.
     """
     return CompiledStep(model, loss_fn, optimizer, batch_size=batch_size, warn=warn,
                         clip_grad_norm=clip_grad_norm)

@@ -1,16 +1,22 @@
 """Trainer: minibatch training through the compiled step, and its History."""
+from __future__ import annotations
+
 import math
 import sys
 import time
+from typing import Sequence
 
 import numpy as np
 
 from .. import _checks
-from ..losses import CrossEntropyLoss, NLLLoss, SVMLoss
+from ..losses import CrossEntropyLoss, Loss, NLLLoss, SVMLoss
+from ..nn.module import Module
 from ..nn.utils import clip_grad_norm_
 from .._kernels import step as _ks
 from .callbacks import Callback, runs_per_batch
 from .compiled import CompiledStep, check_model_loss, model_features
+from ..optim import Optimizer
+from .._typing import Array, ArrayLike, PathLike
 
 __all__ = ["Trainer", "History"]
 
@@ -24,7 +30,7 @@ class History:
     optimizer's lr at the start of the epoch (the lr of its first step; with a per-epoch
     schedule, the epoch's lr)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.history = {}
         self.epochs = []
 
@@ -33,23 +39,23 @@ class History:
         for k, v in logs.items():
             self.history.setdefault(k, []).append(v)
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: str) -> list[float]:
         try:
             return self.history[key]
         except KeyError:
             raise KeyError(f"History: no metric {key!r}; recorded: "
                            f"{sorted(self.history)}") from None
 
-    def __contains__(self, key):
+    def __contains__(self, key: object) -> bool:
         return key in self.history
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.epochs)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"History(epochs={len(self.epochs)}, metrics={sorted(self.history)})"
 
-    def plot(self, path, metrics=None):
+    def plot(self, path: PathLike, metrics: Sequence[str] | None = None) -> None:
         """Save a PNG of the loss (and accuracy) curves, training and validation, to
         ``path``.  Needs matplotlib (``pip install "fastnn[plot]"``)."""
         try:
@@ -115,10 +121,35 @@ class Trainer:
     ``clip_grad_norm=max_norm`` clips the gradients to a total 2-norm of at most max_norm
     before each update (``fastnn.clip_grad_norm_`` over the optimizer's parameters; inside
     the compiled step, see :func:`compile_step`).
+
+    Parameters
+    ----------
+    model : Module
+        The network.
+    loss_fn : Loss
+        The loss.
+    optimizer : Optimizer
+        The optimizer over (some of) the model's parameters.
+    batch_size : int, optional
+        Rows per step (>= 1).
+    epochs : int, optional
+        Epochs per ``fit`` call (>= 0).
+    shuffle : bool, optional
+        Shuffle the rows each epoch.
+    seed : int, optional
+        Seed of the epoch permutations, in [0, 2**64).
+    progress : bool, optional
+        Show a tqdm progress bar (only when stderr is a terminal).
+    compiled : bool, optional
+        Run epochs through ``compile_step`` when the model compiles.
+    clip_grad_norm : float, optional
+        Clip the total gradient 2-norm to this value before each update.
     """
 
-    def __init__(self, model, loss_fn, optimizer, *, batch_size=64, epochs=10, shuffle=True,
-                 seed=0, progress=True, compiled=True, clip_grad_norm=None):
+    def __init__(self, model: Module, loss_fn: Loss, optimizer: Optimizer, *,
+                 batch_size: int = 64, epochs: int = 10, shuffle: bool = True, seed: int = 0,
+                 progress: bool = True, compiled: bool = True,
+                 clip_grad_norm: float | None = None) -> None:
         check_model_loss("Trainer", model, loss_fn)
         self.clip_grad_norm = _checks.clip_option("Trainer", clip_grad_norm)
         for name, v, lo in (("batch_size", batch_size, 1), ("epochs", epochs, 0)):
@@ -213,7 +244,10 @@ class Trainer:
         return st
 
     # -- training
-    def fit(self, X, y, validation_data=None, callbacks=None, sample_weight=None):
+    def fit(self, X: ArrayLike, y: ArrayLike,
+            validation_data: tuple[ArrayLike, ArrayLike] | None = None,
+            callbacks: Sequence[Callback] | None = None,
+            sample_weight: ArrayLike | None = None) -> History:
         """Train for ``epochs`` epochs; returns the History (also ``trainer.history``),
         which continues across fit calls.  ``validation_data=(X_val, y_val)`` adds val_loss
         (and val_accuracy) after each epoch; ``callbacks`` is a list of Callback.
@@ -223,7 +257,26 @@ class Trainer:
         batch's loss is divided by its sum of weights, as scikit-learn).  A batch whose
         weights are all 0 makes no update.  The epoch's "loss" is then the weighted mean
         over the samples.  Weighted fitting runs the module path (the compiled step does
-        not take weights yet)."""
+        not take weights yet).
+
+        Parameters
+        ----------
+        X : array_like
+            The inputs, (n, in_features), in the model's dtype.
+        y : array_like
+            Integer labels (n,) or targets of the output's shape.
+        validation_data : (X_val, y_val), optional
+            Evaluated after each epoch ("val_loss", "val_accuracy").
+        callbacks : list of Callback, optional
+            Hooks run during training.
+        sample_weight : array_like, optional
+            Per-row weights (n,); the loss is normalized by their sum per batch.
+
+        Returns
+        -------
+        History
+            The per-epoch logs of every fit call so far.
+        """
         X, y = self._data(X, y, "fit")
         if y is None:
             raise TypeError("Trainer.fit: y is required")
@@ -374,8 +427,19 @@ class Trainer:
         b = max(self.batch_size, 1024)
         return range(0, n, b), b
 
-    def predict(self, X):
-        """The model's outputs for X (eval mode, in batches); the mode is restored."""
+    def predict(self, X: ArrayLike) -> Array:
+        """The model's outputs for X (eval mode, in batches); the mode is restored.
+
+        Parameters
+        ----------
+        X : array_like
+            The inputs.
+
+        Returns
+        -------
+        numpy.ndarray
+            The outputs, one row per input row.
+        """
         X, _ = self._data(X, None, "predict")
         was = self.model.training
         self.model.eval()
@@ -385,9 +449,22 @@ class Trainer:
         finally:
             self.model.train(was)
 
-    def evaluate(self, X, y):
+    def evaluate(self, X: ArrayLike, y: ArrayLike) -> dict[str, float]:
         """{"loss": ..., "accuracy": ... (classification losses)} over X, y in eval mode.
-        The loss is averaged as in fit's logs."""
+        The loss is averaged as in fit's logs.
+
+        Parameters
+        ----------
+        X : array_like
+            The inputs.
+        y : array_like
+            The labels or targets.
+
+        Returns
+        -------
+        dict
+            "loss", and "accuracy" for classification losses.
+        """
         return self._evaluate(*self._data(X, y, "evaluate"))
 
     def _evaluate(self, X, y):
