@@ -399,8 +399,8 @@ def test_errors():
         fnn.Softplus(beta=0)
     with pytest.raises(TypeError, match="Softplus: beta must be a number"):
         fnn.Softplus(beta="x")
-    with pytest.raises(ValueError, match="only threshold=20.0"):
-        fnn.Softplus(threshold=5)
+    with pytest.raises(ValueError, match="Softplus: threshold must be a finite number"):
+        fnn.Softplus(threshold=np.nan)
     with pytest.raises(ValueError, match="ELU: alpha must be a finite"):
         fnn.ELU(np.inf)
     with pytest.raises(ValueError, match="Softmax: dim must be 1"):
@@ -422,3 +422,36 @@ def test_errors():
     m(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="SiLU"):
         m.backward(np.zeros((3, 3)))
+
+
+@pytest.mark.parametrize("threshold", [1.0, 5.0, 30.0, -2.0])
+@pytest.mark.parametrize("dt", DTYPES, ids=lambda d: d.name)
+def test_softplus_other_thresholds(threshold, dt, rng):
+    """torch's threshold rule for any threshold (module path): forward, backward, gradcheck;
+    compile_step and compile_inference fall back to the module path."""
+    torch = pytest.importorskip("torch")
+    beta = 1.5
+    m = fnn.Softplus(beta=beta, threshold=threshold)
+    x = np.concatenate([np.linspace(-30, 30, 301), [threshold / beta,
+                                                    np.nextafter(threshold / beta, 99)]])
+    x = x.astype(dt).reshape(3, -1)
+    g = rng.standard_normal(x.shape).astype(dt)
+    # torch in the same dtype: which side of the threshold a value falls on is decided in it
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    yt = torch.nn.functional.softplus(xt, beta=beta, threshold=threshold)
+    yt.backward(torch.from_numpy(g.copy()))
+    tol = (2e-6, 1e-7) if dt == np.float32 else (1e-13, 1e-15)
+    np.testing.assert_allclose(m(x), yt.detach().numpy(), rtol=tol[0], atol=tol[1])
+    np.testing.assert_allclose(m.backward(g), xt.grad.numpy(), rtol=tol[0], atol=tol[1])
+    if dt == np.float64:
+        assert fnn.gradcheck(fnn.Softplus(beta=beta, threshold=threshold),
+                             rng.standard_normal((3, 4)) * 3)
+    model = _chain(lambda: fnn.Softplus(beta=beta, threshold=threshold), dt)
+    with pytest.warns(RuntimeWarning, match="does not fuse"):
+        step = fnn.compile_step(model, fnn.CrossEntropyLoss(), fnn.SGD(model.parameters(),
+                                                                      lr=0.1))
+    assert not step.compiled
+    f = fnn.compile_inference(model)
+    assert not f.compiled
+    xi = rng.standard_normal((5, 6)).astype(dt) * 10
+    assert_bitwise_equal(f(xi), model.eval()(xi))

@@ -29,8 +29,9 @@ __all__ = ["compile_inference", "InferenceFunction"]
 def _plain_activation(m):
     """An activation whose forward is the elementwise kernel (no user override), or
     Softmax / LogSoftmax."""
-    return isinstance(m, _Activation) and (type(m)._fwd is _Activation._fwd or
-                                           type(m) is Identity or type(m) in _ROW_OPS)
+    return isinstance(m, _Activation) and (
+        (type(m)._fwd is _Activation._fwd and m._kernel_exact()) or type(m) is Identity or
+        type(m) in _ROW_OPS)
 
 
 def _forward_plan(model):

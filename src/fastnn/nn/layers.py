@@ -223,6 +223,14 @@ class _Activation(Module):
         """act'(x) from the input, for an activation that is not _fusable."""
         raise NotImplementedError
 
+    def _kernel_exact(self):
+        """Whether the elementwise kernel computes the forward exactly; else _fwd corrects
+        its result with _adjust (a parameter the kernel does not take)."""
+        return True
+
+    def _adjust(self, x, out):
+        raise NotImplementedError
+
     def _who(self):
         return repr(self)
 
@@ -243,6 +251,8 @@ class _Activation(Module):
         else:
             out = np.empty(x2.shape, x.dtype)
         _ACT_FWD[x.dtype](x2, out, self._code, self._slope())
+        if not self._kernel_exact():
+            self._adjust(x2, out)
         if training:
             ctx.x = x2 if self._saves_input or not self._fusable() else None
             ctx.y = out
@@ -401,17 +411,22 @@ class SiLU(_Activation):
     _act = "silu"
 
 
+_SOFTPLUS_THRESHOLD = 20.0       # the kernels' (fnn_simd_impl.h: FNN_SOFTPLUS_THRESHOLD)
+
+
 class Softplus(_Activation):
     """y = log(1 + exp(beta x)) / beta, and y = x where beta x > threshold (torch's rule);
     dy/dx = sigmoid(beta x) (1 above the threshold) from the saved input.  The kernels
-    implement torch's default threshold, 20; beta is any finite positive number.
+    implement torch's default threshold, 20: with it the layer fuses into a preceding
+    Linear and compiles; another threshold (any finite number) corrects the kernel's
+    result between the two thresholds in NumPy and runs the module path.
 
     Parameters
     ----------
     beta : float, optional
         The sharpness, finite and > 0.
     threshold : float, optional
-        Above ``beta * x > threshold`` the output is x; only 20.0 is implemented.
+        Where ``beta * x > threshold`` the output is x (finite).
     """
     _act = "softplus"
 
@@ -419,14 +434,33 @@ class Softplus(_Activation):
         super().__init__()
         b = _finite("Softplus", "beta", beta, positive=True)
         t = _finite("Softplus", "threshold", threshold)
-        if t != 20.0:
-            raise ValueError(f"Softplus: only threshold=20.0 (torch's default) is "
-                             f"implemented, got {threshold!r}")
         object.__setattr__(self, "beta", b)
         object.__setattr__(self, "threshold", t)
 
     def _slope(self):
         return self.beta
+
+    def _kernel_exact(self):
+        return self.threshold == _SOFTPLUS_THRESHOLD
+
+    def _fusable(self):
+        return self.threshold == _SOFTPLUS_THRESHOLD
+
+    def _adjust(self, x, out):
+        # the kernel switched to x at beta x > 20: move the switch to this threshold
+        u = x * x.dtype.type(self.beta)
+        if self.threshold < _SOFTPLUS_THRESHOLD:
+            np.copyto(out, x, where=u > self.threshold)
+        else:
+            with np.errstate(over="ignore"):
+                smooth = (u + np.log1p(np.exp(-u))) / x.dtype.type(self.beta)
+            np.copyto(out, smooth, where=(u > _SOFTPLUS_THRESHOLD) & ~(u > self.threshold))
+
+    def _input_deriv(self, x):
+        u = x * x.dtype.type(self.beta)
+        e = np.exp(-np.abs(u.astype(np.float64)))
+        sig = np.where(u >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+        return np.where(u > self.threshold, 1.0, sig)
 
     def extra_repr(self):
         return f"beta={self.beta}, threshold={self.threshold}"
