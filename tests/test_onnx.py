@@ -155,6 +155,54 @@ def test_every_activation_alone(tmp_path, dtype):
                           _fastnn_outputs(model, feeds)[0], dtype, repr(act))
 
 
+NEW_ACTS = [lambda: fnn.GELU(), lambda: fnn.GELU("tanh"), lambda: fnn.SiLU(),
+            lambda: fnn.Softplus(), lambda: fnn.Softplus(beta=2.5), lambda: fnn.ELU(),
+            lambda: fnn.ELU(0.3), lambda: fnn.ELU(-0.4), lambda: fnn.Softmax(dim=1),
+            lambda: fnn.LogSoftmax(dim=1)]
+
+
+# operators onnxruntime's CPU provider implements for float32 only (Gelu expands to Erf)
+ORT_NO_FLOAT64 = {(fnn.GELU, "none"): "Erf", (fnn.Softplus, None): "Softplus"}
+
+
+@pytest.mark.parametrize("opset", [17, 20])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_new_activations_match_onnxruntime(tmp_path, dtype, opset):
+    ort = _ort()
+    if opset == 20 and int(ort.__version__.split(".")[1]) < 17:
+        pytest.skip("onnxruntime without opset 20")
+    for make in NEW_ACTS:
+        act = make()
+        model = fnn.Sequential(fnn.Linear(8, 16, dtype=dtype, rng=3), act,
+                               fnn.Linear(16, 5, dtype=dtype, rng=4), make())
+        path = tmp_path / "a.onnx"
+        proto = fonnx.export(model, path, opset=opset)
+        ops = {n.op_type for n in proto.graph.node}
+        if isinstance(act, fnn.GELU):
+            assert ("Gelu" in ops) == (opset >= 20), ops
+        feeds = _inputs(model, 33, dtype)
+        feeds["input"] *= 4
+        lacking = ORT_NO_FLOAT64.get((type(act), getattr(act, "approximate", None)))
+        if isinstance(act, fnn.ELU) and float(np.float32(act.alpha)) == act.alpha:
+            lacking = "Elu"       # (an alpha float32 cannot hold is written with Where)
+        if dtype == np.float64 and lacking:
+            # onnxruntime's CPU provider has no float64 kernel for these operators
+            with pytest.raises(Exception, match=f"NOT_IMPLEMENTED.*{lacking}"):
+                _session(path)
+        elif dtype == np.float64 and opset >= 20 and getattr(act, "approximate", 0) == "tanh":
+            # onnxruntime's float64 Gelu(approximate="tanh") is accurate to ~4e-9 only (its
+            # constants are float32's); fastnn's agrees with torch to 1e-12
+            got = _session(path).run(None, feeds)[0]
+            want = _fastnn_outputs(model, feeds)[0]
+            np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-8)
+        else:
+            _assert_ort_close(_session(path).run(None, feeds)[0],
+                              _fastnn_outputs(model, feeds)[0], dtype,
+                              f"{act!r} opset {opset}")
+        assert_bitwise_equal(fonnx.load(path).eval()(feeds["input"]),
+                             model.eval()(feeds["input"]))
+
+
 def test_fixed_batch_dim(tmp_path):
     model = _random_sequential(0, np.float32, 8)
     path = tmp_path / "f.onnx"

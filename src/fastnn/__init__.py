@@ -7,7 +7,8 @@ from ._config import (config, get_engine, get_kernel_variant, get_num_threads, s
 from .ops import (activation_backward, activation_forward, gemm, linear_backward,
                   linear_forward)
 from .nn import (Add, Concat, Graph, Identity, LeakyReLU, Linear, Maximum, Module, Multiply,
-                 Parameter, ReLU, Sequential, Sigmoid, Split, Tanh)
+                 Parameter, ReLU, Sequential, Sigmoid, Split, Tanh, GELU, SiLU, Softplus, ELU,
+                 Softmax, LogSoftmax)
 from .nn import BatchNorm1d, Dropout, LayerNorm, manual_seed
 from .nn.utils import clip_grad_norm_, clip_grad_value_
 from . import init
@@ -25,6 +26,7 @@ __all__ = [
     "set_num_threads", "get_kernel_variant", "set_kernel_variant", "supported_kernel_variants",
     "gemm", "linear_forward", "linear_backward", "activation_forward", "activation_backward",
     "Parameter", "Module", "Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU", "Identity",
+    "GELU", "SiLU", "Softplus", "ELU", "Softmax", "LogSoftmax",
     "Sequential", "Graph", "Add", "Multiply", "Maximum", "Concat", "Split",
     "LayerNorm", "BatchNorm1d",
     "clip_grad_norm_", "clip_grad_value_", "init",

@@ -216,6 +216,16 @@ def activation(fn, act, negative_slope, codes, backward=False):
         if backward and slope < 0:
             raise ValueError(f"{fn}: leaky_relu backward needs negative_slope >= 0 (the "
                              f"derivative is read from the saved output), got {slope}")
+    elif code == codes.get("softplus") and not (np.isfinite(slope) and slope > 0):
+        raise ValueError(f"{fn}: softplus needs negative_slope (its beta) finite and > 0, "
+                         f"got {negative_slope}")
+    elif code == codes.get("elu"):
+        if not np.isfinite(slope):
+            raise ValueError(f"{fn}: negative_slope (elu's alpha) must be finite, got "
+                             f"{negative_slope}")
+        if backward and slope < 0:
+            raise ValueError(f"{fn}: elu backward needs negative_slope (alpha) >= 0 (the "
+                             f"derivative is read from the saved output), got {slope}")
     return code, slope
 
 

@@ -18,7 +18,8 @@ written by hand in NumPy as a NumPy user would, in the dtype of their inputs --
 
 Weights come in fastnn's layout, W (out_features, in_features); the twins keep W.T.
 
-Activations: "identity", "relu", "leaky_relu", "sigmoid", "tanh".
+Activations: "identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh",
+"silu", "softplus", "elu" (negative_slope: leaky_relu's slope, softplus's beta, elu's alpha).
 
 Dropout's twin (dropout_key, dropout_bits, dropout_mask, dropout): the counter-based RNG of
 fastnn/_kernels/dropout.pyx in NumPy uint64 arithmetic, bit for bit.
@@ -27,7 +28,7 @@ import numpy as np
 
 from ._kernels._core import Activation
 
-__all__ = ["ACTIVATIONS", "activation", "activation_grad", "gemm", "linear_forward",
+__all__ = ["ACTIVATIONS", "activation", "activation_grad", "softmax", "softmax_grad", "gemm", "linear_forward",
            "linear_backward", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
            "bce_loss", "bce_with_logits_loss", "cross_entropy_loss", "nll_loss", "svm_loss",
            "sgd_step",
@@ -50,6 +51,15 @@ def _sigmoid(z):
     return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+def _ndtr(z):
+    """The standard normal CDF, erfc-based so the left tail keeps its relative accuracy."""
+    from math import erfc
+    return 0.5 * np.vectorize(erfc, otypes=[np.float64])(-z / np.sqrt(2.0))
+
+
+_GELU_K, _GELU_C, _SOFTPLUS_THRESHOLD = np.sqrt(2.0 / np.pi), 0.044715, 20.0
+
+
 def _activation64(z, name, negative_slope):
     if name == "identity":
         return z.copy()
@@ -61,10 +71,23 @@ def _activation64(z, name, negative_slope):
         return _sigmoid(z)
     if name == "tanh":
         return np.tanh(z)
+    if name == "gelu":
+        return z * _ndtr(z)
+    if name == "gelu_tanh":
+        return z * _sigmoid(2.0 * _GELU_K * (z + _GELU_C * z ** 3))
+    if name == "silu":
+        return z * _sigmoid(z)
+    if name == "softplus":
+        u = negative_slope * z
+        return np.where(u > _SOFTPLUS_THRESHOLD, z,
+                        (np.maximum(u, 0.0) + np.log1p(np.exp(-np.abs(u)))) / negative_slope)
+    if name == "elu":
+        return np.where(z > 0, z, negative_slope * np.expm1(np.minimum(z, 0.0)))
     raise ValueError(f"unknown activation {name!r}")
 
 
 def _activation_grad64(g, y, name, negative_slope):
+    # y: the saved forward output, or the input for gelu, gelu_tanh, silu and softplus
     if name == "identity":
         return g.copy()
     if name == "relu":
@@ -75,6 +98,21 @@ def _activation_grad64(g, y, name, negative_slope):
         return g * (y * (1.0 - y))
     if name == "tanh":
         return g * (1.0 - y * y)
+    if name == "gelu":
+        return g * (_ndtr(y) + y * np.exp(-0.5 * y * y) / np.sqrt(2.0 * np.pi))
+    if name == "gelu_tanh":
+        u = _GELU_K * (y + _GELU_C * y ** 3)
+        t = np.tanh(u)
+        return g * (0.5 * (1.0 + t) + 0.5 * y * (1.0 - t * t) * _GELU_K *
+                    (1.0 + 3.0 * _GELU_C * y * y))
+    if name == "silu":
+        s = _sigmoid(y)
+        return g * (s * (1.0 + y * (1.0 - s)))
+    if name == "softplus":
+        u = negative_slope * y
+        return g * np.where(u > _SOFTPLUS_THRESHOLD, 1.0, _sigmoid(u))
+    if name == "elu":
+        return g * np.where(y > 0, 1.0, y + negative_slope)
     raise ValueError(f"unknown activation {name!r}")
 
 
@@ -86,11 +124,35 @@ def activation(z, name, negative_slope=0.01):
 
 
 def activation_grad(grad_out, y, name, negative_slope=0.01):
-    """grad_out * act'(.) expressed through the saved forward OUTPUT y."""
+    """grad_out * act'(.) expressed through the saved forward OUTPUT y (the saved INPUT for
+    gelu, gelu_tanh, silu and softplus, fastnn.ops.SAVES_INPUT)."""
     grad_out = np.asarray(grad_out)
     with np.errstate(over="ignore", invalid="ignore"):
         return _activation_grad64(_f64(grad_out), _f64(y), name,
                                   negative_slope).astype(grad_out.dtype)
+
+
+def softmax(x, log=False):
+    """softmax (log_softmax with log=True) over the last axis, each row's maximum
+    subtracted."""
+    x = np.asarray(x)
+    X = _f64(x)
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = X - X.max(axis=-1, keepdims=True)
+        lse = np.log(np.exp(z).sum(axis=-1, keepdims=True))
+        return (z - lse if log else np.exp(z - lse)).astype(x.dtype)
+
+
+def softmax_grad(grad_out, y, log=False):
+    """The input gradient of softmax / log_softmax from its saved output y:
+    y (g - sum(g y)), or g - exp(y) sum(g)."""
+    grad_out = np.asarray(grad_out)
+    G, Y = _f64(grad_out), _f64(y)
+    if log:
+        out = G - np.exp(Y) * G.sum(axis=-1, keepdims=True)
+    else:
+        out = Y * (G - (G * Y).sum(axis=-1, keepdims=True))
+    return out.astype(grad_out.dtype)
 
 
 def gemm(a, b, c=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, bias=None,

@@ -19,7 +19,7 @@ from .nn.layers import Dropout, _Activation
 from .nn.module import _structure_version
 from .nn.norm import BatchNorm1d, LayerNorm
 from .nn.plan import ActStep, DropoutStep, GateStep, LinearStep, NormStep, plan_chain
-from .training.compiled import _GATE_OPS, CannotCompile, _widths, flatten
+from .training.compiled import _GATE_OPS, _ROW_OPS, CannotCompile, _widths, flatten
 from ._kernels import step as _ks
 from ._kernels._core import OpKind
 
@@ -27,9 +27,11 @@ __all__ = ["compile_inference", "InferenceFunction"]
 
 
 def _plain_activation(m):
-    """An activation whose forward is the elementwise kernel (no user override)."""
-    return isinstance(m, _Activation) and (type(m)._fwd is _Activation._fwd or
-                                           type(m) is Identity)
+    """An activation whose forward is the elementwise kernel (no user override), or
+    Softmax / LogSoftmax."""
+    return isinstance(m, _Activation) and (
+        (type(m)._fwd is _Activation._fwd and m._kernel_exact()) or type(m) is Identity or
+        type(m) in _ROW_OPS)
 
 
 def _forward_plan(model):
@@ -165,7 +167,8 @@ def _program(plan, widths, cap):
                 op.update(W=Wf, b=bf, ins=pending[1])
                 pending = None
         elif type(st) is ActStep:
-            op.update(kind=OpKind.ACT, act=st.act._code, slope=float(st.act._slope()))
+            op.update(kind=_ROW_OPS.get(type(st.act), OpKind.ACT), act=st.act._code,
+                      slope=float(st.act._slope()))
         elif type(st) is NormStep:
             m = st.norm
             if m.dtype != dt:

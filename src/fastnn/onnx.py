@@ -8,6 +8,11 @@ Each module becomes the standard operator: Linear -> Gemm(transB=1) (its bias as
 Sigmoid / ReLU / Tanh / LeakyReLU(alpha) / Identity -> the operator of that name (Dropout,
 the identity in eval mode, is left out), the gates
 Add / Multiply / Maximum / Concat / Split -> Add / Mul / Max / Concat / Split (axis 1);
+GELU -> Gelu (opset >= 20; earlier opsets: 0.5 x (1 + Erf(x / sqrt 2)), or the Tanh form for
+approximate="tanh"), SiLU -> x * Sigmoid(x), ELU -> Elu(alpha), Softplus -> Softplus
+(Softplus(beta x) / beta for beta != 1; ONNX's Softplus has no threshold, so above torch's
+threshold the exported value is x + log1p(exp(-beta x)) / beta instead of x: a relative
+difference below exp(-20)), Softmax / LogSoftmax -> Softmax / LogSoftmax (axis 1);
 nested containers are inlined.  The parameters are the initializers (named as in
 ``model.named_parameters()``) and the model's architecture record (fastnn.io.record) is
 stored in the file's metadata_props, so ``load`` rebuilds exactly the fastnn model.
@@ -48,8 +53,8 @@ def _onnx():
 class _Emitter:
     """Collects the nodes of one ONNX graph; value names are unique."""
 
-    def __init__(self, onnx, dtype, pnames):
-        self.onnx, self.dtype, self.pnames = onnx, dtype, pnames
+    def __init__(self, onnx, dtype, pnames, opset=17):
+        self.onnx, self.dtype, self.pnames, self.opset = onnx, dtype, pnames, opset
         self.nodes, self.inits, self.n = [], [], 0
 
     def name(self, hint):
@@ -76,8 +81,9 @@ class _Emitter:
     def module(self, m, ins, feats, where):
         """Emit module m reading value names `ins` (known last-axis sizes `feats`);
         returns (output names, their sizes)."""
-        from .nn import (Add, Concat, Dropout, Graph, Identity, LeakyReLU, Linear, Maximum,
-                         Multiply, ReLU, Sequential, Sigmoid, Split, Tanh)
+        from .nn import (ELU, GELU, Add, Concat, Dropout, Graph, Identity, LeakyReLU, Linear,
+                         LogSoftmax, Maximum, Multiply, ReLU, Sequential, Sigmoid, SiLU,
+                         Softmax, Softplus, Split, Tanh)
         t = type(m)
         if isinstance(m, Sequential):
             for k, c in enumerate(m):
@@ -105,6 +111,32 @@ class _Emitter:
             pos = self.node("Greater", [ins[0], zero], "positive")
             neg = self.node("Mul", [ins[0], slope], "scaled")
             return self.node("Where", [pos[0], ins[0], neg[0]], "leaky_relu"), feats
+        if t is GELU:
+            return self.gelu(m, ins[0]), feats
+        if t is SiLU:
+            sig = self.node("Sigmoid", ins, "sigmoid")
+            return self.node("Mul", [ins[0], sig[0]], "silu"), feats
+        if t is ELU:
+            a = float(m.alpha)
+            if float(np.float32(a)) == a or self.dtype != np.float64:
+                return self.node("Elu", ins, "elu", alpha=a), feats
+            # a float64 alpha the float32 attribute cannot hold: Where(x > 0, x, a (e^x - 1))
+            zero, one, alpha = self.const(0.0, "zero"), self.const(1.0, "one"), \
+                self.const(a, "alpha")
+            pos = self.node("Greater", [ins[0], zero], "positive")
+            em1 = self.node("Sub", [self.node("Exp", ins, "exp")[0], one], "expm1")
+            neg = self.node("Mul", [em1[0], alpha], "scaled")
+            return self.node("Where", [pos[0], ins[0], neg[0]], "elu"), feats
+        if t is Softplus:
+            if m.beta == 1.0:
+                return self.node("Softplus", ins, "softplus"), feats
+            beta = self.const(m.beta, "beta")
+            u = self.node("Mul", [ins[0], beta], "beta_x")
+            sp = self.node("Softplus", u, "softplus")
+            return self.node("Div", [sp[0], beta], "softplus"), feats
+        if t in (Softmax, LogSoftmax):
+            op = "Softmax" if t is Softmax else "LogSoftmax"
+            return self.node(op, ins, op.lower(), axis=1), feats
         if t in (Add, Multiply, Maximum):
             op = {Add: "Add", Multiply: "Mul", Maximum: "Max"}[t]
             f = feats[0] if feats[0] is not None else feats[1]
@@ -117,8 +149,26 @@ class _Emitter:
             return (self.node("Split", [ins[0], split], "split", n_out=len(m.sizes), axis=1),
                     list(m.sizes))
         raise TypeError(f"fastnn.onnx.export: {t.__name__} at {where} has no ONNX form "
-                        "(supported: Linear, Sigmoid, ReLU, Tanh, LeakyReLU, Identity, Dropout, "
-                        "Add, Multiply, Maximum, Concat, Split, Sequential, Graph)")
+                        "(supported: Linear, Sigmoid, ReLU, Tanh, LeakyReLU, Identity, GELU, "
+                        "SiLU, Softplus, ELU, Softmax, LogSoftmax, Dropout, Add, Multiply, Maximum, "
+                        "Concat, Split, Sequential, Graph)")
+
+    def gelu(self, m, x):
+        """Gelu (opset 20) or its definition from Erf / Tanh."""
+        if self.opset >= 20:
+            return self.node("Gelu", [x], "gelu", approximate=m.approximate)
+        half, one = self.const(0.5, "half"), self.const(1.0, "one")
+        if m.approximate == "none":
+            inner = self.node("Mul", [x, self.const(np.sqrt(0.5), "rsqrt2")], "scaled")
+            t = self.node("Erf", inner, "erf")
+        else:
+            x3 = self.node("Mul", [x, self.node("Mul", [x, x], "x2")[0]], "x3")
+            cub = self.node("Mul", [x3[0], self.const(0.044715, "c")], "cubic")
+            inner = self.node("Mul", [self.node("Add", [x, cub[0]], "sum")[0],
+                                      self.const(np.sqrt(2 / np.pi), "k")], "inner")
+            t = self.node("Tanh", inner, "tanh")
+        s = self.node("Add", [t[0], one], "plus_one")
+        return self.node("Mul", [self.node("Mul", [x, half], "half_x")[0], s[0]], "gelu")
 
     def graph(self, g, ins, where):
         """A Graph's nodes in the planner's topological order (fastnn.nn.plan)."""
@@ -199,7 +249,7 @@ def export(model: Module, path: PathLike, *, opset: int = 17,
     io._check_unshared(model)
     named = list(model.named_parameters())
     pnames = {id(p): n for n, p in named}
-    em = _Emitter(onnx, dtype, pnames)
+    em = _Emitter(onnx, dtype, pnames, opset)
     if isinstance(model, Graph):
         in_names = list(model.input_names)
     else:

@@ -6,7 +6,11 @@ the expected and actual shape/dtype); the kernels behind these functions then ru
 and without the GIL.  Inputs may have any strides (a transposed or sliced view costs no copy
 on the native engine); outputs need a unit column stride.
 
-Activations: "identity", "relu", "leaky_relu", "sigmoid", "tanh".
+Activations: "identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh",
+"silu", "softplus", "elu"; ``negative_slope`` is the one activation parameter: leaky_relu's
+slope, softplus's beta (threshold 20, torch's default), elu's alpha.  The backward of gelu,
+gelu_tanh, silu and softplus reads the saved forward *input* (``SAVES_INPUT``), the others the
+saved output.
 """
 from __future__ import annotations
 
@@ -20,8 +24,12 @@ from ._typing import Array, ArrayLike
 
 # name -> code, from the one table of codes (fnn_types.h)
 ACTIVATIONS = {a.name.lower(): int(a) for a in Activation}
+# the activations whose derivative is not a function of their output: their backward reads
+# the saved *input* (activation_backward's / linear_backward's y_saved is then the input z)
+SAVES_INPUT = frozenset({"gelu", "gelu_tanh", "silu", "softplus"})
+SAVES_INPUT_CODES = frozenset(ACTIVATIONS[n] for n in SAVES_INPUT)
 
-__all__ = ["ACTIVATIONS", "gemm", "linear_forward", "linear_backward",
+__all__ = ["ACTIVATIONS", "SAVES_INPUT", "gemm", "linear_forward", "linear_backward",
            "activation_forward", "activation_backward"]
 
 
@@ -60,7 +68,7 @@ def gemm(a: ArrayLike, b: ArrayLike, out: Array | None = None, *, trans_a: bool 
     activation : str, optional
         A name in ``fastnn.ops.ACTIVATIONS`` ("identity", "relu", "sigmoid", ...).
     negative_slope : float, optional
-        leaky_relu's slope.
+        leaky_relu's slope, softplus's beta or elu's alpha.
     engine : {"native", "blas"}, optional
         Override the global engine for this call.
     n_threads : int, optional
@@ -115,7 +123,7 @@ def linear_forward(x: ArrayLike, W: ArrayLike, b: ArrayLike | None = None,
     activation : str, optional
         A name in ``fastnn.ops.ACTIVATIONS`` ("identity", "relu", "sigmoid", ...).
     negative_slope : float, optional
-        leaky_relu's slope.
+        leaky_relu's slope, softplus's beta or elu's alpha.
     out : numpy.ndarray, optional
         The (batch, out_features) result buffer.
     engine : {"native", "blas"}, optional
@@ -153,7 +161,8 @@ def linear_backward(grad_out: ArrayLike, x: ArrayLike, W: ArrayLike,
                     n_threads: int | None = None) -> tuple[Array | None, Array, Array | None]:
     """Backward of out = act(x @ W.T + b).
 
-    dz = grad_out * act'(y_saved) (y_saved is the forward output; unused for identity), then
+    dz = grad_out * act'(y_saved) (y_saved is the forward output -- the pre-activation
+    x @ W.T + b for the activations in SAVES_INPUT; unused for identity), then
     grad_W (+)= dz.T @ x, grad_b (+)= dz summed over the batch (deterministic), and
     grad_x = dz @ W (skipped when compute_grad_x is False).  With accumulate=True the weight
     and bias gradients are added to grad_W / grad_b (which must then be given); otherwise
@@ -175,7 +184,7 @@ def linear_backward(grad_out: ArrayLike, x: ArrayLike, W: ArrayLike,
     activation : str, optional
         A name in ``fastnn.ops.ACTIVATIONS`` ("identity", "relu", "sigmoid", ...).
     negative_slope : float, optional
-        leaky_relu's slope.
+        leaky_relu's slope, softplus's beta or elu's alpha.
     grad_x, grad_W, grad_b : numpy.ndarray, optional
         Result buffers.
     accumulate : bool, optional
@@ -265,7 +274,7 @@ def activation_forward(x: ArrayLike, activation: str, out: Array | None = None, 
     out : numpy.ndarray, optional
         The result buffer (may be x).
     negative_slope : float, optional
-        leaky_relu's slope.
+        leaky_relu's slope, softplus's beta or elu's alpha.
     n_threads : int, optional
         Threads for this call.
 
@@ -290,21 +299,21 @@ def activation_forward(x: ArrayLike, activation: str, out: Array | None = None, 
 def activation_backward(grad_out: ArrayLike, y_saved: ArrayLike, activation: str,
                         out: Array | None = None, *, negative_slope: float = 0.01,
                         n_threads: int | None = None) -> Array:
-    """grad_in = grad_out * act'(y_saved), y_saved being the forward output.  out may be
-    grad_out.
+    """grad_in = grad_out * act'(y_saved), y_saved being the forward output (the forward
+    input for the activations in SAVES_INPUT).  out may be grad_out.
 
     Parameters
     ----------
     grad_out : numpy.ndarray
         The gradient w.r.t. the output.
     y_saved : numpy.ndarray
-        The forward's output.
+        The forward's output (its input for gelu, gelu_tanh, silu and softplus).
     activation : str
         The activation's name.
     out : numpy.ndarray, optional
         The result buffer (may be grad_out).
     negative_slope : float, optional
-        leaky_relu's slope.
+        leaky_relu's slope, softplus's beta or elu's alpha.
     n_threads : int, optional
         Threads for this call.
 

@@ -11,6 +11,11 @@ cdef extern from "fnn_types.h" nogil:
         LEAKY_RELU "FNN_ACT_LEAKY_RELU"
         SIGMOID "FNN_ACT_SIGMOID"
         TANH "FNN_ACT_TANH"
+        GELU "FNN_ACT_GELU"
+        GELU_TANH "FNN_ACT_GELU_TANH"
+        SILU "FNN_ACT_SILU"
+        SOFTPLUS "FNN_ACT_SOFTPLUS"
+        ELU "FNN_ACT_ELU"
     cpdef enum Engine "fnn_engine":
         NATIVE "FNN_ENGINE_NATIVE"
         BLAS "FNN_ENGINE_BLAS"

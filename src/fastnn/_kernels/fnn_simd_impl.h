@@ -7,7 +7,8 @@
  *            writeback  C = act(alpha*acc + beta*C + bias)
  *   act_fwd  the same activation, elementwise over an array (bitwise identical to the
  *            epilogue, so fused and unfused paths agree exactly)
- *   act_bwd  dz = g * act'(y) from the saved activation output y
+ *   act_bwd  dz = g * act'(.) from the saved activation output y, or the saved input for
+ *            gelu, gelu_tanh, silu and softplus (their derivative is not a function of y)
  *   sgd, adam, rmsprop  the optimizer updates, one pass over a parameter and its state
  */
 #define FNN_CAT2(a, b) a##_##b
@@ -97,6 +98,176 @@ static inline N_(vt) N_(tanh)(N_(vt) x) {
     return N_(sel)(ax < N_(splat)(0.625), small, big);
 }
 
+/* ---- the activations added with GELU (issue 14).  Accuracy, max over a dense sweep
+ * (tests/test_activations_new.py measures it against a float64 / mpmath reference): see the
+ * README's activation table.  Every function here is lane-wise (no lane reads another), so
+ * a value's result does not depend on where in a vector it sits. */
+
+/* c[0] + c[1] t + ... + c[n-1] t^(n-1), Horner */
+#define FNN_HORNER(res, cs, t)                                                                 \
+    do {                                                                                      \
+        const int n_ = (int)(sizeof(cs) / sizeof((cs)[0]));                                   \
+        res = N_(splat)((cs)[n_ - 1]);                                                        \
+        _Pragma("GCC unroll 32") for (int i_ = n_ - 2; i_ >= 0; i_--) res = res * (t) + (cs)[i_]; \
+    } while (0)
+
+/* sigmoid(v) and sigmoid(-v) = 1 - sigmoid(v), each without cancellation */
+static inline N_(vt) N_(sigmoid2)(N_(vt) v, N_(vt) *neg) {
+    N_(vi) sign = N_(signbit)();
+    N_(vt) av = (N_(vt))((N_(vi))v & ~sign);
+    N_(vt) e = N_(exp_neg)(-av);
+    N_(vt) p = 1 / (1 + e), q = e * p;
+    N_(vi) m = v < N_(splat)(0);
+    *neg = N_(sel)(m, p, q);
+    return N_(sel)(m, q, p);
+}
+
+/* exp(x) - 1 for x <= 0 (x > 0 is not used): Taylor series for |x| < ln(2)/2, else
+ * exp(x) - 1 (no cancellation there); -1 below the normal range; NaN propagates. */
+static inline N_(vt) N_(expm1_neg)(N_(vt) x) {
+#if FNN_IS_DOUBLE
+    static const double c[] = {1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040,
+                               1.0 / 40320, 1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800,
+                               1.0 / 479001600, 1.0 / 6227020800.0, 1.0 / 87178291200.0};
+#else
+    static const float c[] = {1.0f / 2, 1.0f / 6, 1.0f / 24, 1.0f / 120, 1.0f / 720,
+                              1.0f / 5040, 1.0f / 40320};
+#endif
+    N_(vt) p;
+    FNN_HORNER(p, c, x);
+    N_(vt) small = N_(sel)(x == N_(splat)(0), x, x + x * x * p);   /* expm1(-0) = -0 */
+    N_(vt) big = N_(exp_neg)(x) - 1;
+    return N_(sel)(x > N_(splat)(-0.34657359027997264), small, big);
+}
+
+/* Phi(x) = (1 + erf(x / sqrt 2)) / 2, the normal CDF, and e = exp(-x^2 / 2).  With
+ * a = |x| / sqrt 2: a < 1, erf(a) = a P(a^2); a >= 1, erfc(a) = exp(-a^2) R(1 / (1 + a/2)),
+ * so Phi(x) = erfc(a) / 2 for x < 0 keeps its relative accuracy in the left tail.  P and R
+ * are least-squares fits in relative error (mpmath, Chebyshev nodes): relative error of the
+ * fits 1.2e-9 / 5.3e-9 (float32; R on a in [1, 9.5]) and 1.3e-19 / 5.1e-19 (float64; R on
+ * a in [1, 27]) -- below rounding, which dominates. */
+static inline N_(vt) N_(norm_cdf)(N_(vt) x, N_(vt) *e) {
+#if FNN_IS_DOUBLE
+    static const double P[] = {
+        1.1283791670955125737, -0.37612638903183747536, 0.11283791670954854308,
+        -0.02686617064507231088, 0.0052239776247753191393, -0.00085483269784306939653,
+        0.00012055331025793797661, -0.000014925593245923501765, 1.6460968721975600497e-6,
+        -1.6349982741897688304e-7, 1.4657600165778558433e-8, -1.1364607520605600498e-9,
+        5.9435082339817828257e-11};
+    static const double R[] = {
+        -3.2474114535835994903e-14, 0.28209479177731340371, 0.28209479160740790845,
+        0.24683294770284632234, 0.17630914694283196084, 0.083748293959737229971,
+        -0.0044225176260707016605, -0.056634535918698525656, -0.054082049954701432517,
+        -0.0016017339663564444829, 0.04906048603495259261, 0.0061169421430762139036,
+        0.35123341768730409686, -1.7096418508809271259, 5.2284338643859868854,
+        -12.896993199724842269, 24.117628693798307541, -32.682185595218718234,
+        31.604707681662210009, -21.402101231672907641, 9.7073920758987615858,
+        -2.6637969057196431899, 0.33580903552272720715};
+#else
+    static const float P[] = {
+        1.1283791656893225228f, -0.37612625567399251684f, 0.11283582247992895491f,
+        -0.026853691099714645343f, 0.0051880988894004591798f, -0.0008008189323165635183f,
+        0.000078472591269656871559f};
+    static const float R[] = {
+        -4.8123098182614746276e-6f, 0.28221557956814328549f, 0.28083443910646459122f,
+        0.25380442076854583104f, 0.15532259740477433702f, 0.11083665852257964549f,
+        0.018303438235937297825f, -0.18040850325657557312f, 0.079533569851376691572f};
+#endif
+    N_(vi) sign = N_(signbit)();
+    N_(vt) h = (FNN_T)0.5 * (x * x);                       /* a^2 */
+    N_(vt) xs = x * (FNN_T)0.70710678118654752440;          /* x / sqrt 2 */
+    N_(vt) a = (N_(vt))((N_(vi))xs & ~sign);
+    N_(vt) p, r;
+    FNN_HORNER(p, P, h);
+    N_(vt) small = (FNN_T)0.5 + (FNN_T)0.5 * (xs * p);
+    N_(vt) ex = N_(exp_neg)(-h);
+    N_(vt) t = 1 / (1 + (FNN_T)0.5 * a);
+    FNN_HORNER(r, R, t);
+    N_(vt) half_erfc = (FNN_T)0.5 * (ex * r);
+    half_erfc = (N_(vt))((N_(vi))half_erfc & ~sign);    /* +0 where exp underflows */
+    N_(vt) big = N_(sel)(x < N_(splat)(0), half_erfc, 1 - half_erfc);
+    *e = ex;
+    return N_(sel)(a < N_(splat)(1), small, big);
+}
+
+/* GELU(x) = x Phi(x) */
+static inline N_(vt) N_(gelu)(N_(vt) x) {
+    N_(vt) e;
+    return x * N_(norm_cdf)(x, &e);
+}
+
+/* the tanh approximation: x (1 + tanh(u)) / 2 = x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3) */
+#define FNN_GELU_K ((FNN_T)0.79788456080286535588)
+#define FNN_GELU_C ((FNN_T)0.044715)
+static inline N_(vt) N_(gelu_tanh)(N_(vt) x) {
+    N_(vt) u = FNN_GELU_K * (x + FNN_GELU_C * (x * x * x));
+    N_(vt) sn;
+    return x * N_(sigmoid2)(u + u, &sn);
+}
+
+static inline N_(vt) N_(silu)(N_(vt) x) {
+    N_(vt) sn;
+    return x * N_(sigmoid2)(x, &sn);
+}
+
+/* Softplus: x where beta x > 20 (torch's default threshold), else log(1 + exp(beta x)) / beta
+ * = (max(u, 0) + log1p(exp(-|u|))) / beta with u = beta x; log1p(w), w in (0, 1], as
+ * 2 atanh(w / (2 + w)) (its Taylor series, |r| <= 1/3). */
+#define FNN_SOFTPLUS_THRESHOLD ((FNN_T)20)
+static inline N_(vt) N_(softplus)(N_(vt) x, FNN_T beta) {
+#if FNN_IS_DOUBLE
+    static const double L[] = {1.0 / 3, 1.0 / 5, 1.0 / 7, 1.0 / 9, 1.0 / 11, 1.0 / 13,
+                               1.0 / 15, 1.0 / 17, 1.0 / 19, 1.0 / 21, 1.0 / 23, 1.0 / 25,
+                               1.0 / 27, 1.0 / 29, 1.0 / 31, 1.0 / 33, 1.0 / 35};
+#else
+    static const float L[] = {1.0f / 3, 1.0f / 5, 1.0f / 7, 1.0f / 9, 1.0f / 11, 1.0f / 13,
+                              1.0f / 15};
+#endif
+    N_(vi) sign = N_(signbit)();
+    N_(vt) u = x * beta;
+    N_(vt) au = (N_(vt))((N_(vi))u & ~sign);
+    N_(vt) w = N_(exp_neg)(-au);
+    N_(vt) r = w / (2 + w), r2 = r * r, q;
+    FNN_HORNER(q, L, r2);
+    N_(vt) lp = (r + r) + (r + r) * (r2 * q);
+    N_(vt) pos = N_(sel)(u < N_(splat)(0), N_(splat)(0), u);   /* NaN stays NaN */
+    N_(vt) y = (pos + lp) / beta;
+    return N_(sel)(u > N_(splat)(FNN_SOFTPLUS_THRESHOLD), x, y);
+}
+
+static inline N_(vt) N_(elu)(N_(vt) x, FNN_T alpha) {
+    N_(vt) neg = N_(sel)(x > N_(splat)(0), N_(splat)(0), x);
+    return N_(sel)(x > N_(splat)(0), x, alpha * N_(expm1_neg)(neg));
+}
+
+/* the derivatives of the activations that save their input s (gelu, gelu_tanh, silu,
+ * softplus): act'(s) */
+static inline N_(vt) N_(dgelu)(N_(vt) x) {
+    N_(vt) e;
+    N_(vt) cdf = N_(norm_cdf)(x, &e);
+    return cdf + x * (e * (FNN_T)0.39894228040143267794);   /* + x exp(-x^2/2) / sqrt(2 pi) */
+}
+
+static inline N_(vt) N_(dgelu_tanh)(N_(vt) x) {
+    N_(vt) x2 = x * x;
+    N_(vt) u = FNN_GELU_K * (x + FNN_GELU_C * (x2 * x));
+    N_(vt) sn;
+    N_(vt) s = N_(sigmoid2)(u + u, &sn);      /* (1 + tanh u) / 2 and (1 - tanh u) / 2 */
+    /* d/dx x (1 + tanh u) / 2 = s + x (1 - tanh^2 u) / 2 u',  (1 - tanh^2 u) / 2 = 2 s sn */
+    return s + (x + x) * (s * sn) * (FNN_GELU_K * (1 + (3 * FNN_GELU_C) * x2));
+}
+
+static inline N_(vt) N_(dsilu)(N_(vt) x) {
+    N_(vt) sn;
+    N_(vt) s = N_(sigmoid2)(x, &sn);
+    return s * (1 + x * sn);
+}
+
+static inline N_(vt) N_(dsoftplus)(N_(vt) x, FNN_T beta) {
+    N_(vt) u = x * beta;
+    return N_(sel)(u > N_(splat)(FNN_SOFTPLUS_THRESHOLD), N_(splat)(1), N_(sigmoid)(u));
+}
+
 static inline N_(vt) N_(act)(N_(vt) v, int act, FNN_T slope) {
     switch (act) {
     case FNN_ACT_RELU: return N_(sel)(v < N_(splat)(0), N_(splat)(0), v);   /* NaN stays NaN */
@@ -104,8 +275,21 @@ static inline N_(vt) N_(act)(N_(vt) v, int act, FNN_T slope) {
     case FNN_ACT_SIGMOID: return N_(sigmoid)(v);
     case FNN_ACT_TANH: return N_(tanh)(v);
     case FNN_ACT_EXP_NEG: return N_(exp_neg)(v);
+    case FNN_ACT_GELU: return N_(gelu)(v);
+    case FNN_ACT_GELU_TANH: return N_(gelu_tanh)(v);
+    case FNN_ACT_SILU: return N_(silu)(v);
+    case FNN_ACT_SOFTPLUS: return N_(softplus)(v, slope);
+    case FNN_ACT_ELU: return N_(elu)(v, slope);
     default: return v;
     }
+}
+
+/* p = act(p) in place over nvec whole vectors: the writeback of the activations too long
+ * to inline into every microkernel tile (gelu, gelu_tanh, silu, softplus, elu).  The same
+ * N_(act) as act_fwd, on the same stored value: bitwise equal to GEMM then act_fwd. */
+static FNN_NOINLINE void N_(act_vecs)(FNN_T *p, int nvec, int act, FNN_T slope) {
+    for (int j = 0; j < nvec; j++)
+        N_(st)(p + j * FNN_VL, N_(act)(N_(ld)(p + j * FNN_VL), act, slope));
 }
 
 /* The microkernel body for an mr_e x (nv_e vectors) sub-tile of the packed MR x NR panels:
@@ -217,6 +401,11 @@ N_(ukr_body)(const int mr_e, const int nv_e, const int arow, long kc, const FNN_
     case FNN_ACT_LEAKY_RELU: FNN_EPI(FNN_ACT_LEAKY_RELU, 0) break;
     case FNN_ACT_SIGMOID: FNN_EPI(FNN_ACT_SIGMOID, 0) break;
     case FNN_ACT_TANH: FNN_EPI(FNN_ACT_TANH, 0) break;
+    case FNN_ACT_GELU: case FNN_ACT_GELU_TANH: case FNN_ACT_SILU: case FNN_ACT_SOFTPLUS:
+    case FNN_ACT_ELU:
+        FNN_EPI(FNN_ACT_IDENTITY, 0)
+        for (int i = 0; i < mr_e; i++) N_(act_vecs)(cp + i * ldc, nv_e, act, slope);
+        break;
     default:
         if (plain) { FNN_EPI(FNN_ACT_IDENTITY, 1) } else { FNN_EPI(FNN_ACT_IDENTITY, 0) }
     }
@@ -586,6 +775,16 @@ static FNN_NOINLINE void N_(act_bwd)(long n, const FNN_T *g, const FNN_T *y, FNN
     case FNN_ACT_TANH:
         for (i = 0; i < n; i++) dz[i] = g[i] * (1 - y[i] * y[i]);
         break;
+    case FNN_ACT_ELU:       /* from the output: alpha exp(x) = y + alpha for x <= 0 */
+        for (i = 0; i < n; i++) dz[i] = y[i] > 0 ? g[i] : g[i] * (y[i] + slope);
+        break;
+    /* these read the saved input s (y holds it): act'(s) */
+#define FNN_DACT(D)                                                                                for (i = 0; i + FNN_VL <= n; i += FNN_VL) {                                                       N_(vt) s = N_(ld)(y + i);                                                                     N_(st)(dz + i, N_(ld)(g + i) * (D));                                                      }                                                                                             if (i < n) {                                                                                      FNN_T ts[FNN_VL] __attribute__((aligned(64))) = {0};                                          FNN_T tg[FNN_VL] __attribute__((aligned(64))) = {0};                                          memcpy(ts, y + i, (n - i) * sizeof(FNN_T));                                                   memcpy(tg, g + i, (n - i) * sizeof(FNN_T));                                                   N_(vt) s = N_(ld)(ts);                                                                        N_(st)(tg, N_(ld)(tg) * (D));                                                                 memcpy(dz + i, tg, (n - i) * sizeof(FNN_T));                                              }
+    case FNN_ACT_GELU: FNN_DACT(N_(dgelu)(s)) break;
+    case FNN_ACT_GELU_TANH: FNN_DACT(N_(dgelu_tanh)(s)) break;
+    case FNN_ACT_SILU: FNN_DACT(N_(dsilu)(s)) break;
+    case FNN_ACT_SOFTPLUS: FNN_DACT(N_(dsoftplus)(s, slope)) break;
+#undef FNN_DACT
     default:
         if (dz != g) memmove(dz, g, n * sizeof(FNN_T));
     }

@@ -14,9 +14,16 @@ typedef enum fnn_act {              /* activations (fused into the GEMM writebac
     FNN_ACT_SIGMOID = 3,
     FNN_ACT_TANH = 4,
     /* internal, not an activation: exp(x) for x <= 0 (act_fwd only), the softmax's exponential */
-    FNN_ACT_EXP_NEG = 5
-    /* reserved for the activations being added: 6 GELU (erf), 7 GELU_TANH, 8 SILU,
-     * 9 SOFTPLUS, 10 ELU */
+    FNN_ACT_EXP_NEG = 5,
+    /* these five apply in the GEMM writeback too; the backward of GELU, GELU_TANH, SILU and
+     * SOFTPLUS reads the saved *input* (act_bwd's y argument holds it), ELU's the output.
+     * The activation parameter `slope`: LEAKY_RELU's negative slope, SOFTPLUS's beta (its
+     * threshold is 20, torch's default), ELU's alpha. */
+    FNN_ACT_GELU = 6,               /* x Phi(x), Phi via erf */
+    FNN_ACT_GELU_TANH = 7,          /* GELU's tanh approximation */
+    FNN_ACT_SILU = 8,               /* x sigmoid(x) */
+    FNN_ACT_SOFTPLUS = 9,
+    FNN_ACT_ELU = 10
 } fnn_act;
 
 typedef enum fnn_engine {              /* GEMM engines */

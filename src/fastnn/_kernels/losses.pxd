@@ -25,3 +25,12 @@ cdef double pointwise_loss(int kind, Py_ssize_t m, Py_ssize_t n, const floating 
                            const double *sw, const double *pw, floating *g, Py_ssize_t rsg,
                            double param, double scale, double *rows,
                            int n_threads) noexcept nogil
+
+# Softmax / LogSoftmax over the last axis (the modules and the compiled step's SOFTMAX /
+# LOGSOFTMAX ops)
+cdef void softmax_forward(Py_ssize_t m, Py_ssize_t n, const floating *x, Py_ssize_t rsx,
+                          floating *y, Py_ssize_t rsy, bint logsm,
+                          int n_threads) noexcept nogil
+cdef void softmax_backward(Py_ssize_t m, Py_ssize_t n, const floating *g, Py_ssize_t rsg,
+                           const floating *y, Py_ssize_t rsy, floating *gi, Py_ssize_t rsgi,
+                           bint logsm, int n_threads) noexcept nogil

@@ -542,3 +542,116 @@ def _svm_w(const floating[:, :] s, const int64_t[::1] y, const double[::1] sw,
         out = svm_w_loss(s.shape[0], s.shape[1], cptr2(s), row_stride(s), &y[0], &sw[0],
                          ptr2(g), row_stride(g), margin, scale, &rows[0], nt)
     return out
+
+
+# ------------------------------------------------------------ Softmax / LogSoftmax (dim=1)
+# Row-wise over the last axis, each row by one thread in one fixed order (bitwise identical
+# for any thread count): the row's maximum is subtracted (no overflow for finite inputs), the
+# exponentials are the vectorized exp of the activation kernels, sums accumulate in double.
+cdef inline void _softmax_row(Py_ssize_t n, const floating *x, floating *y,
+                              bint logsm) noexcept nogil:
+    cdef Py_ssize_t j, t, c
+    cdef floating mx = x[0], ls, r
+    cdef floating buf[EXP_CHUNK]
+    cdef double total = 0
+    for j in range(1, n):
+        if x[j] > mx:
+            mx = x[j]
+    for j in range(n):
+        y[j] = x[j] - mx
+    if logsm:
+        # the exponentials through a stack buffer (y keeps the shifted values)
+        j = 0
+        while j < n:
+            c = n - j if n - j < EXP_CHUNK else EXP_CHUNK
+            for t in range(c):
+                buf[t] = y[j + t]
+            _exp_neg(c, buf)
+            for t in range(c):
+                total += buf[t]
+            j += c
+        ls = <floating>log(total)
+        for j in range(n):
+            y[j] = y[j] - ls
+    else:
+        _exp_neg(n, y)
+        for j in range(n):
+            total += y[j]
+        r = <floating>(1.0 / total)
+        for j in range(n):
+            y[j] = y[j] * r
+
+
+cdef inline void _softmax_bwd_row(Py_ssize_t n, const floating *g, const floating *y,
+                                  floating *gi, bint logsm) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef double acc = 0
+    cdef floating s
+    if logsm:
+        # g_in = g - exp(y) * sum(g)
+        for j in range(n):
+            acc += g[j]
+        s = <floating>acc
+        for j in range(n):
+            gi[j] = y[j]
+        _exp_neg(n, gi)
+        for j in range(n):
+            gi[j] = g[j] - gi[j] * s
+    else:
+        # g_in = y * (g - sum(g * y))
+        for j in range(n):
+            acc += <double>g[j] * y[j]
+        s = <floating>acc
+        for j in range(n):
+            gi[j] = y[j] * (g[j] - s)
+
+
+cdef void softmax_forward(Py_ssize_t m, Py_ssize_t n, const floating *x, Py_ssize_t rsx,
+                          floating *y, Py_ssize_t rsy, bint logsm,
+                          int n_threads) noexcept nogil:
+    """y = softmax(x) (or log_softmax with logsm) row by row; y must not overlap x."""
+    cdef Py_ssize_t i
+    cdef int nt = elem_threads(m, n, n_threads)
+    if n == 0:
+        return
+    if nt == 1:
+        for i in range(m):
+            _softmax_row(n, x + i * rsx, y + i * rsy, logsm)
+    else:
+        for i in prange(m, nogil=True, num_threads=nt, schedule='static'):
+            _softmax_row(n, x + i * rsx, y + i * rsy, logsm)
+
+
+cdef void softmax_backward(Py_ssize_t m, Py_ssize_t n, const floating *g, Py_ssize_t rsg,
+                           const floating *y, Py_ssize_t rsy, floating *gi, Py_ssize_t rsgi,
+                           bint logsm, int n_threads) noexcept nogil:
+    """gi = y * (g - sum(g * y)) (softmax) or g - exp(y) * sum(g) (log_softmax), y the
+    saved output, row by row; gi must not overlap g or y."""
+    cdef Py_ssize_t i
+    cdef int nt = elem_threads(m, n, n_threads)
+    if n == 0:
+        return
+    if nt == 1:
+        for i in range(m):
+            _softmax_bwd_row(n, g + i * rsg, y + i * rsy, gi + i * rsgi, logsm)
+    else:
+        for i in prange(m, nogil=True, num_threads=nt, schedule='static'):
+            _softmax_bwd_row(n, g + i * rsg, y + i * rsy, gi + i * rsgi, logsm)
+
+
+def _softmax(const floating[:, :] x, floating[:, :] y, bint logsm, int n_threads=-1):
+    """The module path's forward (fastnn.nn.layers.Softmax / LogSoftmax); rows contiguous."""
+    cdef int engine = current_engine()
+    cdef int nt = loop_threads(engine, n_threads)
+    with nogil:
+        softmax_forward(x.shape[0], x.shape[1], cptr2(x), row_stride(x), ptr2(y),
+                        row_stride(y), logsm, nt)
+
+
+def _softmax_backward(const floating[:, :] g, const floating[:, :] y, floating[:, :] gi,
+                      bint logsm, int n_threads=-1):
+    cdef int engine = current_engine()
+    cdef int nt = loop_threads(engine, n_threads)
+    with nogil:
+        softmax_backward(g.shape[0], g.shape[1], cptr2(g), row_stride(g), cptr2(y),
+                         row_stride(y), ptr2(gi), row_stride(gi), logsm, nt)

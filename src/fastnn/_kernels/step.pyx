@@ -38,7 +38,7 @@ from ._core cimport (current_engine, current_threads, act_forward, act_backward,
 from .dense cimport gemm_any
 from .gates cimport binary_forward, binary_backward, copy_rows
 from .losses cimport (mse_loss, xent_loss, svm_loss, pointwise_loss, PW_L1, PW_HUBER,
-                     PW_SMOOTH_L1, PW_BCE_LOGITS)
+                     PW_SMOOTH_L1, PW_BCE_LOGITS, softmax_forward, softmax_backward)
 from .optim cimport opt_update, OptHyper, OPT_MAX_STATE, OPT_MAX_HYPER
 from .clip cimport GradView, total_norm, clip_coef, clip_scale
 from .norm cimport layernorm_forward, layernorm_backward, batchnorm_forward, batchnorm_backward
@@ -99,6 +99,9 @@ cdef struct Op:
     uint64_t seed, ctr, key
     uint32_t thresh
     double scale
+    void *z             # (cap, N): a Linear's pre-activation x W^T + b when its activation
+                        # saves its input (GELU, SiLU, Softplus; training only), else NULL
+    bint saves_input    # the activation's backward reads its input, not its output
 
 
 cdef struct Param:
@@ -130,6 +133,16 @@ cdef int _forward_op(Op *op, Slot *S, int M, int engine, int nt, int et,
     cdef Slot *y = &S[op.outs[0]]
     cdef floating one = 1, zero = 0
     cdef int j, off
+    cdef int e
+    if op.kind == OpKind.LINEAR and op.z != NULL:
+        # z = in @ W^T + b, then out = act(z): Linear._forward_act's two calls in training
+        e = gemm_any(engine, nt, M, op.N, op.K, one, <const floating *>x.val, x.rs, 1,
+                     <const floating *>op.W, 1, op.K, zero, <floating *>op.z, op.N,
+                     <const floating *>op.b, Activation.IDENTITY, zero)
+        if e == 0:
+            act_forward(M, op.N, <const floating *>op.z, op.N, <floating *>y.val, y.rs,
+                        op.act, <floating>op.slope, et)
+        return e
     if op.kind == OpKind.LINEAR:
         # out = act(in @ W^T + b), the same gemm_any call as linear_forward
         return gemm_any(engine, nt, M, op.N, op.K, one, <const floating *>x.val, x.rs, 1,
@@ -148,6 +161,10 @@ cdef int _forward_op(Op *op, Slot *S, int M, int engine, int nt, int et,
         op.ctr += 1
         dropout_apply(M, x.n, <const floating *>x.val, x.rs, <floating *>y.val, y.rs, op.key,
                       op.thresh, <floating>op.scale, et)
+        return 0
+    if op.kind == OpKind.SOFTMAX or op.kind == OpKind.LOGSOFTMAX:
+        softmax_forward(M, x.n, <const floating *>x.val, x.rs, <floating *>y.val, y.rs,
+                        op.kind == OpKind.LOGSOFTMAX, et)
         return 0
     if op.gop == GateOp.CONCAT:
         off = 0
@@ -211,8 +228,10 @@ cdef int _backward_op(Op *op, Slot *S, int M, int engine, int nt, int et,
         if op.act == Activation.IDENTITY:
             dz = dy
         else:
-            act_backward(M, N, dy, N, <const floating *>y.val, N, <floating *>op.work, N,
-                         op.act, <floating>op.slope, et)
+            # the saved value act' reads: the pre-activation z, or the output
+            act_backward(M, N, dy, N,
+                         <const floating *>(op.z if op.z != NULL else y.val), N,
+                         <floating *>op.work, N, op.act, <floating>op.slope, et)
             dz = <const floating *>op.work
         # grad_W (N,K) (+)= dz^T @ in  (dense.linear_backward's calls)
         e = gemm_any(engine, nt, N, K, M, one, dz, 1, N, <const floating *>x.val, x.rs, 1,
@@ -246,7 +265,9 @@ cdef int _backward_op(Op *op, Slot *S, int M, int engine, int nt, int et,
         return 0
     if op.kind == OpKind.ACT:
         if op.gin[0] != NULL:
-            act_backward(M, x.n, dy, x.n, <const floating *>y.val, y.rs,
+            act_backward(M, x.n, dy, x.n,
+                         <const floating *>(x.val if op.saves_input else y.val),
+                         x.rs if op.saves_input else y.rs,
                          <floating *>op.gin[0], x.n, op.act, <floating>op.slope, et)
             _contribute(x, <const floating *>op.gin[0], M)
         return 0
@@ -255,6 +276,12 @@ cdef int _backward_op(Op *op, Slot *S, int M, int engine, int nt, int et,
             # the same bits as the forward (the key of this step)
             dropout_apply(M, x.n, dy, x.n, <floating *>op.gin[0], x.n, op.key, op.thresh,
                           <floating>op.scale, et)
+            _contribute(x, <const floating *>op.gin[0], M)
+        return 0
+    if op.kind == OpKind.SOFTMAX or op.kind == OpKind.LOGSOFTMAX:
+        if op.gin[0] != NULL:
+            softmax_backward(M, x.n, dy, x.n, <const floating *>y.val, y.rs,
+                             <floating *>op.gin[0], x.n, op.kind == OpKind.LOGSOFTMAX, et)
             _contribute(x, <const floating *>op.gin[0], M)
         return 0
     if op.gop == GateOp.ADD:
@@ -497,6 +524,8 @@ cdef int _forward_fields(Op *op, dict d, int *ipool, int ni) except -1:
     op.rm = _ptr(d.get("rm"))
     op.rv = _ptr(d.get("rv"))
     op.nbt = <int64_t *>_ptr(d.get("nbt"))
+    op.z = _ptr(d.get("z"))
+    op.saves_input = d.get("saves_input", False)
     return ni
 
 
@@ -629,7 +658,7 @@ cdef class StepKernel:
             op.work = _ptr(d["work"])
             op.sums = _ptr(d.get("sums"))
             keep += [d[k] for k in ("W", "b", "gW", "gb", "work") if d[k] is not None]
-            keep += [d[k] for k in ("xhat", "st1", "st2", "sums", "rm", "rv", "nbt")
+            keep += [d[k] for k in ("xhat", "st1", "st2", "sums", "rm", "rv", "nbt", "z")
                      if d.get(k) is not None]
             keep += [a for a in d["gin"] if a is not None]
         self.drops = [(i, d["drop"]) for i, d in enumerate(ops) if d["drop"] is not None]

@@ -1,5 +1,6 @@
 """The layers: ``Linear``, the elementwise activations (``Sigmoid``, ``ReLU``, ``Tanh``,
-``LeakyReLU``, ``Identity``) and ``Dropout``.
+``LeakyReLU``, ``Identity``, ``GELU``, ``SiLU``, ``Softplus``, ``ELU``), the row-wise
+``Softmax`` / ``LogSoftmax`` and ``Dropout``.
 
 Each keeps its per-use state in a ``Ctx`` it is handed (``_forward_act(ctx, ...)``,
 ``_fwd(ctx, ...)``), so a container can use one layer at several places; ``forward`` /
@@ -14,15 +15,16 @@ import numpy as np
 
 from .. import _checks as C
 from .. import init as _init
-from ..ops import ACTIVATIONS
+from ..ops import ACTIVATIONS, SAVES_INPUT_CODES
 from .._kernels import dense as _dense
 from .._kernels import dropout as _dropout
+from .._kernels import losses as _losses
 from .module import Module, buf, not_run
 from .parameter import Parameter
 from .._typing import Array, ArrayLike, DTypeLike
 
-__all__ = ["Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU", "Identity", "Dropout",
-           "manual_seed"]
+__all__ = ["Linear", "Sigmoid", "ReLU", "Tanh", "LeakyReLU", "Identity", "GELU", "SiLU",
+           "Softplus", "ELU", "Softmax", "LogSoftmax", "Dropout", "manual_seed"]
 
 _F32 = C.DTYPES[0]
 _LIN_FWD = C.specialized(_dense._linear_forward)
@@ -30,6 +32,8 @@ _LIN_BWD = C.specialized(_dense._linear_backward)
 _ACT_FWD = C.specialized(_dense._activation_forward)
 _ACT_BWD = C.specialized(_dense._activation_backward)
 _DROP = C.specialized(_dropout._dropout)
+_SOFTMAX = C.specialized(_losses._softmax)
+_SOFTMAX_BWD = C.specialized(_losses._softmax_backward)
 
 
 # ------------------------------------------------------------------------------ Linear
@@ -130,6 +134,9 @@ class Linear(Module):
         return x
 
     # The fused paths: Sequential calls these with an activation code (0 = identity).
+    # An activation whose backward reads its input (GELU, SiLU, Softplus) keeps the
+    # pre-activation z = x W^T + b in training: the GEMM writes z, one vectorized pass
+    # act(z); in eval mode the activation runs in the GEMM's writeback (bitwise the same).
     def _forward_act(self, ctx, x, act, slope, trusted=False):
         x = self._check_input(x, trusted)
         W = self.weight._data
@@ -140,7 +147,12 @@ class Linear(Module):
             out = buf(ctx, "out", shape, dt, x)
         else:
             out = np.empty(shape, dt)
-        _LIN_FWD[dt](x, W, b, act, slope, out)
+        if self.training and act in SAVES_INPUT_CODES:
+            z = buf(ctx, "z", shape, dt, x, out)
+            _LIN_FWD[dt](x, W, b, 0, 0.0, z)
+            _ACT_FWD[dt](z, out, act, slope)
+        else:
+            _LIN_FWD[dt](x, W, b, act, slope, out)
         if self.training:
             ctx.x = x
             ctx.y = out
@@ -175,6 +187,8 @@ class Linear(Module):
             gx = buf(ctx, "gx", x.shape, dt, grad_out)
         else:
             gx = C.EMPTY2[dt]
+        if act in SAVES_INPUT_CODES:
+            y = ctx.bufs["z"]         # the pre-activation, saved by the training forward
         _LIN_BWD[dt](grad_out, x, W, y if act else C.EMPTY2[dt], act, slope, gx, gW,
                                 gb, acc, work, bool(input_grad), self.bias is not None)
         return gx if input_grad else None
@@ -222,7 +236,25 @@ class _Activation(Module):
         return 0.0
 
     def _fusable(self):
+        """Whether the kernel's backward computes the derivative (from the saved output, or
+        from the saved input for the activations in SAVES_INPUT); else _input_deriv does."""
         return True
+
+    @property
+    def _saves_input(self):
+        return self._code in SAVES_INPUT_CODES
+
+    def _input_deriv(self, x):
+        """act'(x) from the input, for an activation that is not _fusable."""
+        raise NotImplementedError
+
+    def _kernel_exact(self):
+        """Whether the elementwise kernel computes the forward exactly; else _fwd corrects
+        its result with _adjust (a parameter the kernel does not take)."""
+        return True
+
+    def _adjust(self, x, out):
+        raise NotImplementedError
 
     def _who(self):
         return repr(self)
@@ -241,8 +273,10 @@ class _Activation(Module):
         else:
             out = np.empty(x2.shape, x.dtype)
         _ACT_FWD[x.dtype](x2, out, self._code, self._slope())
+        if not self._kernel_exact():
+            self._adjust(x2, out)
         if training:
-            ctx.x = None if self._fusable() else x2
+            ctx.x = x2 if self._saves_input or not self._fusable() else None
             ctx.y = out
             ctx.shape = x.shape
         return out.reshape(x.shape) if x.ndim != 2 else out
@@ -253,9 +287,10 @@ class _Activation(Module):
             return None
         y = ctx.y
         if self._fusable():
-            _ACT_BWD[y.dtype](g2, y, gi, self._code, self._slope())
-        else:   # leaky_relu with a negative slope: the derivative needs the input's sign
-            np.multiply(g2, np.where(ctx.x > 0, 1.0, self._slope()).astype(y.dtype), out=gi)
+            _ACT_BWD[y.dtype](g2, ctx.x if self._saves_input else y, gi, self._code,
+                              self._slope())
+        else:   # leaky_relu / elu with a negative parameter: the derivative needs the input
+            np.multiply(g2, self._input_deriv(ctx.x).astype(y.dtype), out=gi)
         return gi.reshape(ctx.shape) if len(ctx.shape) != 2 else gi
 
     def _arch(self):
@@ -329,6 +364,9 @@ class LeakyReLU(_Activation):
     def _fusable(self):
         return self._negative_slope >= 0
 
+    def _input_deriv(self, x):
+        return np.where(x > 0, 1.0, self._negative_slope)
+
     def extra_repr(self) -> str:
         return f"negative_slope={self._negative_slope}"
 
@@ -338,6 +376,208 @@ class LeakyReLU(_Activation):
 
 
 
+def _finite(who, name, value, positive=False):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{who}: {name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not np.isfinite(v) or (positive and v <= 0):
+        raise ValueError(f"{who}: {name} must be a finite{' positive' if positive else ''} "
+                         f"number, got {value!r}")
+    return v
+
+
+class GELU(_Activation):
+    """y = x * Phi(x), Phi the standard normal CDF (``approximate="none"``, through erf), or
+    its tanh approximation x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) with
+    ``approximate="tanh"``.  The backward reads the saved input (GELU'(x) = Phi(x) +
+    x phi(x)); fused into a preceding Linear, the step keeps the pre-activation.
+
+    Parameters
+    ----------
+    approximate : {"none", "tanh"}, optional
+        "none": the exact GELU through erf; "tanh": torch's tanh approximation.
+    """
+    _act = "gelu"
+
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got "
+                             f"{approximate!r}")
+        object.__setattr__(self, "approximate", approximate)
+        object.__setattr__(self, "_act", "gelu" if approximate == "none" else "gelu_tanh")
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
+    def _arch(self):
+        return {"approximate": self.approximate}
+
+
+class SiLU(_Activation):
+    """y = x * sigmoid(x) (Swish); dy/dx = s (1 + x (1 - s)) from the saved input."""
+    _act = "silu"
+
+
+_SOFTPLUS_THRESHOLD = 20.0       # the kernels' (fnn_simd_impl.h: FNN_SOFTPLUS_THRESHOLD)
+
+
+class Softplus(_Activation):
+    """y = log(1 + exp(beta x)) / beta, and y = x where beta x > threshold (torch's rule);
+    dy/dx = sigmoid(beta x) (1 above the threshold) from the saved input.  The kernels
+    implement torch's default threshold, 20: with it the layer fuses into a preceding
+    Linear and compiles; another threshold (any finite number) corrects the kernel's
+    result between the two thresholds in NumPy and runs the module path.
+
+    Parameters
+    ----------
+    beta : float, optional
+        The sharpness, finite and > 0.
+    threshold : float, optional
+        Where ``beta * x > threshold`` the output is x (finite).
+    """
+    _act = "softplus"
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
+        super().__init__()
+        b = _finite("Softplus", "beta", beta, positive=True)
+        t = _finite("Softplus", "threshold", threshold)
+        object.__setattr__(self, "beta", b)
+        object.__setattr__(self, "threshold", t)
+
+    def _slope(self):
+        return self.beta
+
+    def _kernel_exact(self):
+        return self.threshold == _SOFTPLUS_THRESHOLD
+
+    def _fusable(self):
+        return self.threshold == _SOFTPLUS_THRESHOLD
+
+    def _adjust(self, x, out):
+        # the kernel switched to x at beta x > 20: move the switch to this threshold
+        u = x * x.dtype.type(self.beta)
+        if self.threshold < _SOFTPLUS_THRESHOLD:
+            np.copyto(out, x, where=u > self.threshold)
+        else:
+            with np.errstate(over="ignore"):
+                smooth = (u + np.log1p(np.exp(-u))) / x.dtype.type(self.beta)
+            np.copyto(out, smooth, where=(u > _SOFTPLUS_THRESHOLD) & ~(u > self.threshold))
+
+    def _input_deriv(self, x):
+        u = x * x.dtype.type(self.beta)
+        e = np.exp(-np.abs(u.astype(np.float64)))
+        sig = np.where(u >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+        return np.where(u > self.threshold, 1.0, sig)
+
+    def extra_repr(self):
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+    def _arch(self):
+        return {"beta": self.beta, "threshold": self.threshold}
+
+
+class ELU(_Activation):
+    """y = x for x > 0, alpha (exp(x) - 1) otherwise (through expm1).  With alpha >= 0
+    the derivative is read from the output (y > 0 ? 1 : y + alpha) and the layer fuses
+    into a preceding Linear's GEMM writeback; a negative alpha keeps the input instead.
+
+    Parameters
+    ----------
+    alpha : float, optional
+        The scale of the negative part (finite).
+    """
+    _act = "elu"
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        super().__init__()
+        object.__setattr__(self, "alpha", _finite("ELU", "alpha", alpha))
+
+    def _slope(self):
+        return self.alpha
+
+    def _fusable(self):
+        return self.alpha >= 0
+
+    def _input_deriv(self, x):
+        with np.errstate(over="ignore"):
+            return np.where(x > 0, 1.0, self.alpha * np.exp(np.minimum(x, 0)))
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}"
+
+    def _arch(self):
+        return {"alpha": self.alpha}
+
+
+class Softmax(_Activation):
+    """y = exp(x - max) / sum(exp(x - max)) over dim=1, the features axis of a 2-D (batch,
+    features) input (numerically stable: each row's maximum is subtracted; the vectorized
+    exp; sums in float64).  Backward from the saved output: g_in = y (g - sum(g y)).  Not
+    elementwise: never fused, its own op (OpKind.SOFTMAX) in the compiled step; each row is
+    computed by one thread (bitwise identical for any thread count).
+
+    Parameters
+    ----------
+    dim : int, optional
+        The axis to normalize: 1 (or -1), the features axis.
+    """
+    _log = False
+
+    def __init__(self, dim: int = 1) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or \
+                int(dim) not in (1, -1):
+            raise ValueError(f"{name}: dim must be 1 (or -1), the features axis of a (batch, "
+                             f"features) input, got {dim!r}")
+        object.__setattr__(self, "dim", int(dim))
+
+    def _fusable(self):
+        return False
+
+    def _fwd(self, ctx, x, training):
+        who = self._who
+        x = C.module_array(who, "input", x)
+        if x.ndim != 2:
+            raise ValueError(f"{who()}: input must be 2-D (batch, features), got {x.ndim}-D "
+                             f"with shape {x.shape}")
+        x2 = C.rowmajor(x)
+        if training:
+            out = buf(ctx, "out", x2.shape, x.dtype, x2)
+        else:
+            out = np.empty(x2.shape, x.dtype)
+        _SOFTMAX[x.dtype](x2, out, self._log)
+        if training:
+            ctx.y = out
+            ctx.shape = x.shape
+        return out
+
+    def _bwd(self, ctx, grad_out, input_grad, who):
+        g2, gi = _grad_rows(ctx, grad_out, input_grad, who)
+        if g2 is not None:
+            _SOFTMAX_BWD[gi.dtype](g2, ctx.y, gi, self._log)
+        return gi
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+    def _arch(self):
+        return {"dim": self.dim}
+
+
+class LogSoftmax(Softmax):
+    """y = x - max - log(sum(exp(x - max))) over dim=1 of a 2-D (batch, features) input;
+    backward from the saved output: g_in = g - exp(y) sum(g).  Its own op
+    (OpKind.LOGSOFTMAX) in the compiled step, as Softmax.
+
+    Parameters
+    ----------
+    dim : int, optional
+        The axis to normalize: 1 (or -1), the features axis.
+    """
+    _log = True
 # ------------------------------------------------------------------------------ Dropout
 # Where Dropout(seed=None) draws its seed: a generator fastnn.manual_seed(s) re-seeds.
 _seed_source = [np.random.default_rng()]

@@ -16,8 +16,13 @@ layer or gate used at several places has one step per use.
     ModuleStep   any other module (a nested container, a user module): opaque
 
 **The fusion rule** (``fusable``): a Linear is fused with a Sigmoid / ReLU / Tanh /
-LeakyReLU(negative_slope >= 0) that is its only consumer -- the next module of a chain, or
-in a graph the only node reading it (and the Linear is not itself an output).
+LeakyReLU(negative_slope >= 0) / ELU(alpha >= 0) / GELU / SiLU / Softplus that is its only
+consumer -- the next module of a chain, or in a graph the only node reading it (and the
+Linear is not itself an output).  The first five take their derivative from the output:
+the activation runs in the GEMM's writeback.  GELU, SiLU and Softplus need the
+pre-activation z = x W^T + b in backward (ops.SAVES_INPUT): in training the GEMM writes z
+into a step-owned buffer and one vectorized pass writes act(z) (measured: README, "what
+fuses"); in eval mode / inference the activation runs in the writeback, bitwise the same.
 
 A **Plan** is the steps in execution order plus the value slots they read and write:
 ``ins[k]`` / ``outs[k]`` are step k's input and output slots, ``in_slots`` / ``out_slots``

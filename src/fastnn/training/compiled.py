@@ -21,8 +21,8 @@ import numpy as np
 from .. import _checks
 from ..losses import (BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, Loss, MSELoss,
                       SmoothL1Loss, SVMLoss)
-from ..nn import Add, Concat, Graph, Identity, Linear, Maximum, Module, Multiply, \
-    Sequential, Split
+from ..nn import Add, Concat, Graph, Identity, Linear, LogSoftmax, Maximum, Module, \
+    Multiply, Sequential, Softmax, Split
 from ..nn.layers import _Activation
 from ..nn.module import _structure_version
 from ..nn.layers import Dropout
@@ -34,6 +34,7 @@ from ..optim import Optimizer
 from .._kernels import step as _ks
 from .._kernels._core import GateOp, LossKind, OpKind
 from .._typing import Array, ArrayLike
+from ..ops import SAVES_INPUT_CODES
 
 __all__ = ["compile_step", "CompiledStep"]
 
@@ -43,6 +44,8 @@ _LOSS_KINDS = {MSELoss: LossKind.MSE, CrossEntropyLoss: LossKind.XENT, SVMLoss: 
                BCEWithLogitsLoss: LossKind.BCE_LOGITS}
 _GATE_OPS = {Add: GateOp.ADD, Multiply: GateOp.MUL, Maximum: GateOp.MAX,
              Concat: GateOp.CONCAT, Split: GateOp.SPLIT}
+# the row-wise activations: their own ops, never fused
+_ROW_OPS = {Softmax: OpKind.SOFTMAX, LogSoftmax: OpKind.LOGSOFTMAX}
 
 
 class CannotCompile(Exception):
@@ -90,10 +93,13 @@ def _chain_plan(model):
             continue
         if not isinstance(m, _Activation):
             raise CannotCompile(f"the model has a {type(m).__name__} ({m!r})")
+        if type(m) in _ROW_OPS:
+            continue
         if not fusable(m):
             raise CannotCompile(f"{m!r} does not fuse (it reads its input in backward); "
-                                "Sigmoid, ReLU, Tanh and LeakyReLU(negative_slope >= 0) "
-                                "compile")
+                                "Sigmoid, ReLU, Tanh, GELU, SiLU, Softplus, "
+                                "LeakyReLU(negative_slope >= 0), ELU(alpha >= 0), Softmax "
+                                "and LogSoftmax compile")
     k0 = None
     for m in mods:                      # the first layer with a known input width
         if isinstance(m, _Activation) or type(m) is Dropout:
@@ -113,9 +119,11 @@ def _graph_plan(g):
                             f"{len(plan.out_slots)} outputs; one of each compiles")
     for st in plan.steps:
         if type(st) is ActStep:
-            if not fusable(st.act):
-                raise CannotCompile(f"{st.act!r} reads its input in backward; Sigmoid, ReLU, "
-                                    "Tanh and LeakyReLU(negative_slope >= 0) compile")
+            if type(st.act) not in _ROW_OPS and not fusable(st.act):
+                raise CannotCompile(f"{st.act!r} reads its input in backward outside the "
+                                    "kernels; Sigmoid, ReLU, Tanh, GELU, SiLU, Softplus, "
+                                    "LeakyReLU(negative_slope >= 0), ELU(alpha >= 0), "
+                                    "Softmax and LogSoftmax compile")
         elif type(st) is GateStep:
             if type(st.gate) not in _GATE_OPS:
                 raise CannotCompile(f"the graph has a {type(st.gate).__name__}")
@@ -271,13 +279,16 @@ def _arrays(plan, dt, widths, needs, want, runs, contribs, acc, cap):
                       b=lin.bias._data if lin.bias is not None else None,
                       gW=lin.weight._grad,
                       gb=lin.bias._grad if lin.bias is not None else None,
-                      work=emp(lin.out_features) if st.code and runs[k] else None)
+                      work=emp(lin.out_features) if st.code and runs[k] else None,
+                      # the pre-activation, kept for an activation whose backward reads it
+                      z=emp(lin.out_features) if st.code in SAVES_INPUT_CODES else None)
             if runs[k]:
                 op["accW"], op["accb"] = acc[k]
             if wk and needs[ins[0]]:
                 op["gin"][0] = emp(lin.in_features)
         elif type(st) is ActStep:
-            op.update(kind=OpKind.ACT, act=st.act._code, slope=float(st.act._slope()))
+            op.update(kind=_ROW_OPS.get(type(st.act), OpKind.ACT), act=st.act._code,
+                      slope=float(st.act._slope()), saves_input=st.act._saves_input)
             if wk and needs[ins[0]]:
                 op["gin"][0] = emp(widths[ins[0]])
         elif type(st) is NormStep:
