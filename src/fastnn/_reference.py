@@ -611,6 +611,26 @@ class NumpyMLP:
         return float(np.mean(self.logits(X).argmax(axis=1) == y))
 
 
+def _adam_update(net, params, grads, weight_decay):
+    """The twins' Adam (AdamW with weight_decay > 0: decoupled) step in place, as a NumPy
+    user writes it; the state (net.m, net.v, net.t) lives on the twin."""
+    b1, b2 = net.betas
+    if net.m is None:
+        net.m = [np.zeros_like(p) for p in params]
+        net.v = [np.zeros_like(p) for p in params]
+    net.t += 1
+    step = net.lr / (1 - b1 ** net.t)
+    bc2 = np.sqrt(1 - b2 ** net.t)
+    for p, g, m, v in zip(params, grads, net.m, net.v):
+        if weight_decay:
+            p *= 1 - net.lr * weight_decay
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * g * g
+        p -= step * m / (np.sqrt(v) / bc2 + net.eps)
+
+
 class NumpyAdamMLP(NumpyMLP):
     """NumpyMLP trained with Adam written by hand as a NumPy user would (torch.optim.Adam's
     defaults: betas (0.9, 0.999), eps 1e-8, no weight decay), in place on every array."""
@@ -627,20 +647,7 @@ class NumpyAdamMLP(NumpyMLP):
                    lr, betas, eps)
 
     def _update(self, grads):
-        b1, b2 = self.betas
-        params = self.params()
-        if self.m is None:
-            self.m = [np.zeros_like(p) for p in params]
-            self.v = [np.zeros_like(p) for p in params]
-        self.t += 1
-        step = self.lr / (1 - b1 ** self.t)
-        bc2 = np.sqrt(1 - b2 ** self.t)
-        for p, g, m, v in zip(params, grads, self.m, self.v):
-            m *= b1
-            m += (1 - b1) * g
-            v *= b2
-            v += (1 - b2) * g * g
-            p -= step * m / (np.sqrt(v) / bc2 + self.eps)
+        _adam_update(self, self.params(), grads, 0.0)
 
 
 class NumpyResidualMLP(NumpyMLP):
@@ -791,21 +798,7 @@ class NumpyModernMLP:
         return loss
 
     def _update(self, grads):
-        b1, b2 = self.betas
-        params = self.params()
-        if self.m is None:
-            self.m = [np.zeros_like(q) for q in params]
-            self.v = [np.zeros_like(q) for q in params]
-        self.t += 1
-        step = self.lr / (1 - b1 ** self.t)
-        bc2 = np.sqrt(1 - b2 ** self.t)
-        for q, g, m, v in zip(params, grads, self.m, self.v):
-            q *= 1 - self.lr * self.wd
-            m *= b1
-            m += (1 - b1) * g
-            v *= b2
-            v += (1 - b2) * g * g
-            q -= step * m / (np.sqrt(v) / bc2 + self.eps)
+        _adam_update(self, self.params(), grads, self.wd)
 
 
 # ------------------------------------------------------------------------------ Dropout
