@@ -1,0 +1,480 @@
+"""scikit-learn drop-ins: ``MLPClassifier`` and ``MLPRegressor`` on fastnn's kernels.
+
+Change one import (``from fastnn.sklearn import MLPClassifier``) and keep your pipelines,
+grid searches and pickles.  The estimators subclass scikit-learn's own, so parameter
+validation, label handling, early stopping, ``warm_start``, ``partial_fit``, the convergence
+rules and ``ConvergenceWarning`` are scikit-learn's code; what is replaced is the numerical
+core: every minibatch's forward and backward pass runs on fastnn's fused GEMM kernels
+(bias and activation in the GEMM epilogue, nogil), the parameters live in ONE flat buffer
+that ``coefs_`` / ``intercepts_`` view (scikit-learn's (in, out) layout), and the Adam / SGD
+updates are scikit-learn's exact rules applied once to that buffer.  ``lbfgs`` minimizes with
+``scipy.optimize.minimize(method="L-BFGS-B")`` over one fused loss-and-gradient call with no
+packing or unpacking.
+
+Extra keyword arguments (defaults = scikit-learn's behaviour): ``n_threads`` (kernel threads;
+None = ``fastnn.get_num_threads()``), ``dtype`` (None keeps float32 / float64 input as
+scikit-learn does; "float32" / "float64" casts), ``class_weight`` (classifier: None,
+"balanced" or a {class: weight} dict, folded into sample_weight), and ``to_fastnn()``
+returning the trained network as a ``fastnn.Sequential``.  Sparse input is accepted and
+converted to a dense array (fastnn's kernels are dense).
+
+scikit-learn is an optional dependency: ``pip install fastnn[sklearn]``.
+"""
+from __future__ import annotations
+
+try:
+    import sklearn as _sklearn
+    from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
+    from sklearn.neural_network import MLPRegressor as _SkMLPRegressor
+except ImportError as _e:  # pragma: no cover - exercised only without scikit-learn
+    raise ImportError("fastnn.sklearn needs scikit-learn (>= 1.6): "
+                      "pip install fastnn[sklearn]") from _e
+
+import warnings
+
+import numpy as np
+import scipy.optimize
+import scipy.sparse
+from scipy.special import expit
+from sklearn.base import is_classifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
+from sklearn.utils import check_random_state, gen_batches, shuffle as _sk_shuffle
+from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.optimize import _check_optimize_result
+from sklearn.utils.validation import validate_data
+
+from ._kernels import dense as _dense
+from ._kernels._core import Activation
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+# scikit-learn's hidden activation names -> fastnn's kernel codes
+_ACT = {"identity": int(Activation.IDENTITY), "logistic": int(Activation.SIGMOID),
+        "tanh": int(Activation.TANH), "relu": int(Activation.RELU)}
+_DTYPES = {None: None, "float32": np.float32, "float64": np.float64}
+
+
+class _FlatAdam(AdamOptimizer):
+    """scikit-learn's Adam (eps outside the bias correction) on one flat buffer, in place."""
+
+    def update_params(self, params, grads):
+        p, = params
+        g, = grads
+        m, v = self.ms[0], self.vs[0]
+        self.t += 1
+        b1, b2 = self.beta_1, self.beta_2
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * (g * g)
+        self.learning_rate = (self.learning_rate_init * np.sqrt(1 - b2 ** self.t)
+                              / (1 - b1 ** self.t))
+        step = np.sqrt(v)
+        step += self.epsilon
+        np.divide(-self.learning_rate * m, step, out=step)
+        p += step
+
+
+class _FlatSGD(SGDOptimizer):
+    """scikit-learn's SGD velocity form (v = mu*v - lr*g; p += v; nesterov p += mu*v - lr*g)
+    on one flat buffer, in place."""
+
+    def update_params(self, params, grads):
+        p, = params
+        g, = grads
+        v = self.velocities[0]
+        lg = self.learning_rate * g
+        v *= self.momentum
+        v -= lg
+        if self.nesterov:
+            upd = self.momentum * v
+            upd -= lg
+            p += upd
+        else:
+            p += v
+
+
+class _FastMLPMixin:
+    """The numerical core shared by both estimators; scikit-learn's base class keeps the
+    bookkeeping.  Parameters: ``self._flat`` holds coefs (in, out) then intercepts, the
+    order of scikit-learn's ``_pack``; ``coefs_`` / ``intercepts_`` are views of it."""
+
+    # ---- input ----------------------------------------------------------------------
+    def _fnn_dtype(self):
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"{type(self).__name__}: dtype must be None, 'float32' or "
+                             f"'float64', got {self.dtype!r}")
+        return _DTYPES[self.dtype]
+
+    def _fnn_threads(self):
+        n = self.n_threads
+        if n is None:
+            return -1
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"{type(self).__name__}: n_threads must be None or an int "
+                             f">= 1, got {n!r}")
+        return int(n)
+
+    def _dense_input(self, X):
+        dt = self._fnn_dtype()
+        if scipy.sparse.issparse(X):
+            X = X.toarray()
+        if dt is not None and X.dtype != dt:
+            X = X.astype(dt)
+        return np.ascontiguousarray(X)
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = super()._validate_input(X, y, incremental, reset)
+        return self._dense_input(X), y
+
+    # ---- parameters -----------------------------------------------------------------
+    def _fnn_bind(self, dtype):
+        """Pack coefs_/intercepts_ into one flat buffer (unless they already view it) and
+        rebind them as views of it."""
+        flat = getattr(self, "_flat", None)
+        coefs, ints = self.coefs_, self.intercepts_
+        sizes = [c.size for c in coefs] + [b.size for b in ints]
+        ok = (flat is not None and flat.dtype == dtype and flat.size == sum(sizes)
+              and all(c.base is flat for c in coefs) and all(b.base is flat for b in ints))
+        if ok:
+            return flat
+        flat = np.concatenate([a.ravel() for a in coefs + ints]).astype(dtype, copy=False)
+        self._fnn_views(flat, [c.shape for c in coefs])
+        return flat
+
+    def _fnn_views(self, flat, shapes):
+        self._flat = flat
+        self.coefs_, self.intercepts_ = [], []
+        start = 0
+        for shp in shapes:
+            end = start + shp[0] * shp[1]
+            self.coefs_.append(flat[start:end].reshape(shp))
+            start = end
+        self._n_coef = start
+        for shp in shapes:
+            end = start + shp[1]
+            self.intercepts_.append(flat[start:end])
+            start = end
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state = dict(state)
+        state.pop("_flat", None)  # coefs_/intercepts_ pickle as plain arrays
+        return state
+
+    # ---- forward / backward ---------------------------------------------------------
+    def _fnn_forward(self, X, acts=None):
+        """Hidden layers fused on fastnn's GEMM; the output activation as scikit-learn."""
+        code, nt = _ACT[self.activation], self._fnn_threads()
+        a, n_layers = X, self.n_layers_
+        for i in range(n_layers - 1):
+            W, b = self.coefs_[i], self.intercepts_[i]
+            out = np.empty((a.shape[0], W.shape[1]), a.dtype)
+            last = i == n_layers - 2
+            _dense._gemm(a, W, out, 1.0, 0.0, b, 0 if last else code, 0.01, -1, nt)
+            if acts is not None:
+                acts.append(out)
+            a = out
+        oa = self.out_activation_
+        if oa == "softmax":
+            a -= a.max(axis=1)[:, None]
+            np.exp(a, out=a)
+            a /= a.sum(axis=1)[:, None]
+        elif oa == "logistic":
+            expit(a, out=a)
+        elif oa == "exp":
+            np.exp(a, out=a)
+        return a
+
+    def _forward_pass_fast(self, X, check_input=True):
+        if check_input:
+            X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+        X = self._dense_input(X)
+        if X.dtype != self.coefs_[0].dtype:
+            X = X.astype(self.coefs_[0].dtype)
+        return self._fnn_forward(X)
+
+    def _fnn_loss(self, y, p, sample_weight):
+        """scikit-learn's loss functions (LOSS_FUNCTIONS) on the output p."""
+        from sklearn.neural_network._base import LOSS_FUNCTIONS
+        name = self.loss
+        if name == "log_loss" and self.out_activation_ == "logistic":
+            name = "binary_log_loss"
+        return LOSS_FUNCTIONS[name](y, p, sample_weight)
+
+    def _fnn_backprop(self, X, y, sample_weight, grad):
+        """Loss and its gradient w.r.t. the flat parameters (written into `grad`), with
+        scikit-learn's L2 term alpha/(2 sw_sum) sum ||W||^2; one fused pass."""
+        acts = [X]
+        p = self._fnn_forward(X, acts)
+        loss = self._fnn_loss(y, p, sample_weight)
+        wc = self._flat[:self._n_coef]
+        sw_sum = X.shape[0] if sample_weight is None else sample_weight.sum()
+        loss += (0.5 * self.alpha) * np.dot(wc, wc) / sw_sum
+        code, nt = _ACT[self.activation], self._fnn_threads()
+        delta = p
+        delta -= y
+        if sample_weight is not None:
+            delta *= sample_weight.reshape(-1, 1)
+        empty = np.empty(0, X.dtype)
+        n_coef = self._n_coef
+        gstart = [0]
+        for c in self.coefs_:
+            gstart.append(gstart[-1] + c.size)
+        bstart = n_coef
+        bstarts = []
+        for b in self.intercepts_:
+            bstarts.append(bstart)
+            bstart += b.size
+        scale = 1.0 / sw_sum
+        for i in range(self.n_layers_ - 2, -1, -1):
+            W = self.coefs_[i]
+            gW = grad[gstart[i]:gstart[i + 1]].reshape(W.shape)
+            # (A^T delta + alpha W) / sw_sum, the order of scikit-learn's _compute_loss_grad
+            _dense._gemm(acts[i].T, delta, gW, 1.0, 0.0, empty, 0, 0.0, -1, nt)
+            gW += self.alpha * W
+            gW /= sw_sum
+            gb = grad[bstarts[i]:bstarts[i] + W.shape[1]]
+            np.sum(delta, axis=0, out=gb)
+            gb *= scale
+            if i > 0:
+                prev = np.empty((delta.shape[0], W.shape[0]), X.dtype)
+                _dense._gemm(delta, W.T, prev, 1.0, 0.0, empty, 0, 0.0, -1, nt)
+                _dense._activation_backward(prev, acts[i], prev, code, 0.01, nt)
+                delta = prev
+        return float(loss)
+
+    # ---- lbfgs ----------------------------------------------------------------------
+    def _fit_lbfgs(self, X, y, sample_weight, activations, deltas, coef_grads,
+                   intercept_grads, layer_units):
+        flat = self._fnn_bind(X.dtype)
+        shapes = [c.shape for c in self.coefs_]
+        grad = np.empty_like(flat)
+        y = np.asarray(y, dtype=X.dtype)
+
+        def fun(packed):
+            flat[...] = packed
+            loss = self._fnn_backprop(X, y, sample_weight, grad)
+            return loss, grad.astype(np.float64)
+
+        iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
+        options = {"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol}
+        try:
+            from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
+            options.update(_get_additional_lbfgs_options_dict("iprint", iprint))
+        except ImportError:  # pragma: no cover
+            pass
+        res = scipy.optimize.minimize(fun, flat.astype(np.float64), method="L-BFGS-B",
+                                      jac=True, options=options)
+        self.n_iter_ = _check_optimize_result("lbfgs", res, self.max_iter)
+        self.loss_ = res.fun
+        flat[...] = res.x
+        self._fnn_views(flat, shapes)
+
+    # ---- sgd / adam -----------------------------------------------------------------
+    def _fit_stochastic(self, X, y, sample_weight, activations, deltas, coef_grads,
+                        intercept_grads, layer_units, incremental):
+        flat = self._fnn_bind(X.dtype)
+        opt = getattr(self, "_optimizer", None)
+        if (not incremental or opt is None or not isinstance(opt, (_FlatAdam, _FlatSGD))
+                or (opt.ms[0] if isinstance(opt, _FlatAdam) else opt.velocities[0]).shape
+                != flat.shape):
+            if self.solver == "sgd":
+                self._optimizer = _FlatSGD([flat], self.learning_rate_init,
+                                           self.learning_rate, self.momentum,
+                                           self.nesterovs_momentum, self.power_t)
+            else:
+                self._optimizer = _FlatAdam([flat], self.learning_rate_init, self.beta_1,
+                                            self.beta_2, self.epsilon)
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        early_stopping = self.early_stopping
+        if early_stopping:
+            should_stratify = is_classifier(self) and self.n_outputs_ == 1
+            stratify = y if should_stratify else None
+            if sample_weight is None:
+                X_train, X_val, y_train, y_val = train_test_split(
+                    X, y, random_state=self._random_state,
+                    test_size=self.validation_fraction, stratify=stratify)
+                sample_weight_train = sample_weight_val = None
+            else:
+                (X_train, X_val, y_train, y_val, sample_weight_train,
+                 sample_weight_val) = train_test_split(
+                    X, y, sample_weight, random_state=self._random_state,
+                    test_size=self.validation_fraction, stratify=stratify)
+            if X_val.shape[0] < 2:
+                raise ValueError("The validation set is too small. Increase "
+                                 "'validation_fraction' or the size of your dataset.")
+            if is_classifier(self):
+                y_val = self._label_binarizer.inverse_transform(y_val)
+        else:
+            X_train, y_train, sample_weight_train = X, y, sample_weight
+            X_val = y_val = sample_weight_val = None
+        y_train = np.asarray(y_train, dtype=X.dtype)
+        n_samples = X_train.shape[0]
+        sample_idx = np.arange(n_samples, dtype=int)
+        if self.batch_size == "auto":
+            batch_size = min(200, n_samples)
+        else:
+            if self.batch_size > n_samples:
+                warnings.warn("Got `batch_size` less than 1 or larger than "
+                              "sample size. It is going to be clipped")
+            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+        grad = np.empty_like(flat)
+        params, grads = [flat], [grad]
+        try:
+            self.n_iter_ = 0
+            for it in range(self.max_iter):
+                if self.shuffle:
+                    sample_idx = _sk_shuffle(sample_idx, random_state=self._random_state)
+                accumulated_loss = 0.0
+                for batch_slice in gen_batches(n_samples, batch_size):
+                    if self.shuffle:
+                        batch_idx = sample_idx[batch_slice]
+                        X_batch = X_train.take(batch_idx, axis=0)
+                        y_batch = y_train.take(batch_idx, axis=0)
+                    else:
+                        batch_idx = batch_slice
+                        X_batch = X_train[batch_slice]
+                        y_batch = y_train[batch_slice].copy()
+                    sw_batch = (None if sample_weight_train is None
+                                else sample_weight_train[batch_idx])
+                    batch_loss = self._fnn_backprop(X_batch, y_batch, sw_batch, grad)
+                    accumulated_loss += batch_loss * (batch_slice.stop - batch_slice.start)
+                    self._optimizer.update_params(params, grads)
+                self.n_iter_ += 1
+                self.loss_ = accumulated_loss / X_train.shape[0]
+                self.t_ += n_samples
+                self.loss_curve_.append(self.loss_)
+                if self.verbose:
+                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+                self._update_no_improvement_count(early_stopping, X_val, y_val,
+                                                  sample_weight_val)
+                self._optimizer.iteration_ends(self.t_)
+                if self._no_improvement_count > self.n_iter_no_change:
+                    if early_stopping:
+                        msg = ("Validation score did not improve more than tol=%f for %d "
+                               "consecutive epochs." % (self.tol, self.n_iter_no_change))
+                    else:
+                        msg = ("Training loss did not improve more than tol=%f for %d "
+                               "consecutive epochs." % (self.tol, self.n_iter_no_change))
+                    if self._optimizer.trigger_stopping(msg, self.verbose):
+                        break
+                    self._no_improvement_count = 0
+                if incremental:
+                    break
+                if self.n_iter_ == self.max_iter:
+                    warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached "
+                                  "and the optimization hasn't converged yet."
+                                  % self.max_iter, ConvergenceWarning)
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+        if early_stopping:
+            self.coefs_ = self._best_coefs
+            self.intercepts_ = self._best_intercepts
+
+    # ---- extras ---------------------------------------------------------------------
+    def to_fastnn(self):
+        """The trained network as a ``fastnn.Sequential`` of Linear layers (weights in
+        fastnn's (out, in) layout) and activations; the output activation (softmax /
+        logistic) is left to the loss, so the Sequential returns logits."""
+        from sklearn.utils.validation import check_is_fitted
+        check_is_fitted(self)
+        from .nn import Identity, Linear, ReLU, Sequential, Sigmoid, Tanh
+        acts = {"identity": Identity, "logistic": Sigmoid, "tanh": Tanh, "relu": ReLU}
+        layers = []
+        for i, (W, b) in enumerate(zip(self.coefs_, self.intercepts_)):
+            lin = Linear(W.shape[0], W.shape[1])
+            lin.to(W.dtype)
+            lin.weight[...] = W.T
+            lin.bias[...] = b
+            layers.append(lin)
+            if i < len(self.coefs_) - 1 and self.activation != "identity":
+                layers.append(acts[self.activation]())
+        return Sequential(*layers)
+
+
+_EXTRA_DOC = """
+    Extra fastnn parameters: ``n_threads`` (None = fastnn's default), ``dtype`` (None keeps
+    the input's float32/float64 as scikit-learn does; "float32"/"float64" casts)."""
+
+
+class MLPClassifier(_FastMLPMixin, _SkMLPClassifier):
+    __doc__ = ("scikit-learn's MLPClassifier on fastnn's kernels (same parameters, "
+               "defaults and attributes).\n" + _EXTRA_DOC +
+               "\n    ``class_weight``: None, 'balanced' or {class: weight}, multiplied "
+               "into sample_weight.\n")
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False,
+                 momentum=0.9, nesterovs_momentum=True, early_stopping=False,
+                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                 n_iter_no_change=10, max_fun=15000, class_weight=None, n_threads=None,
+                 dtype=None):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
+            alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
+            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
+            warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun)
+        self.class_weight = class_weight
+        self.n_threads = n_threads
+        self.dtype = dtype
+
+    _parameter_constraints: dict = {
+        **_SkMLPClassifier._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "n_threads": "no_validation",
+        "dtype": "no_validation",
+    }
+
+    def _class_weighted(self, y, sample_weight):
+        if self.class_weight is None:
+            return sample_weight
+        y_arr = np.asarray(y)
+        if y_arr.ndim != 1 and not (y_arr.ndim == 2 and y_arr.shape[1] == 1):
+            raise ValueError("MLPClassifier: class_weight needs a single-output target, "
+                             f"got y of shape {y_arr.shape}")
+        cw = compute_sample_weight(self.class_weight, y_arr.ravel())
+        return cw if sample_weight is None else cw * np.asarray(sample_weight, float)
+
+    def fit(self, X, y, sample_weight=None):
+        return super().fit(X, y, sample_weight=self._class_weighted(y, sample_weight))
+
+
+class MLPRegressor(_FastMLPMixin, _SkMLPRegressor):
+    __doc__ = ("scikit-learn's MLPRegressor on fastnn's kernels (same parameters, "
+               "defaults and attributes).\n" + _EXTRA_DOC + "\n")
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False,
+                 momentum=0.9, nesterovs_momentum=True, early_stopping=False,
+                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                 n_iter_no_change=10, max_fun=15000, n_threads=None, dtype=None):
+        super().__init__(
+            loss=loss, hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+            solver=solver, alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
+            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
+            warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun)
+        self.n_threads = n_threads
+        self.dtype = dtype
+
+    _parameter_constraints: dict = {
+        **_SkMLPRegressor._parameter_constraints,
+        "n_threads": "no_validation",
+        "dtype": "no_validation",
+    }
