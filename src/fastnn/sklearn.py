@@ -389,8 +389,8 @@ class _FastMLPMixin:
         for i, (W, b) in enumerate(zip(self.coefs_, self.intercepts_)):
             lin = Linear(W.shape[0], W.shape[1])
             lin.to(W.dtype)
-            lin.weight[...] = W.T
-            lin.bias[...] = b
+            lin.weight.data = W.T
+            lin.bias.data = b
             layers.append(lin)
             if i < len(self.coefs_) - 1 and self.activation != "identity":
                 layers.append(acts[self.activation]())
