@@ -47,7 +47,8 @@ from sklearn.utils.optimize import _check_optimize_result
 from sklearn.utils.validation import validate_data
 
 from ._kernels import dense as _dense
-from ._kernels._core import Activation
+from ._kernels import optim as _optim
+from ._kernels._core import Activation, OptKind
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -58,43 +59,42 @@ _DTYPES = {None: None, "float32": np.float32, "float64": np.float64}
 
 
 class _FlatAdam(AdamOptimizer):
-    """scikit-learn's Adam (eps outside the bias correction) on one flat buffer, in place."""
+    """scikit-learn's Adam on one flat buffer in one fused pass of fastnn's Adam kernel.
+
+    scikit-learn: lr_t = lr sqrt(1 - b2^t) / (1 - b1^t); p -= lr_t m / (sqrt(v) + eps)
+    (eps outside the bias correction).  fastnn's (torch's) kernel computes
+    p -= lr/(1 - b1^t) * m / (sqrt(v)/sqrt(1 - b2^t) + eps'); with eps' = eps/sqrt(1 - b2^t)
+    that is scikit-learn's update exactly (up to rounding)."""
 
     def update_params(self, params, grads):
         p, = params
         g, = grads
-        m, v = self.ms[0], self.vs[0]
         self.t += 1
         b1, b2 = self.beta_1, self.beta_2
-        m *= b1
-        m += (1 - b1) * g
-        v *= b2
-        v += (1 - b2) * (g * g)
         self.learning_rate = (self.learning_rate_init * np.sqrt(1 - b2 ** self.t)
                               / (1 - b1 ** self.t))
-        step = np.sqrt(v)
-        step += self.epsilon
-        np.divide(-self.learning_rate * m, step, out=step)
-        p += step
+        eps = self.epsilon / (1.0 - b2 ** self.t) ** 0.5
+        hyper = (float(self.learning_rate_init), float(b1), float(b2), float(eps), 0.0, 0.0,
+                 0.0)
+        _optim._update(int(OptKind.ADAM), hyper, self.t, p, g, (self.ms[0], self.vs[0], None),
+                       False, self._n_threads)
 
 
 class _FlatSGD(SGDOptimizer):
-    """scikit-learn's SGD velocity form (v = mu*v - lr*g; p += v; nesterov p += mu*v - lr*g)
-    on one flat buffer, in place."""
+    """scikit-learn's SGD velocity form (v = mu v - lr g; p += v; nesterov: p += mu v - lr g)
+    on one flat buffer in one pass of fastnn's SGD kernel: it keeps buf = -v, fed with the
+    gradient scaled by the current learning rate (torch's buf = mu buf + g'; p -= g' + mu buf
+    for nesterov, else p -= buf), so a changing learning rate (invscaling, adaptive) stays
+    scikit-learn's."""
 
     def update_params(self, params, grads):
         p, = params
         g, = grads
-        v = self.velocities[0]
-        lg = self.learning_rate * g
-        v *= self.momentum
-        v -= lg
-        if self.nesterov:
-            upd = self.momentum * v
-            upd -= lg
-            p += upd
-        else:
-            p += v
+        g *= self.learning_rate
+        hyper = (1.0, float(self.momentum), 0.0, 0.0,
+                 1.0 if (self.nesterov and self.momentum) else 0.0, 0.0)
+        _optim._update(int(OptKind.SGD), hyper, 1, p, g, (self.velocities[0],), False,
+                       self._n_threads)
 
 
 class _FastMLPMixin:
@@ -166,17 +166,31 @@ class _FastMLPMixin:
         return state
 
     # ---- forward / backward ---------------------------------------------------------
-    def _fnn_forward(self, X, acts=None):
-        """Hidden layers fused on fastnn's GEMM; the output activation as scikit-learn."""
+    def _fnn_buffers(self, n, dtype):
+        """Per-batch-size work arrays (activations, deltas), reused across minibatches."""
+        cache = self.__dict__.setdefault("_fnn_work", {})
+        key = (n, np.dtype(dtype).char, tuple(c.shape for c in self.coefs_))
+        w = cache.get(key)
+        if w is None:
+            if len(cache) > 4:
+                cache.clear()
+            outs = [np.empty((n, c.shape[1]), dtype) for c in self.coefs_]
+            deltas = [np.empty((n, c.shape[0]), dtype) for c in self.coefs_]
+            w = cache[key] = (outs, deltas, np.empty(0, dtype))
+        return w
+
+    def _fnn_forward(self, X, outs=None):
+        """Hidden layers fused on fastnn's GEMM (bias + activation in its epilogue); the
+        output activation as scikit-learn computes it.  Returns the list of layer outputs."""
         code, nt = _ACT[self.activation], self._fnn_threads()
-        a, n_layers = X, self.n_layers_
+        n_layers = self.n_layers_
+        if outs is None:
+            outs = [np.empty((X.shape[0], c.shape[1]), X.dtype) for c in self.coefs_]
+        a = X
         for i in range(n_layers - 1):
-            W, b = self.coefs_[i], self.intercepts_[i]
-            out = np.empty((a.shape[0], W.shape[1]), a.dtype)
-            last = i == n_layers - 2
-            _dense._gemm(a, W, out, 1.0, 0.0, b, 0 if last else code, 0.01, -1, nt)
-            if acts is not None:
-                acts.append(out)
+            out = outs[i]
+            _dense._gemm(a, self.coefs_[i], out, 1.0, 0.0, self.intercepts_[i],
+                         0 if i == n_layers - 2 else code, 0.01, -1, nt)
             a = out
         oa = self.out_activation_
         if oa == "softmax":
@@ -187,7 +201,7 @@ class _FastMLPMixin:
             expit(a, out=a)
         elif oa == "exp":
             np.exp(a, out=a)
-        return a
+        return outs
 
     def _forward_pass_fast(self, X, check_input=True):
         if check_input:
@@ -195,55 +209,74 @@ class _FastMLPMixin:
         X = self._dense_input(X)
         if X.dtype != self.coefs_[0].dtype:
             X = X.astype(self.coefs_[0].dtype)
-        return self._fnn_forward(X)
+        return self._fnn_forward(X)[-1]
 
-    def _fnn_loss(self, y, p, sample_weight):
-        """scikit-learn's loss functions (LOSS_FUNCTIONS) on the output p."""
-        from sklearn.neural_network._base import LOSS_FUNCTIONS
-        name = self.loss
-        if name == "log_loss" and self.out_activation_ == "logistic":
-            name = "binary_log_loss"
-        return LOSS_FUNCTIONS[name](y, p, sample_weight)
+    def _fnn_loss(self, y, p, sample_weight, sw_sum):
+        """scikit-learn's loss (sklearn.neural_network._base.LOSS_FUNCTIONS) on the output
+        p: log-loss with p clipped to [eps, 1-eps], half squared error averaged over the
+        outputs, half Poisson deviance; sample weights as np.average's."""
+        oa = self.out_activation_
+        if oa == "softmax" or oa == "logistic":
+            eps = np.finfo(p.dtype).eps
+            q = np.clip(p, eps, 1 - eps)
+            if oa == "softmax":   # y is one-hot: only the true class's term is non-zero
+                per = np.log(q[y.astype(bool)])
+            else:
+                per = y * np.log(q)
+                per += (1 - y) * np.log(1 - q)
+                per = per.sum(axis=1)
+            return -(per.sum() if sample_weight is None else
+                     np.dot(sample_weight, per)) / sw_sum
+        if oa == "exp":
+            from sklearn.neural_network._base import LOSS_FUNCTIONS
+            return LOSS_FUNCTIONS[self.loss](y, p, sample_weight)
+        d = y - p
+        per = np.einsum("ij,ij->i", d, d)
+        tot = per.sum() if sample_weight is None else np.dot(sample_weight, per)
+        return 0.5 * tot / sw_sum / p.shape[1]
 
     def _fnn_backprop(self, X, y, sample_weight, grad):
         """Loss and its gradient w.r.t. the flat parameters (written into `grad`), with
         scikit-learn's L2 term alpha/(2 sw_sum) sum ||W||^2; one fused pass."""
-        acts = [X]
-        p = self._fnn_forward(X, acts)
-        loss = self._fnn_loss(y, p, sample_weight)
-        wc = self._flat[:self._n_coef]
+        outs, deltas, empty = self._fnn_buffers(X.shape[0], X.dtype)
+        self._fnn_forward(X, outs)
+        p = outs[-1]
         sw_sum = X.shape[0] if sample_weight is None else sample_weight.sum()
+        loss = self._fnn_loss(y, p, sample_weight, sw_sum)
+        wc = self._flat[:self._n_coef]
         loss += (0.5 * self.alpha) * np.dot(wc, wc) / sw_sum
         code, nt = _ACT[self.activation], self._fnn_threads()
         delta = p
         delta -= y
         if sample_weight is not None:
             delta *= sample_weight.reshape(-1, 1)
-        empty = np.empty(0, X.dtype)
-        n_coef = self._n_coef
-        gstart = [0]
+        alpha = self.alpha
+        gstart = 0
+        gstarts = []
         for c in self.coefs_:
-            gstart.append(gstart[-1] + c.size)
-        bstart = n_coef
+            gstarts.append(gstart)
+            gstart += c.size
+        bstart = gstart
         bstarts = []
         for b in self.intercepts_:
             bstarts.append(bstart)
             bstart += b.size
-        scale = 1.0 / sw_sum
         for i in range(self.n_layers_ - 2, -1, -1):
             W = self.coefs_[i]
-            gW = grad[gstart[i]:gstart[i + 1]].reshape(W.shape)
+            gW = grad[gstarts[i]:gstarts[i] + W.size].reshape(W.shape)
+            a_in = X if i == 0 else outs[i - 1]
             # (A^T delta + alpha W) / sw_sum, the order of scikit-learn's _compute_loss_grad
-            _dense._gemm(acts[i].T, delta, gW, 1.0, 0.0, empty, 0, 0.0, -1, nt)
-            gW += self.alpha * W
+            _dense._gemm(a_in.T, delta, gW, 1.0, 0.0, empty, 0, 0.0, -1, nt)
+            if alpha:
+                gW += alpha * W
             gW /= sw_sum
             gb = grad[bstarts[i]:bstarts[i] + W.shape[1]]
             np.sum(delta, axis=0, out=gb)
-            gb *= scale
+            gb /= sw_sum
             if i > 0:
-                prev = np.empty((delta.shape[0], W.shape[0]), X.dtype)
+                prev = deltas[i]
                 _dense._gemm(delta, W.T, prev, 1.0, 0.0, empty, 0, 0.0, -1, nt)
-                _dense._activation_backward(prev, acts[i], prev, code, 0.01, nt)
+                _dense._activation_backward(prev, outs[i - 1], prev, code, 0.01, nt)
                 delta = prev
         return float(loss)
 
@@ -325,6 +358,7 @@ class _FastMLPMixin:
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
         grad = np.empty_like(flat)
         params, grads = [flat], [grad]
+        self._optimizer._n_threads = self._fnn_threads()
         try:
             self.n_iter_ = 0
             for it in range(self.max_iter):
