@@ -99,8 +99,9 @@ class _FlatSGD(SGDOptimizer):
 
 class _FastMLPMixin:
     """The numerical core shared by both estimators; scikit-learn's base class keeps the
-    bookkeeping.  Parameters: ``self._flat`` holds coefs (in, out) then intercepts, the
-    order of scikit-learn's ``_pack``; ``coefs_`` / ``intercepts_`` are views of it."""
+    bookkeeping.  Parameters: ``self._flat`` holds every layer's weight in fastnn's
+    (out, in) row-major layout, then the intercepts; ``coefs_[i]`` (scikit-learn's (in, out)
+    shape) is the transposed view of layer i's block and ``intercepts_[i]`` a view too."""
 
     # ---- input ----------------------------------------------------------------------
     def _fnn_dtype(self):
@@ -141,7 +142,8 @@ class _FastMLPMixin:
               and all(c.base is flat for c in coefs) and all(b.base is flat for b in ints))
         if ok:
             return flat
-        flat = np.concatenate([a.ravel() for a in coefs + ints]).astype(dtype, copy=False)
+        flat = np.concatenate([c.T.ravel() for c in coefs] + [b.ravel() for b in ints])
+        flat = flat.astype(dtype, copy=False)
         self._fnn_views(flat, [c.shape for c in coefs])
         return flat
 
@@ -151,7 +153,7 @@ class _FastMLPMixin:
         start = 0
         for shp in shapes:
             end = start + shp[0] * shp[1]
-            self.coefs_.append(flat[start:end].reshape(shp))
+            self.coefs_.append(flat[start:end].reshape(shp[1], shp[0]).T)
             start = end
         self._n_coef = start
         for shp in shapes:
@@ -176,12 +178,13 @@ class _FastMLPMixin:
                 cache.clear()
             outs = [np.empty((n, c.shape[1]), dtype) for c in self.coefs_]
             deltas = [np.empty((n, c.shape[0]), dtype) for c in self.coefs_]
-            w = cache[key] = (outs, deltas, np.empty(0, dtype))
+            dz = [np.empty((n, c.shape[1]), dtype) for c in self.coefs_]
+            w = cache[key] = (outs, deltas, (np.empty((0, 0), dtype), dz))
         return w
 
     def _fnn_forward(self, X, outs=None):
-        """Hidden layers fused on fastnn's GEMM (bias + activation in its epilogue); the
-        output activation as scikit-learn computes it.  Returns the list of layer outputs."""
+        """Each layer one fused kernel call (x W^T + b and the hidden activation); the output
+        activation as scikit-learn computes it.  Returns the list of layer outputs."""
         code, nt = _ACT[self.activation], self._fnn_threads()
         n_layers = self.n_layers_
         if outs is None:
@@ -189,14 +192,14 @@ class _FastMLPMixin:
         a = X
         for i in range(n_layers - 1):
             out = outs[i]
-            _dense._gemm(a, self.coefs_[i], out, 1.0, 0.0, self.intercepts_[i],
-                         0 if i == n_layers - 2 else code, 0.01, -1, nt)
+            _dense._linear_forward(a, self.coefs_[i].T, self.intercepts_[i],
+                                   0 if i == n_layers - 2 else code, 0.01, out, -1, nt)
             a = out
         oa = self.out_activation_
         if oa == "softmax":
-            a -= a.max(axis=1)[:, None]
+            a -= a.max(axis=1, keepdims=True)
             np.exp(a, out=a)
-            a /= a.sum(axis=1)[:, None]
+            a /= a.sum(axis=1, keepdims=True)
         elif oa == "logistic":
             expit(a, out=a)
         elif oa == "exp":
@@ -237,47 +240,45 @@ class _FastMLPMixin:
 
     def _fnn_backprop(self, X, y, sample_weight, grad):
         """Loss and its gradient w.r.t. the flat parameters (written into `grad`), with
-        scikit-learn's L2 term alpha/(2 sw_sum) sum ||W||^2; one fused pass."""
-        outs, deltas, empty = self._fnn_buffers(X.shape[0], X.dtype)
+        scikit-learn's L2 term alpha/(2 sw_sum) sum ||W||^2.  Per layer one fused backward
+        call (activation derivative, grad_W, grad_b and grad_x)."""
+        outs, deltas, work = self._fnn_buffers(X.shape[0], X.dtype)
         self._fnn_forward(X, outs)
         p = outs[-1]
         sw_sum = X.shape[0] if sample_weight is None else sample_weight.sum()
         loss = self._fnn_loss(y, p, sample_weight, sw_sum)
-        wc = self._flat[:self._n_coef]
+        n_coef = self._n_coef
+        wc = self._flat[:n_coef]
         loss += (0.5 * self.alpha) * np.dot(wc, wc) / sw_sum
         code, nt = _ACT[self.activation], self._fnn_threads()
+        # delta = (p - y) * sw / sw_sum: the 1/sw_sum of _compute_loss_grad taken up front
         delta = p
         delta -= y
-        if sample_weight is not None:
-            delta *= sample_weight.reshape(-1, 1)
-        alpha = self.alpha
+        if sample_weight is None:
+            delta /= sw_sum
+        else:
+            delta *= (sample_weight / sw_sum).reshape(-1, 1)
         gstart = 0
-        gstarts = []
+        blocks = []
         for c in self.coefs_:
-            gstarts.append(gstart)
+            blocks.append(gstart)
             gstart += c.size
         bstart = gstart
-        bstarts = []
-        for b in self.intercepts_:
-            bstarts.append(bstart)
-            bstart += b.size
+        grad_out = delta
         for i in range(self.n_layers_ - 2, -1, -1):
-            W = self.coefs_[i]
-            gW = grad[gstarts[i]:gstarts[i] + W.size].reshape(W.shape)
+            W = self.coefs_[i].T                    # (out, in), row-major
+            gW = grad[blocks[i]:blocks[i] + W.size].reshape(W.shape)
+            b0 = bstart + sum(c.shape[1] for c in self.coefs_[:i])
+            gb = grad[b0:b0 + W.shape[0]]
             a_in = X if i == 0 else outs[i - 1]
-            # (A^T delta + alpha W) / sw_sum, the order of scikit-learn's _compute_loss_grad
-            _dense._gemm(a_in.T, delta, gW, 1.0, 0.0, empty, 0, 0.0, -1, nt)
-            if alpha:
-                gW += alpha * W
-            gW /= sw_sum
-            gb = grad[bstarts[i]:bstarts[i] + W.shape[1]]
-            np.sum(delta, axis=0, out=gb)
-            gb /= sw_sum
-            if i > 0:
-                prev = deltas[i]
-                _dense._gemm(delta, W.T, prev, 1.0, 0.0, empty, 0, 0.0, -1, nt)
-                _dense._activation_backward(prev, outs[i - 1], prev, code, 0.01, nt)
-                delta = prev
+            act = 0 if i == self.n_layers_ - 2 else code
+            gx = deltas[i] if i > 0 else work[0]
+            _dense._linear_backward(grad_out, a_in, W, outs[i] if act else work[0], act, 0.01,
+                                    gx, gW, gb, False, work[1][i] if act else work[0],
+                                    i > 0, True, -1, nt)
+            grad_out = gx
+        if self.alpha:
+            grad[:n_coef] += (self.alpha / sw_sum) * wc
         return float(loss)
 
     # ---- lbfgs ----------------------------------------------------------------------
