@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-sklearn = pytest.importorskip("sklearn")
+sklearn = pytest.importorskip("sklearn", minversion="1.6")
 
 from sklearn.base import clone  # noqa: E402
 from sklearn.datasets import load_digits, make_classification, make_regression  # noqa: E402
@@ -293,6 +293,16 @@ def test_sparse_input(digits):
         b = MLPClassifier(**kw).fit(X, y)
     assert np.array_equal(a.loss_curve_, b.loss_curve_)
     assert np.array_equal(a.predict(sp.csr_matrix(X)), b.predict(X))
+
+
+def test_missing_sklearn_names_the_extra():
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['sklearn'] = None\n"
+            "try:\n    import fastnn.sklearn\nexcept ImportError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert "pip install fastnn[sklearn]" in out.stdout
 
 
 def test_import_fastnn_does_not_import_sklearn():

@@ -22,13 +22,15 @@ scikit-learn is an optional dependency: ``pip install fastnn[sklearn]``.
 """
 from __future__ import annotations
 
+_NEEDS = ("fastnn.sklearn needs scikit-learn >= 1.6 (an optional dependency): "
+          "pip install fastnn[sklearn]")
 try:
     import sklearn as _sklearn
     from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
     from sklearn.neural_network import MLPRegressor as _SkMLPRegressor
+    from sklearn.utils.validation import validate_data
 except ImportError as _e:  # pragma: no cover - exercised only without scikit-learn
-    raise ImportError("fastnn.sklearn needs scikit-learn (>= 1.6): "
-                      "pip install fastnn[sklearn]") from _e
+    raise ImportError(_NEEDS) from _e
 
 import warnings
 
@@ -44,7 +46,6 @@ from sklearn.utils import check_random_state, gen_batches, shuffle as _sk_shuffl
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.optimize import _check_optimize_result
-from sklearn.utils.validation import validate_data
 
 from ._kernels import dense as _dense
 from ._kernels import optim as _optim
