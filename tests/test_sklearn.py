@@ -312,3 +312,162 @@ def test_import_fastnn_does_not_import_sklearn():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---- the fused loss-and-gradient pass: finite differences, scikit-learn's _backprop -------
+GRAD_CASES = [
+    ("clf", "multiclass", "relu"), ("clf", "binary", "tanh"),
+    ("clf", "multilabel", "logistic"), ("reg", 1, "identity"), ("reg", 2, "leaky_relu"),
+    ("clf", "multiclass", ["tanh", "leaky_relu"]), ("reg", 2, ["logistic", "relu"]),
+]
+
+
+def _grad_problem(task, kind, activation, weighted, dtype=np.float64):
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(23, 6))
+    if task == "clf":
+        y = {"multiclass": rng.integers(0, 4, 23), "binary": rng.integers(0, 2, 23),
+             "multilabel": rng.integers(0, 2, (23, 3))}[kind]
+        est = MLPClassifier(hidden_layer_sizes=(7, 5), activation=activation, max_iter=1,
+                            alpha=0.3, random_state=0, batch_size=23)
+    else:
+        y = rng.normal(size=(23, kind)) if kind > 1 else rng.normal(size=23)
+        est = MLPRegressor(hidden_layer_sizes=(7, 5), activation=activation, max_iter=1,
+                           alpha=0.3, random_state=0, batch_size=23)
+    with warnings.catch_warnings():
+        _quiet()
+        est.fit(X.astype(dtype), y)
+    sw = rng.uniform(0.3, 2.0, 23) if weighted else None
+    if task == "clf":
+        Y = est._label_binarizer.transform(y).astype(dtype)
+    else:
+        Y = np.asarray(y, dtype).reshape(23, -1)
+    return est, X.astype(dtype), Y, sw
+
+
+@pytest.mark.parametrize("task,kind,activation", GRAD_CASES)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_backprop_gradient_finite_differences(task, kind, activation, weighted, variant):
+    est, X, Y, sw = _grad_problem(task, kind, activation, weighted)
+    flat = est._fnn_bind(X.dtype)
+    grad = np.empty_like(flat)
+    est._fnn_backprop(X, Y.copy(), sw, grad)
+
+    k = Y.shape[1] if task == "reg" else 1
+    n = X.shape[0] if sw is None else sw.sum()
+
+    def f(_):
+        # scikit-learn's gradient of the squared loss is (p - y)/n for every output while
+        # its reported loss averages over the k outputs: the gradient is that of
+        # k * data loss + L2 (reproduced as scikit-learn computes it)
+        loss = est._fnn_backprop(X, Y.copy(), sw, np.empty_like(flat))
+        wc = flat[:est._n_coef]
+        l2 = 0.5 * est.alpha * np.dot(wc, wc) / n
+        return k * (loss - l2) + l2
+    num = fastnn.numerical_gradient(f, flat, h=1e-6)
+    np.testing.assert_allclose(grad, num, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("task,kind,activation",
+                         [c for c in GRAD_CASES if isinstance(c[2], str)
+                          and c[2] != "leaky_relu"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_backprop_matches_sklearn_backprop(task, kind, activation, weighted, dtype, engine):
+    """Loss and gradient of one fused pass equal scikit-learn's own _backprop on the same
+    weights, for both dtypes and both GEMM engines."""
+    est, X, Y, sw = _grad_problem(task, kind, activation, weighted, dtype)
+    ref = (SkMLPClassifier if task == "clf" else SkMLPRegressor)(
+        hidden_layer_sizes=(7, 5), activation=activation, alpha=0.3)
+    for k in ("n_layers_", "out_activation_", "n_outputs_"):
+        setattr(ref, k, getattr(est, k))
+    ref.coefs_ = [c.copy() for c in est.coefs_]
+    ref.intercepts_ = [b.copy() for b in est.intercepts_]
+    n = len(ref.coefs_)
+    cg = [np.empty_like(c) for c in ref.coefs_]
+    ig = [np.empty_like(b) for b in ref.intercepts_]
+    loss_ref, cg, ig = ref._backprop(X, Y.astype(bool) if task == "clf" else Y,
+                                     None if sw is None else sw.astype(dtype),
+                                     [X] + [None] * n, [None] * n, cg, ig)
+    flat = est._fnn_bind(X.dtype)
+    grad = np.empty_like(flat)
+    loss = est._fnn_backprop(X, Y.copy(), None if sw is None else sw.astype(dtype), grad)
+    tol = 1e-10 if dtype == np.float64 else 2e-4
+    assert loss == pytest.approx(float(loss_ref), rel=tol)
+    est._fnn_views(grad, [c.shape for c in est.coefs_])    # view grad like the params
+    for a, b in zip(est.coefs_ + est.intercepts_, cg + ig):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * 1e-2)
+
+
+def test_per_layer_activation_and_leaky_relu(digits):
+    X, y = digits
+    with warnings.catch_warnings():
+        _quiet()
+        est = MLPClassifier(hidden_layer_sizes=(30, 20), activation=["tanh", "leaky_relu"],
+                            max_iter=20, random_state=0).fit(X, y)
+        same = MLPClassifier(hidden_layer_sizes=(30, 20), activation=["relu", "relu"],
+                             max_iter=5, random_state=0).fit(X, y)
+        ref = SkMLPClassifier(hidden_layer_sizes=(30, 20), activation="relu", max_iter=5,
+                              random_state=0).fit(X, y)
+    assert est.score(X, y) > 0.85
+    assert _rel(same.loss_curve_, ref.loss_curve_) < 1e-6   # a list of one name = the name
+    net = est.to_fastnn()
+    assert [type(m).__name__ for m in net] == ["Linear", "Tanh", "Linear", "LeakyReLU",
+                                               "Linear"]
+    z = net.predict(X)
+    p = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(p / p.sum(1, keepdims=True), est.predict_proba(X),
+                               rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="one name per hidden layer"):
+        MLPClassifier(hidden_layer_sizes=(3, 3), activation=["relu"]).fit(X, y)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        MLPClassifier(activation="swish").fit(X, y)
+
+
+@pytest.mark.parametrize("name", ["gelu", "silu"])
+def test_optional_activations(name, digits):
+    X, y = digits
+    est = MLPClassifier(hidden_layer_sizes=(8,), activation=name, max_iter=2, random_state=0)
+    if name not in fastnn.ops.ACTIVATIONS:
+        with pytest.raises(ValueError, match=f"needs fastnn's {name.upper()} kernel"):
+            est.fit(X, y)
+        return
+    with warnings.catch_warnings():   # with the kernel built: gradients by finite differences
+        _quiet()
+        est.fit(X[:40], y[:40])
+    Y = est._label_binarizer.transform(y[:40]).astype(float)
+    flat = est._fnn_bind(np.float64)
+    grad = np.empty_like(flat)
+    est._fnn_backprop(X[:40], Y.copy(), None, grad)
+    num = fastnn.numerical_gradient(
+        lambda _: est._fnn_backprop(X[:40], Y.copy(), None, np.empty_like(flat)), flat)
+    np.testing.assert_allclose(grad, num, rtol=1e-5, atol=1e-7)
+
+
+def test_validation_loss_curve(digits, monkeypatch):
+    import fastnn.sklearn as fsk
+    seen = []
+    real = fsk.train_test_split
+
+    def spy(*a, **k):
+        out = real(*a, **k)
+        seen.append(out)
+        return out
+    monkeypatch.setattr(fsk, "train_test_split", spy)
+    X, y = digits
+    kw = dict(hidden_layer_sizes=(20,), max_iter=12, random_state=0, early_stopping=True,
+              n_iter_no_change=50, tol=0.0)
+    with warnings.catch_warnings():
+        _quiet()
+        est = MLPClassifier(**kw).fit(X, y)
+        plain = MLPClassifier(hidden_layer_sizes=(20,), max_iter=3, random_state=0).fit(X, y)
+    assert plain.validation_loss_curve_ is None
+    assert len(est.validation_loss_curve_) == est.n_iter_ == 12
+    assert np.all(np.diff(est.validation_loss_curve_) < 0)
+    # the best epoch's entry is the loss of the restored (best) weights on the held-out
+    # split: log-loss + alpha/(2 n_val) sum ||W||^2
+    _, Xv, _, Yv = seen[0]
+    p = est.predict_proba(Xv)
+    w2 = sum(float(np.sum(c * c)) for c in est.coefs_)
+    want = -np.mean(np.log(p[np.asarray(Yv, bool)])) + 0.5 * est.alpha * w2 / len(Xv)
+    best = int(np.argmax(est.validation_scores_))
+    assert est.validation_loss_curve_[best] == pytest.approx(want, rel=1e-10)

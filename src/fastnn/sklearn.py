@@ -53,9 +53,13 @@ from ._kernels._core import Activation, OptKind
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
-# scikit-learn's hidden activation names -> fastnn's kernel codes
+# scikit-learn's hidden activation names -> fastnn's kernel codes; beyond scikit-learn:
+# "leaky_relu" (negative slope 0.01) and, when this fastnn build has them, "gelu" / "silu"
 _ACT = {"identity": int(Activation.IDENTITY), "logistic": int(Activation.SIGMOID),
-        "tanh": int(Activation.TANH), "relu": int(Activation.RELU)}
+        "tanh": int(Activation.TANH), "relu": int(Activation.RELU),
+        "leaky_relu": int(Activation.LEAKY_RELU)}
+_OPTIONAL_ACT = ("gelu", "silu")
+_SLOPE = 0.01
 _DTYPES = {None: None, "float32": np.float32, "float64": np.float64}
 
 
@@ -119,6 +123,47 @@ class _FastMLPMixin:
             raise ValueError(f"{type(self).__name__}: n_threads must be None or an int "
                              f">= 1, got {n!r}")
         return int(n)
+
+    def _fnn_codes(self):
+        """Kernel codes of the hidden layers: `activation` is one name (scikit-learn's) or
+        a list, one name per hidden layer."""
+        act = self.activation
+        who = type(self).__name__
+        sizes = self.hidden_layer_sizes
+        n_hidden = len(list(sizes)) if hasattr(sizes, "__iter__") else 1
+        names = [act] * n_hidden if isinstance(act, str) else list(act)
+        if len(names) != n_hidden:
+            raise ValueError(f"{who}: activation lists one name per hidden layer: expected "
+                             f"{n_hidden}, got {len(names)} ({act!r})")
+        from .ops import ACTIVATIONS
+        codes = []
+        for a in names:
+            if a in _ACT:
+                codes.append(_ACT[a])
+            elif a in _OPTIONAL_ACT and a in ACTIVATIONS:
+                codes.append(int(ACTIVATIONS[a]))
+            elif a in _OPTIONAL_ACT:
+                raise ValueError(f"{who}: activation {a!r} needs fastnn's {a.upper()} "
+                                 "kernel, which this fastnn build does not have")
+            else:
+                raise ValueError(f"{who}: activation must be one of "
+                                 f"{sorted(_ACT) + list(_OPTIONAL_ACT)} or a list of them "
+                                 f"(one per hidden layer), got {a!r}")
+        return codes
+
+    def _init_coef(self, fan_in, fan_out, dtype):
+        if isinstance(self.activation, str):
+            return super()._init_coef(fan_in, fan_out, dtype)
+        # a list: scikit-learn's Glorot bound, factor 2 only when every layer is logistic
+        factor = 2.0 if all(a == "logistic" for a in self.activation) else 6.0
+        bound = np.sqrt(factor / (fan_in + fan_out))
+        coef = self._random_state.uniform(-bound, bound, (fan_in, fan_out))
+        intercept = self._random_state.uniform(-bound, bound, fan_out)
+        return coef.astype(dtype, copy=False), intercept.astype(dtype, copy=False)
+
+    def _fit(self, X, y, sample_weight=None, incremental=False):
+        self._codes = self._fnn_codes()      # a bad activation fails before any work
+        return super()._fit(X, y, sample_weight=sample_weight, incremental=incremental)
 
     def _dense_input(self, X):
         dt = self._fnn_dtype()
@@ -186,7 +231,7 @@ class _FastMLPMixin:
     def _fnn_forward(self, X, outs=None):
         """Each layer one fused kernel call (x W^T + b and the hidden activation); the output
         activation as scikit-learn computes it.  Returns the list of layer outputs."""
-        code, nt = _ACT[self.activation], self._fnn_threads()
+        codes, nt = self.__dict__.get("_codes") or self._fnn_codes(), self._fnn_threads()
         n_layers = self.n_layers_
         if outs is None:
             outs = [np.empty((X.shape[0], c.shape[1]), X.dtype) for c in self.coefs_]
@@ -194,7 +239,8 @@ class _FastMLPMixin:
         for i in range(n_layers - 1):
             out = outs[i]
             _dense._linear_forward(a, self.coefs_[i].T, self.intercepts_[i],
-                                   0 if i == n_layers - 2 else code, 0.01, out, -1, nt)
+                                   0 if i == n_layers - 2 else codes[i], _SLOPE, out, -1,
+                                   nt)
             a = out
         oa = self.out_activation_
         if oa == "softmax":
@@ -251,7 +297,7 @@ class _FastMLPMixin:
         n_coef = self._n_coef
         wc = self._flat[:n_coef]
         loss += (0.5 * self.alpha) * np.dot(wc, wc) / sw_sum
-        code, nt = _ACT[self.activation], self._fnn_threads()
+        codes, nt = self._codes, self._fnn_threads()
         # delta = (p - y) * sw / sw_sum: the 1/sw_sum of _compute_loss_grad taken up front
         delta = p
         delta -= y
@@ -272,9 +318,9 @@ class _FastMLPMixin:
             b0 = bstart + sum(c.shape[1] for c in self.coefs_[:i])
             gb = grad[b0:b0 + W.shape[0]]
             a_in = X if i == 0 else outs[i - 1]
-            act = 0 if i == self.n_layers_ - 2 else code
+            act = 0 if i == self.n_layers_ - 2 else codes[i]
             gx = deltas[i] if i > 0 else work[0]
-            _dense._linear_backward(grad_out, a_in, W, outs[i] if act else work[0], act, 0.01,
+            _dense._linear_backward(grad_out, a_in, W, outs[i] if act else work[0], act, _SLOPE,
                                     gx, gW, gb, False, work[1][i] if act else work[0],
                                     i > 0, True, -1, nt)
             grad_out = gx
@@ -282,12 +328,22 @@ class _FastMLPMixin:
             grad[:n_coef] += (self.alpha / sw_sum) * wc
         return float(loss)
 
+    def _fnn_full_loss(self, X, Y, sample_weight):
+        """The loss on (X, Y) as lbfgs minimizes it: the data loss plus
+        alpha/(2 sw_sum) sum ||W||^2."""
+        p = self._fnn_forward(X)[-1]
+        sw_sum = X.shape[0] if sample_weight is None else sample_weight.sum()
+        wc = self._flat[:self._n_coef]
+        return float(self._fnn_loss(Y, p, sample_weight, sw_sum)
+                     + (0.5 * self.alpha) * np.dot(wc, wc) / sw_sum)
+
     # ---- lbfgs ----------------------------------------------------------------------
     def _fit_lbfgs(self, X, y, sample_weight, activations, deltas, coef_grads,
                    intercept_grads, layer_units):
         flat = self._fnn_bind(X.dtype)
         shapes = [c.shape for c in self.coefs_]
         grad = np.empty_like(flat)
+        self.validation_loss_curve_ = None
         y = np.asarray(y, dtype=X.dtype)
 
         def fun(packed):
@@ -343,11 +399,16 @@ class _FastMLPMixin:
             if X_val.shape[0] < 2:
                 raise ValueError("The validation set is too small. Increase "
                                  "'validation_fraction' or the size of your dataset.")
+            Y_val = np.asarray(y_val, dtype=X.dtype)
             if is_classifier(self):
                 y_val = self._label_binarizer.inverse_transform(y_val)
+            if not self.validation_scores_ or self.__dict__.get(
+                    "validation_loss_curve_") is None:      # reset with scikit-learn's lists
+                self.validation_loss_curve_ = []
         else:
             X_train, y_train, sample_weight_train = X, y, sample_weight
             X_val = y_val = sample_weight_val = None
+            self.validation_loss_curve_ = None
         y_train = np.asarray(y_train, dtype=X.dtype)
         n_samples = X_train.shape[0]
         sample_idx = np.arange(n_samples, dtype=int)
@@ -387,6 +448,9 @@ class _FastMLPMixin:
                 self.loss_curve_.append(self.loss_)
                 if self.verbose:
                     print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+                if early_stopping:
+                    self.validation_loss_curve_.append(
+                        self._fnn_full_loss(X_val, Y_val, sample_weight_val))
                 self._update_no_improvement_count(early_stopping, X_val, y_val,
                                                   sample_weight_val)
                 self._optimizer.iteration_ends(self.t_)
@@ -419,8 +483,16 @@ class _FastMLPMixin:
         logistic) is left to the loss, so the Sequential returns logits."""
         from sklearn.utils.validation import check_is_fitted
         check_is_fitted(self)
-        from .nn import Identity, Linear, ReLU, Sequential, Sigmoid, Tanh
-        acts = {"identity": Identity, "logistic": Sigmoid, "tanh": Tanh, "relu": ReLU}
+        import fastnn
+        from .nn import LeakyReLU, Linear, ReLU, Sequential, Sigmoid, Tanh
+        acts = {"logistic": Sigmoid, "tanh": Tanh, "relu": ReLU,
+                "leaky_relu": lambda: LeakyReLU(_SLOPE)}
+        for name, cls in (("gelu", "GELU"), ("silu", "SiLU")):
+            if hasattr(fastnn, cls):
+                acts[name] = getattr(fastnn, cls)
+        names = self.activation
+        if isinstance(names, str):
+            names = [names] * (len(self.coefs_) - 1)
         layers = []
         for i, (W, b) in enumerate(zip(self.coefs_, self.intercepts_)):
             lin = Linear(W.shape[0], W.shape[1])
@@ -428,8 +500,8 @@ class _FastMLPMixin:
             lin.weight.data = W.T
             lin.bias.data = b
             layers.append(lin)
-            if i < len(self.coefs_) - 1 and self.activation != "identity":
-                layers.append(acts[self.activation]())
+            if i < len(self.coefs_) - 1 and names[i] != "identity":
+                layers.append(acts[names[i]]())
         return Sequential(*layers)
 
 
@@ -467,6 +539,7 @@ class MLPClassifier(_FastMLPMixin, _SkMLPClassifier):
 
     _parameter_constraints: dict = {
         **_SkMLPClassifier._parameter_constraints,
+        "activation": "no_validation",       # one name or a list: _fnn_codes checks it
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "n_threads": "no_validation",
         "dtype": "no_validation",
@@ -511,6 +584,7 @@ class MLPRegressor(_FastMLPMixin, _SkMLPRegressor):
 
     _parameter_constraints: dict = {
         **_SkMLPRegressor._parameter_constraints,
+        "activation": "no_validation",       # one name or a list: _fnn_codes checks it
         "n_threads": "no_validation",
         "dtype": "no_validation",
     }
