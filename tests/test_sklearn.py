@@ -471,3 +471,31 @@ def test_validation_loss_curve(digits, monkeypatch):
     want = -np.mean(np.log(p[np.asarray(Yv, bool)])) + 0.5 * est.alpha * w2 / len(Xv)
     best = int(np.argmax(est.validation_scores_))
     assert est.validation_loss_curve_[best] == pytest.approx(want, rel=1e-10)
+
+
+def test_restore_best_weights(digits):
+    X, y = digits
+    kw = dict(hidden_layer_sizes=(20,), solver="sgd", learning_rate_init=0.9, momentum=0.9,
+              max_iter=15, random_state=0, tol=0.0, n_iter_no_change=100)
+    with warnings.catch_warnings():
+        _quiet()
+        last = MLPClassifier(**kw).fit(X, y)
+        best = MLPClassifier(restore_best_weights=True, **kw).fit(X, y)
+        k = int(np.argmin(last.loss_curve_))
+        assert k < 14, "the case must have a loss that rises again"
+        upto = MLPClassifier(**{**kw, "max_iter": k + 1}).fit(X, y)
+    assert best.loss_curve_ == last.loss_curve_
+    for a, b in zip(best.coefs_ + best.intercepts_, upto.coefs_ + upto.intercepts_):
+        assert np.array_equal(a, b)
+    assert not np.array_equal(best.coefs_[0], last.coefs_[0])
+
+
+def test_progress_bar(digits, capsys):
+    X, y = digits
+    with warnings.catch_warnings():
+        _quiet()
+        MLPRegressor(hidden_layer_sizes=(5,), max_iter=3, progress=True,
+                     random_state=0).fit(X, y.astype(float))
+        MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=0).fit(X, y)
+    err = capsys.readouterr().err
+    assert "MLPRegressor" in err and "3/3" in err and "MLPClassifier" not in err

@@ -422,6 +422,11 @@ class _FastMLPMixin:
         grad = np.empty_like(flat)
         params, grads = [flat], [grad]
         self._optimizer._n_threads = self._fnn_threads()
+        restore = self.restore_best_weights and not early_stopping and not incremental
+        best = (np.inf, None)
+        from tqdm.auto import tqdm
+        bar = tqdm(total=self.max_iter, desc=type(self).__name__, unit="epoch",
+                   disable=not self.progress or incremental)
         try:
             self.n_iter_ = 0
             for it in range(self.max_iter):
@@ -446,6 +451,10 @@ class _FastMLPMixin:
                 self.loss_ = accumulated_loss / X_train.shape[0]
                 self.t_ += n_samples
                 self.loss_curve_.append(self.loss_)
+                if restore and self.loss_ < best[0]:
+                    best = (self.loss_, flat.copy())
+                bar.update(1)
+                bar.set_postfix(loss=f"{self.loss_:.4g}", refresh=False)
                 if self.verbose:
                     print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
                 if early_stopping:
@@ -472,6 +481,10 @@ class _FastMLPMixin:
                                   % self.max_iter, ConvergenceWarning)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
+        finally:
+            bar.close()
+        if restore and best[1] is not None:
+            flat[...] = best[1]     # the weights at the end of the best-loss epoch
         if early_stopping:
             self.coefs_ = self._best_coefs
             self.intercepts_ = self._best_intercepts
@@ -507,7 +520,12 @@ class _FastMLPMixin:
 
 _EXTRA_DOC = """
     Extra fastnn parameters: ``n_threads`` (None = fastnn's default), ``dtype`` (None keeps
-    the input's float32/float64 as scikit-learn does; "float32"/"float64" casts)."""
+    the input's float32/float64 as scikit-learn does; "float32"/"float64" casts),
+    ``activation`` may be a list (one name per hidden layer; also "leaky_relu", and "gelu" /
+    "silu" when fastnn has those kernels), ``restore_best_weights`` (sgd/adam without
+    early_stopping: end with the weights of the epoch with the lowest training loss),
+    ``progress`` (a tqdm bar over the epochs); ``validation_loss_curve_`` (the validation
+    loss per epoch with early_stopping) and ``to_fastnn()``."""
 
 
 class MLPClassifier(_FastMLPMixin, _SkMLPClassifier):
@@ -523,7 +541,7 @@ class MLPClassifier(_FastMLPMixin, _SkMLPClassifier):
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
                  n_iter_no_change=10, max_fun=15000, class_weight=None, n_threads=None,
-                 dtype=None):
+                 dtype=None, restore_best_weights=False, progress=False):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
             alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -536,6 +554,8 @@ class MLPClassifier(_FastMLPMixin, _SkMLPClassifier):
         self.class_weight = class_weight
         self.n_threads = n_threads
         self.dtype = dtype
+        self.restore_best_weights = restore_best_weights
+        self.progress = progress
 
     _parameter_constraints: dict = {
         **_SkMLPClassifier._parameter_constraints,
@@ -543,6 +563,8 @@ class MLPClassifier(_FastMLPMixin, _SkMLPClassifier):
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "n_threads": "no_validation",
         "dtype": "no_validation",
+        "restore_best_weights": ["boolean"],
+        "progress": ["boolean"],
     }
 
     def _class_weighted(self, y, sample_weight):
@@ -569,7 +591,8 @@ class MLPRegressor(_FastMLPMixin, _SkMLPRegressor):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False,
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10, max_fun=15000, n_threads=None, dtype=None):
+                 n_iter_no_change=10, max_fun=15000, n_threads=None, dtype=None,
+                 restore_best_weights=False, progress=False):
         super().__init__(
             loss=loss, hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -581,10 +604,14 @@ class MLPRegressor(_FastMLPMixin, _SkMLPRegressor):
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun)
         self.n_threads = n_threads
         self.dtype = dtype
+        self.restore_best_weights = restore_best_weights
+        self.progress = progress
 
     _parameter_constraints: dict = {
         **_SkMLPRegressor._parameter_constraints,
         "activation": "no_validation",       # one name or a list: _fnn_codes checks it
         "n_threads": "no_validation",
         "dtype": "no_validation",
+        "restore_best_weights": ["boolean"],
+        "progress": ["boolean"],
     }
