@@ -499,3 +499,36 @@ def test_progress_bar(digits, capsys):
         MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=0).fit(X, y)
     err = capsys.readouterr().err
     assert "MLPRegressor" in err and "3/3" in err and "MLPClassifier" not in err
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", ["logistic", "leaky_relu"]])
+def test_dropout_gradient_finite_differences(activation):
+    est, X, Y, sw = _grad_problem("clf", "multiclass", activation, True)
+    rng = np.random.default_rng(1)
+    masks = [(rng.random((X.shape[0], c.shape[1])) >= 0.3) / 0.7 for c in est.coefs_[:-1]]
+    flat = est._fnn_bind(X.dtype)
+    grad = np.empty_like(flat)
+    est._fnn_backprop(X, Y.copy(), sw, grad, masks)
+    num = fastnn.numerical_gradient(
+        lambda _: est._fnn_backprop(X, Y.copy(), sw, np.empty_like(flat), masks), flat,
+        h=1e-6)
+    np.testing.assert_allclose(grad, num, rtol=1e-5, atol=1e-7)
+
+
+def test_dropout_fit(digits):
+    X, y = digits
+    kw = dict(hidden_layer_sizes=(40,), max_iter=8, random_state=0)
+    with warnings.catch_warnings():
+        _quiet()
+        base = MLPClassifier(**kw).fit(X, y)
+        zero = MLPClassifier(dropout=0.0, **kw).fit(X, y)
+        d1 = MLPClassifier(dropout=0.2, **kw).fit(X, y)
+        d2 = MLPClassifier(dropout=0.2, **kw).fit(X, y)
+    assert zero.loss_curve_ == base.loss_curve_
+    assert d1.loss_curve_ == d2.loss_curve_            # seeded from random_state
+    assert d1.loss_curve_ != base.loss_curve_
+    assert d1.score(X, y) > 0.6          # it learns (chance: 0.1)
+    with pytest.raises(ValueError, match="dropout must be a float in"):
+        MLPClassifier(dropout=1.0).fit(X, y)
+    with pytest.raises(ValueError, match="stochastic solver"):
+        MLPClassifier(dropout=0.1, solver="lbfgs").fit(X, y)

@@ -11,7 +11,8 @@ updates are scikit-learn's exact rules applied once to that buffer.  ``lbfgs`` m
 ``scipy.optimize.minimize(method="L-BFGS-B")`` over one fused loss-and-gradient call with no
 packing or unpacking.
 
-Extra keyword arguments (defaults = scikit-learn's behaviour): ``n_threads`` (kernel threads;
+Extra keyword arguments (defaults = scikit-learn's behaviour; the full list is in the
+README section "From scikit-learn"): ``n_threads`` (kernel threads;
 None = ``fastnn.get_num_threads()``), ``dtype`` (None keeps float32 / float64 input as
 scikit-learn does; "float32" / "float64" casts), ``class_weight`` (classifier: None,
 "balanced" or a {class: weight} dict, folded into sample_weight), and ``to_fastnn()``
@@ -151,6 +152,17 @@ class _FastMLPMixin:
                                  f"(one per hidden layer), got {a!r}")
         return codes
 
+    def _fnn_dropout(self):
+        p = self.dropout
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)) \
+                or not 0.0 <= float(p) < 1.0:
+            raise ValueError(f"{type(self).__name__}: dropout must be a float in [0, 1), "
+                             f"got {p!r}")
+        if p and self.solver == "lbfgs":
+            raise ValueError(f"{type(self).__name__}: dropout needs a stochastic solver "
+                             "('sgd' or 'adam'), got solver='lbfgs'")
+        return float(p)
+
     def _init_coef(self, fan_in, fan_out, dtype):
         if isinstance(self.activation, str):
             return super()._init_coef(fan_in, fan_out, dtype)
@@ -163,6 +175,7 @@ class _FastMLPMixin:
 
     def _fit(self, X, y, sample_weight=None, incremental=False):
         self._codes = self._fnn_codes()      # a bad activation fails before any work
+        self._fnn_dropout()
         return super()._fit(X, y, sample_weight=sample_weight, incremental=incremental)
 
     def _dense_input(self, X):
@@ -228,9 +241,12 @@ class _FastMLPMixin:
             w = cache[key] = (outs, deltas, (np.empty((0, 0), dtype), dz))
         return w
 
-    def _fnn_forward(self, X, outs=None):
+    def _fnn_forward(self, X, outs=None, masks=None, ins=None):
         """Each layer one fused kernel call (x W^T + b and the hidden activation); the output
-        activation as scikit-learn computes it.  Returns the list of layer outputs."""
+        activation as scikit-learn computes it.  Returns the list of layer outputs.
+        Training with dropout: masks[i] (0 or 1/(1-p)) multiplies hidden output i into the
+        next layer's input, recorded in `ins` (outs keeps the activation for its
+        derivative)."""
         codes, nt = self.__dict__.get("_codes") or self._fnn_codes(), self._fnn_threads()
         n_layers = self.n_layers_
         if outs is None:
@@ -242,6 +258,10 @@ class _FastMLPMixin:
                                    0 if i == n_layers - 2 else codes[i], _SLOPE, out, -1,
                                    nt)
             a = out
+            if masks is not None and i < n_layers - 2:
+                a = out * masks[i]
+            if ins is not None:
+                ins.append(a)
         oa = self.out_activation_
         if oa == "softmax":
             a -= a.max(axis=1, keepdims=True)
@@ -285,12 +305,14 @@ class _FastMLPMixin:
         tot = per.sum() if sample_weight is None else np.dot(sample_weight, per)
         return 0.5 * tot / sw_sum / p.shape[1]
 
-    def _fnn_backprop(self, X, y, sample_weight, grad):
+    def _fnn_backprop(self, X, y, sample_weight, grad, masks=None):
         """Loss and its gradient w.r.t. the flat parameters (written into `grad`), with
         scikit-learn's L2 term alpha/(2 sw_sum) sum ||W||^2.  Per layer one fused backward
-        call (activation derivative, grad_W, grad_b and grad_x)."""
+        call (activation derivative, grad_W, grad_b and grad_x).  `masks`: the dropout
+        masks of the hidden layers (None: no dropout)."""
         outs, deltas, work = self._fnn_buffers(X.shape[0], X.dtype)
-        self._fnn_forward(X, outs)
+        ins = [] if masks is not None else None
+        self._fnn_forward(X, outs, masks, ins)
         p = outs[-1]
         sw_sum = X.shape[0] if sample_weight is None else sample_weight.sum()
         loss = self._fnn_loss(y, p, sample_weight, sw_sum)
@@ -317,8 +339,10 @@ class _FastMLPMixin:
             gW = grad[blocks[i]:blocks[i] + W.size].reshape(W.shape)
             b0 = bstart + sum(c.shape[1] for c in self.coefs_[:i])
             gb = grad[b0:b0 + W.shape[0]]
-            a_in = X if i == 0 else outs[i - 1]
+            a_in = X if i == 0 else (outs[i - 1] if ins is None else ins[i - 1])
             act = 0 if i == self.n_layers_ - 2 else codes[i]
+            if masks is not None and i < self.n_layers_ - 2:
+                grad_out *= masks[i]         # through the dropout after hidden layer i
             gx = deltas[i] if i > 0 else work[0]
             _dense._linear_backward(grad_out, a_in, W, outs[i] if act else work[0], act, _SLOPE,
                                     gx, gW, gb, False, work[1][i] if act else work[0],
@@ -423,6 +447,11 @@ class _FastMLPMixin:
         params, grads = [flat], [grad]
         self._optimizer._n_threads = self._fnn_threads()
         restore = self.restore_best_weights and not early_stopping and not incremental
+        p_drop = self._fnn_dropout()
+        # dropout masks from their own stream, seeded from random_state only when used (so
+        # dropout=0 keeps scikit-learn's random stream)
+        drop_rng = (np.random.default_rng(self._random_state.randint(2 ** 31 - 1))
+                    if p_drop else None)
         best = (np.inf, None)
         from tqdm.auto import tqdm
         bar = tqdm(total=self.max_iter, desc=type(self).__name__, unit="epoch",
@@ -444,7 +473,13 @@ class _FastMLPMixin:
                         y_batch = y_train[batch_slice].copy()
                     sw_batch = (None if sample_weight_train is None
                                 else sample_weight_train[batch_idx])
-                    batch_loss = self._fnn_backprop(X_batch, y_batch, sw_batch, grad)
+                    masks = None
+                    if p_drop:
+                        masks = [(drop_rng.random((X_batch.shape[0], c.shape[1])) >= p_drop)
+                                 * X.dtype.type(1.0 / (1.0 - p_drop))
+                                 for c in self.coefs_[:-1]]
+                        masks = [m.astype(X.dtype, copy=False) for m in masks]
+                    batch_loss = self._fnn_backprop(X_batch, y_batch, sw_batch, grad, masks)
                     accumulated_loss += batch_loss * (batch_slice.stop - batch_slice.start)
                     self._optimizer.update_params(params, grads)
                 self.n_iter_ += 1
@@ -524,7 +559,8 @@ _EXTRA_DOC = """
     ``activation`` may be a list (one name per hidden layer; also "leaky_relu", and "gelu" /
     "silu" when fastnn has those kernels), ``restore_best_weights`` (sgd/adam without
     early_stopping: end with the weights of the epoch with the lowest training loss),
-    ``progress`` (a tqdm bar over the epochs); ``validation_loss_curve_`` (the validation
+    ``progress`` (a tqdm bar over the epochs), ``dropout`` (inverted dropout after every
+    hidden layer, sgd/adam); ``validation_loss_curve_`` (the validation
     loss per epoch with early_stopping) and ``to_fastnn()``."""
 
 
@@ -541,7 +577,7 @@ class MLPClassifier(_FastMLPMixin, _SkMLPClassifier):
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
                  n_iter_no_change=10, max_fun=15000, class_weight=None, n_threads=None,
-                 dtype=None, restore_best_weights=False, progress=False):
+                 dtype=None, restore_best_weights=False, progress=False, dropout=0.0):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
             alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -556,6 +592,7 @@ class MLPClassifier(_FastMLPMixin, _SkMLPClassifier):
         self.dtype = dtype
         self.restore_best_weights = restore_best_weights
         self.progress = progress
+        self.dropout = dropout
 
     _parameter_constraints: dict = {
         **_SkMLPClassifier._parameter_constraints,
@@ -565,6 +602,7 @@ class MLPClassifier(_FastMLPMixin, _SkMLPClassifier):
         "dtype": "no_validation",
         "restore_best_weights": ["boolean"],
         "progress": ["boolean"],
+        "dropout": "no_validation",          # checked by _fnn_dropout
     }
 
     def _class_weighted(self, y, sample_weight):
@@ -592,7 +630,7 @@ class MLPRegressor(_FastMLPMixin, _SkMLPRegressor):
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
                  n_iter_no_change=10, max_fun=15000, n_threads=None, dtype=None,
-                 restore_best_weights=False, progress=False):
+                 restore_best_weights=False, progress=False, dropout=0.0):
         super().__init__(
             loss=loss, hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -606,6 +644,7 @@ class MLPRegressor(_FastMLPMixin, _SkMLPRegressor):
         self.dtype = dtype
         self.restore_best_weights = restore_best_weights
         self.progress = progress
+        self.dropout = dropout
 
     _parameter_constraints: dict = {
         **_SkMLPRegressor._parameter_constraints,
@@ -614,4 +653,5 @@ class MLPRegressor(_FastMLPMixin, _SkMLPRegressor):
         "dtype": "no_validation",
         "restore_best_weights": ["boolean"],
         "progress": ["boolean"],
+        "dropout": "no_validation",          # checked by _fnn_dropout
     }
