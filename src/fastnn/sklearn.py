@@ -553,6 +553,13 @@ class _FastMLPMixin:
         return Sequential(*layers)
 
 
+def _store_params(est, params):
+    """__init__ as scikit-learn wants it: every constructor argument stored unchanged."""
+    for k, v in params.items():
+        if k not in ("self", "__class__"):
+            setattr(est, k, v)
+
+
 _EXTRA_DOC = """
     Extra fastnn parameters: ``n_threads`` (None = fastnn's default), ``dtype`` (None keeps
     the input's float32/float64 as scikit-learn does; "float32"/"float64" casts),
@@ -578,21 +585,8 @@ class MLPClassifier(_FastMLPMixin, _SkMLPClassifier):
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
                  n_iter_no_change=10, max_fun=15000, class_weight=None, n_threads=None,
                  dtype=None, restore_best_weights=False, progress=False, dropout=0.0):
-        super().__init__(
-            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
-            alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
-            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
-            warm_start=warm_start, momentum=momentum,
-            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
-            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
-            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun)
-        self.class_weight = class_weight
-        self.n_threads = n_threads
-        self.dtype = dtype
-        self.restore_best_weights = restore_best_weights
-        self.progress = progress
-        self.dropout = dropout
+        _store_params(self, locals())
+        self.loss = "log_loss"
 
     _parameter_constraints: dict = {
         **_SkMLPClassifier._parameter_constraints,
@@ -631,20 +625,7 @@ class MLPRegressor(_FastMLPMixin, _SkMLPRegressor):
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
                  n_iter_no_change=10, max_fun=15000, n_threads=None, dtype=None,
                  restore_best_weights=False, progress=False, dropout=0.0):
-        super().__init__(
-            loss=loss, hidden_layer_sizes=hidden_layer_sizes, activation=activation,
-            solver=solver, alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
-            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
-            warm_start=warm_start, momentum=momentum,
-            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
-            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
-            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun)
-        self.n_threads = n_threads
-        self.dtype = dtype
-        self.restore_best_weights = restore_best_weights
-        self.progress = progress
-        self.dropout = dropout
+        _store_params(self, locals())
 
     _parameter_constraints: dict = {
         **_SkMLPRegressor._parameter_constraints,
