@@ -191,8 +191,11 @@ def test_meta_estimators_and_pickle(digits):
         scores = cross_val_score(est, X, y, cv=3)
         np.testing.assert_allclose(scores, cross_val_score(sk, X, y, cv=3), atol=1e-9)
         est.fit(X, y)
-    again = pickle.loads(pickle.dumps(est))
+    blob = pickle.dumps(est)
+    again = pickle.loads(blob)
     assert np.array_equal(again.predict_proba(X), est.predict_proba(X))
+    assert len(blob) < 3 * sum(c.nbytes + b.nbytes for c, b in zip(est.coefs_,
+                                                                  est.intercepts_)) + 60_000
     with warnings.catch_warnings():
         _quiet()
         again.partial_fit(X, y)  # keeps training after unpickling

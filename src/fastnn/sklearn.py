@@ -223,7 +223,8 @@ class _FastMLPMixin:
     def __getstate__(self):
         state = super().__getstate__()
         state = dict(state)
-        state.pop("_flat", None)  # coefs_/intercepts_ pickle as plain arrays
+        state.pop("_flat", None)      # coefs_/intercepts_ pickle as plain arrays
+        state.pop("_fnn_work", None)  # minibatch work arrays: rebuilt on demand
         return state
 
     # ---- forward / backward ---------------------------------------------------------
