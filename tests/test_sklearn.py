@@ -535,3 +535,24 @@ def test_dropout_fit(digits):
         MLPClassifier(dropout=1.0).fit(X, y)
     with pytest.raises(ValueError, match="stochastic solver"):
         MLPClassifier(dropout=0.1, solver="lbfgs").fit(X, y)
+
+
+@pytest.mark.parametrize("activation", ["relu", ["leaky_relu", "relu"]])
+def test_saves_input_path_plumbing(activation, monkeypatch):
+    """The path for activations whose backward reads the pre-activation (gelu, silu: the
+    GEMM without activation, the activation on its own, z kept for the backward), driven
+    with relu / leaky_relu, whose derivative is the same from z as from the output."""
+    import fastnn.sklearn as fsk
+    est, X, Y, sw = _grad_problem("clf", "multiclass", activation, True)
+    flat = est._fnn_bind(X.dtype)
+    fused = np.empty_like(flat)
+    loss_fused = est._fnn_backprop(X, Y.copy(), sw, fused)
+    codes = frozenset({int(fastnn.ops.ACTIVATIONS["relu"]),
+                       int(fastnn.ops.ACTIVATIONS["leaky_relu"])})
+    monkeypatch.setattr(fsk, "_saves_input", lambda: codes)
+    split = np.empty_like(flat)
+    assert est._fnn_backprop(X, Y.copy(), sw, split) == pytest.approx(loss_fused, rel=1e-14)
+    np.testing.assert_allclose(split, fused, rtol=1e-12, atol=1e-15)
+    num = fastnn.numerical_gradient(
+        lambda _: est._fnn_backprop(X, Y.copy(), sw, np.empty_like(flat)), flat, h=1e-6)
+    np.testing.assert_allclose(split, num, rtol=1e-5, atol=1e-7)

@@ -61,6 +61,13 @@ _ACT = {"identity": int(Activation.IDENTITY), "logistic": int(Activation.SIGMOID
         "leaky_relu": int(Activation.LEAKY_RELU)}
 _OPTIONAL_ACT = ("gelu", "silu")
 _SLOPE = 0.01
+
+
+def _saves_input():
+    """Kernel codes whose backward reads the saved pre-activation instead of the output
+    (fastnn.ops.SAVES_INPUT_CODES: gelu, silu, ... in builds that have them)."""
+    from . import ops
+    return getattr(ops, "SAVES_INPUT_CODES", frozenset())
 _DTYPES = {None: None, "float32": np.float32, "float64": np.float64}
 
 
@@ -239,25 +246,34 @@ class _FastMLPMixin:
             outs = [np.empty((n, c.shape[1]), dtype) for c in self.coefs_]
             deltas = [np.empty((n, c.shape[0]), dtype) for c in self.coefs_]
             dz = [np.empty((n, c.shape[1]), dtype) for c in self.coefs_]
-            w = cache[key] = (outs, deltas, (np.empty((0, 0), dtype), dz))
+            zs = [np.empty((n, c.shape[1]), dtype) for c in self.coefs_]
+            w = cache[key] = (outs, deltas, (np.empty((0, 0), dtype), dz, zs))
         return w
 
-    def _fnn_forward(self, X, outs=None, masks=None, ins=None):
+    def _fnn_forward(self, X, outs=None, masks=None, ins=None, zs=None):
         """Each layer one fused kernel call (x W^T + b and the hidden activation); the output
         activation as scikit-learn computes it.  Returns the list of layer outputs.
         Training with dropout: masks[i] (0 or 1/(1-p)) multiplies hidden output i into the
         next layer's input, recorded in `ins` (outs keeps the activation for its
-        derivative)."""
+        derivative).  An activation whose derivative needs its input (gelu, silu) runs
+        after the GEMM on its own, and its pre-activation is kept in zs[i]."""
         codes, nt = self.__dict__.get("_codes") or self._fnn_codes(), self._fnn_threads()
+        saves_input = _saves_input()
         n_layers = self.n_layers_
         if outs is None:
             outs = [np.empty((X.shape[0], c.shape[1]), X.dtype) for c in self.coefs_]
         a = X
         for i in range(n_layers - 1):
             out = outs[i]
-            _dense._linear_forward(a, self.coefs_[i].T, self.intercepts_[i],
-                                   0 if i == n_layers - 2 else codes[i], _SLOPE, out, -1,
-                                   nt)
+            code = 0 if i == n_layers - 2 else codes[i]
+            if code in saves_input:
+                z = np.empty_like(out) if zs is None else zs[i]
+                _dense._linear_forward(a, self.coefs_[i].T, self.intercepts_[i], 0, _SLOPE,
+                                       z, -1, nt)
+                _dense._activation_forward(z, out, code, _SLOPE, nt)
+            else:
+                _dense._linear_forward(a, self.coefs_[i].T, self.intercepts_[i], code,
+                                       _SLOPE, out, -1, nt)
             a = out
             if masks is not None and i < n_layers - 2:
                 a = out * masks[i]
@@ -313,7 +329,8 @@ class _FastMLPMixin:
         masks of the hidden layers (None: no dropout)."""
         outs, deltas, work = self._fnn_buffers(X.shape[0], X.dtype)
         ins = [] if masks is not None else None
-        self._fnn_forward(X, outs, masks, ins)
+        self._fnn_forward(X, outs, masks, ins, work[2])
+        saves_input = _saves_input()
         p = outs[-1]
         sw_sum = X.shape[0] if sample_weight is None else sample_weight.sum()
         loss = self._fnn_loss(y, p, sample_weight, sw_sum)
@@ -345,7 +362,8 @@ class _FastMLPMixin:
             if masks is not None and i < self.n_layers_ - 2:
                 grad_out *= masks[i]         # through the dropout after hidden layer i
             gx = deltas[i] if i > 0 else work[0]
-            _dense._linear_backward(grad_out, a_in, W, outs[i] if act else work[0], act, _SLOPE,
+            saved = (work[2][i] if act in saves_input else outs[i]) if act else work[0]
+            _dense._linear_backward(grad_out, a_in, W, saved, act, _SLOPE,
                                     gx, gW, gb, False, work[1][i] if act else work[0],
                                     i > 0, True, -1, nt)
             grad_out = gx
