@@ -16,6 +16,10 @@ one process, interleaved:
             also as torch-foreach (foreach=True) and torch-fused (fused=True)
   sklearn   scikit-learn's MLPClassifier (digits only, when installed)
 
+--scenarios sklearn (opt-in; bench/sklearn_mlp.py): fastnn.sklearn.MLPClassifier /
+MLPRegressor against scikit-learn's, identical parameters, adam / sgd / lbfgs, on digits,
+breast cancer, wine, diabetes, make_classification / make_regression (50,000 x 100).
+
 Scenarios: cs231n (64x1000-100-10 sigmoid, sum of squares, no biases, SGD lr 1e-4,
 float64 and float32), tiny (2-64-64-3 ReLU, softmax CE, batch 32), mnist (784-512-512-10
 ReLU, softmax CE, batch 128 and 1024), adam (tiny and mnist-b128 trained with Adam lr
@@ -69,8 +73,8 @@ RATIO_CONVENTION = ("ratio = contender's median time / fastnn compiled's median 
 CONTENDERS = ("compiled", "modules", "onnxruntime", "numpy", "torch", "torch-foreach",
               "torch-fused", "sklearn")
 GROUPS = ("cs231n", "tiny", "mnist", "adam", "modern", "residual", "large", "digits",
-          "inference")
-OPT_IN = ("large", "inference")     # not in the default --scenarios list
+          "inference", "sklearn")
+OPT_IN = ("large", "inference", "sklearn")     # not in the default --scenarios list
 
 SETTLE_S = 0.3          # pause before each multi-threaded block
 UTIL_MIN = 0.9          # CPU time / wall time below this: the main thread lost its core
@@ -1197,7 +1201,18 @@ def main(argv=None):
     if args.blocks is not None and args.blocks < 1:
         ap.error("--blocks must be >= 1")
 
-    doc = run_suite(groups, threads, quick=args.quick, large=args.large, blocks=args.blocks)
+    skl = None
+    if "sklearn" in groups:          # fastnn.sklearn vs scikit-learn (bench/sklearn_mlp.py)
+        groups = [g for g in groups if g != "sklearn"]
+        from bench import sklearn_mlp
+        print("sklearn: fastnn.sklearn vs scikit-learn's MLPClassifier/MLPRegressor fits")
+        skl = sklearn_mlp.run(threads, quick=args.quick, repeats=args.blocks)
+    doc = (run_suite(groups, threads, quick=args.quick, large=args.large, blocks=args.blocks)
+           if groups else {"scenarios": [], "ok": True, "machine": machine_info(),
+                           "method": {"threads": threads}})
+    if skl is not None:
+        doc["sklearn"] = skl
+        doc["ok"] = doc["ok"] and skl["ok"]
     doc["argv"] = list(sys.argv[1:] if argv is None else argv)
     path = write_json(doc, args.json)
     print(f"\nwrote {path}")
@@ -1209,6 +1224,8 @@ def main(argv=None):
             print(f"wrote {png}")
     if not doc["ok"]:
         aborted = [e["key"] for e in doc["scenarios"] if "aborted" in e]
+        if doc.get("sklearn") and not doc["sklearn"]["ok"]:
+            aborted.append("sklearn (test scores differ by more than 0.01)")
         print(f"FAILED: cross-check aborted {', '.join(aborted)}", file=sys.stderr)
         return 1
     return 0
