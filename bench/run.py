@@ -265,6 +265,17 @@ class ScenarioAborted(Exception):
 
 
 # ------------------------------------------------------------------- step scenarios
+def _torch_step(model, loss_fn, opt, tx, ty):
+    """One PyTorch training step on (tx, ty) as a callable returning the loss."""
+    def step():
+        opt.zero_grad()
+        loss = loss_fn(model(tx), ty)
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
 class StepScenario:
     """One training step of a fully-connected network, every contender from the same
     weights and data.  ``sizes``: the widths of its Linear layers' chain (input first)."""
@@ -409,13 +420,7 @@ class StepScenario:
         opt = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum)
         tx, ty = torch.from_numpy(x), torch.from_numpy(y)
 
-        def step():
-            opt.zero_grad()
-            loss = loss_fn(model(tx), ty)
-            loss.backward()
-            opt.step()
-            return loss.item()
-        return step
+        return _torch_step(model, loss_fn, opt, tx, ty)
 
     # -- method
     def crosscheck(self, fns):
@@ -492,13 +497,7 @@ class AdamScenario(StepScenario):
         model = self.torch_model(torch, weights)       # start again from the same state
         opt = torch.optim.Adam(model.parameters(), lr=self.lr, **form)
 
-        def step():
-            opt.zero_grad()
-            loss = loss_fn(model(tx), ty)
-            loss.backward()
-            opt.step()
-            return loss.item()
-        return step
+        return _torch_step(model, loss_fn, opt, tx, ty)
 
 
 class ResidualScenario(StepScenario):
@@ -629,13 +628,7 @@ class ModernScenario(StepScenario):
             return None
         tx, ty = torch.from_numpy(x), torch.from_numpy(y)
 
-        def step():
-            opt.zero_grad()
-            loss = loss_fn(model(tx), ty)
-            loss.backward()
-            opt.step()
-            return loss.item()
-        return step
+        return _torch_step(model, loss_fn, opt, tx, ty)
 
     def contenders(self, torch):
         out = super().contenders(None)
