@@ -3,11 +3,18 @@
 
 (run from the repository root; needs fastnn importable, e.g. PYTHONPATH=src)
 
-GFLOP/s of fastnn's native engine, its BLAS engine and numpy.matmul for 64x1000x100,
-128x784x512, 1024x1024x1024 and 512x4096x4096 (MxKxN; --quick: 64x1000x100, 128x784x512,
-512x512x512), float32 and float64, 1 and all threads, with ratios against NumPy from the
-same run and the cost of fusing bias + sigmoid into the native GEMM.  Results go to
---json, by default bench/results/gemm-<timestamp>.json.
+GFLOP/s of fastnn's native engine, its BLAS engine, numpy.matmul and BLIS (the `blis`
+package, as thinc uses it, when installed; one thread) for 64x1000x100, 128x784x512,
+1024x1024x1024 and 512x4096x4096 (MxKxN; --quick: 64x1000x100, 128x784x512, 512x512x512),
+float32 and float64, 1 and all threads, with ratios against NumPy from the same run, the
+cost of fusing bias + sigmoid into the native GEMM, and on one thread the FMA ceiling of
+the kernel variant in use (its microkernel's accumulators updated by FMAs on registers
+only, timed in the same blocks) and the native engine as % of it.  Results go to --json,
+by default bench/results/gemm-<timestamp>.json.
+
+The kernel variant is fastnn's (FASTNN_KERNEL=avx2 to measure the AVX2 one on an AVX-512
+machine); NumPy's OpenBLAS picks its own kernels by CPU, and is reported: compare the AVX2
+variant with OpenBLAS's AVX2 kernels by running with OPENBLAS_CORETYPE=Haswell as well.
 
 Method: the same operands for every contender; a warm-up call; then `blocks` rounds in
 which the contenders alternate call by call (on one thread all four; with several threads
@@ -25,10 +32,18 @@ import sys
 import time
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 import fastnn
 from bench.run import cpu_model, write_json
+from fastnn._kernels import _core
+
+try:  # BLIS as packaged for thinc/spaCy: single-threaded, C-contiguous operands only
+    import blis.py as _blis
+except ImportError:  # pragma: no cover - optional peer
+    _blis = None
+
+FMA = "fma-ceiling"
 
 SHAPES = [(64, 1000, 100), (128, 784, 512), (1024, 1024, 1024), (512, 4096, 4096)]
 QUICK_SHAPES = [(64, 1000, 100), (128, 784, 512), (512, 512, 512)]
@@ -51,7 +66,7 @@ def _groups(names, nt):
     if nt == 1:
         return [list(names)]
     native = [n for n in names if n.startswith("native")]
-    return [[n] for n in names if n not in native] + [native]
+    return [[n] for n in names if n not in native and n != FMA] + [native]
 
 
 def _measure(contenders, nt, blocks, block_s, settle_s):
@@ -105,28 +120,43 @@ def bench_gemm(shapes=SHAPES, dtypes=("float32", "float64"), threads=(1, 2), blo
                 if epilogue:
                     contenders["native+bias+sigmoid"] = lambda: fastnn.gemm(
                         a, b, c, bias=bias, activation="sigmoid", engine="native")
+                if _blis is not None:
+                    contenders["blis"] = lambda: _blis.gemm(a, b, out=c, beta=0.0)
+                # the FMA ceiling, sized like one call of the product (1 thread only)
+                fma_rounds = _fma_rounds(dt, flop)
+                contenders[FMA] = lambda: _core._fma_peak(dt, fma_rounds)
                 # correctness cross-check before timing
                 ref = a.astype(np.float64) @ b.astype(np.float64)
                 tol = 1e-3 if dt == "float32" else 1e-10
-                for name in ("native", "blas"):
+                for name in ("native", "blas") + (("blis",) if _blis is not None else ()):
                     contenders[name]()
                     err = np.max(np.abs(c - ref)) / max(1.0, np.max(np.abs(ref)))
                     if err > tol:
                         raise RuntimeError(f"{name} gemm disagrees with float64 matmul: {err}")
                 for nt in threads:
                     fastnn.set_num_threads(nt)
+                    # one-thread peers (BLIS, the FMA loop) only in the one-thread rows
+                    active = {k: f for k, f in contenders.items()
+                              if nt == 1 or k not in ("blis", FMA)}
                     with threadpool_limits(nt):
-                        times, loaded = _measure(contenders, nt, blocks, block_s, settle_s)
+                        times, loaded = _measure(active, nt, blocks, block_s, settle_s)
+                    flops = {k: (2.0 * fma_rounds * _fma_width(dt) if k == FMA else flop)
+                             for k in times}
                     med = {k: statistics.median(v) for k, v in times.items()}
                     row = {
                         "dtype": dt, "M": M, "K": K, "N": N, "threads": nt,
-                        "gflops": {k: flop / v / 1e9 for k, v in med.items()},
-                        "gflops_min": {k: flop / max(v) / 1e9 for k, v in times.items()},
-                        "gflops_max": {k: flop / min(v) / 1e9 for k, v in times.items()},
-                        "ratio_vs_numpy": {k: med["numpy"] / v for k, v in med.items()},
+                        "gflops": {k: flops[k] / v / 1e9 for k, v in med.items()},
+                        "gflops_min": {k: flops[k] / max(v) / 1e9 for k, v in times.items()},
+                        "gflops_max": {k: flops[k] / min(v) / 1e9 for k, v in times.items()},
+                        "ratio_vs_numpy": {k: med["numpy"] / v for k, v in med.items()
+                                           if k != FMA},
                         "disturbed_blocks": loaded,
                         "samples": {k: len(v) for k, v in times.items()},
                     }
+                    if FMA in med:
+                        row["pct_of_fma_ceiling"] = {
+                            k: 100 * row["gflops"][k] / row["gflops"][FMA]
+                            for k in row["gflops"] if k != FMA}
                     if epilogue:
                         row["epilogue_overhead"] = med["native+bias+sigmoid"] / med["native"] - 1
                     rows.append(row)
@@ -136,18 +166,35 @@ def bench_gemm(shapes=SHAPES, dtypes=("float32", "float64"), threads=(1, 2), blo
     return rows
 
 
+def _fma_width(dt):
+    """Flops per round of the FMA ceiling loop / 2: the variant's MR x NR."""
+    mr, nr = _core.kernel_blocking(dt)[:2]
+    return mr * nr
+
+
+def _fma_rounds(dt, flop):
+    """Rounds of the FMA loop doing about as many flops as one product (>= 0.5 ms)."""
+    return max(int(flop / (2.0 * _fma_width(dt))), 20000)
+
+
 def _print_header(log):
     log(f"{'dtype':<8}{'MxKxN':>16}{'thr':>4}{'numpy':>9}{'native':>9}{'blas':>9}"
-        f"{'nat/np':>8}{'blas/np':>8}{'epilogue':>10}")
+        f"{'blis':>7}{'FMA':>7}{'nat/np':>8}{'blas/np':>8}{'nat/blis':>9}{'%FMA':>6}"
+        f"{'epilogue':>10}")
 
 
 def _print_row(r, log):
     g, q = r["gflops"], r["ratio_vs_numpy"]
     ep = f"{100 * r['epilogue_overhead']:+.1f}%" if "epilogue_overhead" in r else ""
     warn = "  (CPU contended)" if r["disturbed_blocks"] else ""
+    blis = f"{g['blis']:>7.1f}" if "blis" in g else f"{'-':>7}"
+    fma = f"{g[FMA]:>7.1f}" if FMA in g else f"{'-':>7}"
+    nb = f"{g['native'] / g['blis']:>9.2f}" if "blis" in g else f"{'-':>9}"
+    pct = (f"{r['pct_of_fma_ceiling']['native']:>5.0f}%" if "pct_of_fma_ceiling" in r
+           else f"{'-':>6}")
     log(f"{r['dtype']:<8}{r['M']:>6}x{r['K']}x{r['N']:<6}{r['threads']:>3}"
-        f"{g['numpy']:>9.1f}{g['native']:>9.1f}{g['blas']:>9.1f}"
-        f"{q['native']:>8.2f}{q['blas']:>8.2f}{ep:>10}{warn}")
+        f"{g['numpy']:>9.1f}{g['native']:>9.1f}{g['blas']:>9.1f}{blis}{fma}"
+        f"{q['native']:>8.2f}{q['blas']:>8.2f}{nb}{pct}{ep:>10}{warn}")
 
 
 def machine_info():
@@ -157,6 +204,9 @@ def machine_info():
     except OSError:
         info["loadavg"] = None
     info["cpu"] = cpu_model()
+    info["numpy_blas"] = [{k: i.get(k) for k in ("internal_api", "version", "architecture")}
+                          for i in threadpool_info() if i.get("user_api") == "blas"]
+    info["blis"] = _blis is not None
     return info
 
 
@@ -176,8 +226,11 @@ def main(argv=None):
     threads = ([int(t) for t in args.threads.split(",")] if args.threads
                else sorted({1, fastnn.get_num_threads() or ncpu}))
     info = machine_info()
+    blas = ", ".join(f"{b['internal_api']} {b['version']} ({b['architecture']} kernels)"
+                     for b in info["numpy_blas"]) or "unknown"
     print(f"fastnn {info['fastnn']} | {info['cpu']} | kernel {info['kernel_variant']} | "
           f"OpenMP {'on' if info['openmp'] else 'off'} | load avg {info['loadavg']}")
+    print(f"numpy.matmul: {blas} | BLIS: {'blis package' if info['blis'] else 'not installed'}")
     print("GFLOP/s from the median per-call time, contenders alternating call by call; "
           "ratios against numpy.matmul in the same run; epilogue = extra time of "
           "bias+sigmoid fused into the native GEMM")

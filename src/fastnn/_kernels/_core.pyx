@@ -5,12 +5,15 @@ deterministic column sums."""
 from cython.parallel cimport prange
 from ._openmp cimport FNN_HAVE_OPENMP, omp_get_max_threads
 
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
 cdef extern from "fnn_simd.h" nogil:
     fnn_kern_s fnn_kerns_s[]
     fnn_kern_d fnn_kerns_d[]
     const char *fnn_variant_names[]
     int fnn_variant_supported(int v)
     void *fnn_workspace(size_t nbytes)
+    double fnn_fma_peak(int variant, int is_double, long n, double *flops)
 
 cdef int _engine = Engine.NATIVE
 cdef int _threads = 0          # 0: follow omp_get_max_threads() (OMP_NUM_THREADS, threadpoolctl)
@@ -241,6 +244,25 @@ cdef void col_sums(Py_ssize_t m, Py_ssize_t n, const floating *x, Py_ssize_t rsx
         for b in prange(nb, nogil=True, num_threads=nt, schedule='static'):
             _col_sums_block(m, b * COLBLOCK, n if (b + 1) * COLBLOCK > n else (b + 1) * COLBLOCK,
                             x, rsx, out, accumulate)
+
+
+def _fma_peak(str dtype, long rounds=2000000):
+    """Benchmark hook (bench/gemm.py): GFLOP/s of the current variant's FMA ceiling loop --
+    the microkernel's MR x NR/VL accumulators updated by fused multiply-adds `rounds` times,
+    registers only -- on the calling thread."""
+    cdef double flops = 0, sink
+    cdef timespec t0, t1
+    cdef int is_double = dtype == "float64"
+    if not is_double and dtype != "float32":
+        raise ValueError(f"_fma_peak: dtype must be 'float32' or 'float64', got {dtype!r}")
+    with nogil:
+        clock_gettime(CLOCK_MONOTONIC, &t0)
+        sink = fnn_fma_peak(_variant, is_double, rounds, &flops)
+        clock_gettime(CLOCK_MONOTONIC, &t1)
+    cdef double secs = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec)
+    if sink != sink:    # never true for these inputs; keeps the result used
+        raise RuntimeError("_fma_peak: NaN")
+    return flops / max(secs, 1e-12) / 1e9
 
 
 def _set_blocking(str dtype, int kc, int mc, int nc):

@@ -36,6 +36,14 @@ typedef int64_t fnn_v4di __attribute__((vector_size(32)));
 #endif
 
 #define FNN_NOINLINE __attribute__((noinline))
+/* an empty asm that claims to change a vector register: keeps a computation in place */
+#if defined(__x86_64__) || defined(__i386__)
+#define FNN_KEEP(v) __asm__ volatile("" : "+v"(v))
+#elif defined(__aarch64__)
+#define FNN_KEEP(v) __asm__ volatile("" : "+w"(v))
+#else
+#define FNN_KEEP(v) __asm__ volatile("" : "+m"(v))
+#endif
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define FNN_X86 1
@@ -135,6 +143,28 @@ static fnn_kern_d fnn_kerns_d[FNN_N_VARIANTS] = {
     {4, 4, 256, 64, 2048, ukr_d_generic, ukr_strided_d_generic, pack_t_d_generic, act_fwd_d_generic, act_bwd_d_generic, sgd_d_generic, adam_d_generic, rmsprop_d_generic},
 #endif
 };
+
+/* The FMA ceiling loop of a variant (fma_peak in fnn_simd_impl.h): returns a value that
+ * depends on every accumulator; *flops receives the flops it ran. */
+static double fnn_fma_peak(int variant, int is_double, long n, double *flops) {
+    const int v = variant;
+    if (is_double) {
+        const fnn_kern_d *k = &fnn_kerns_d[v];
+        *flops = 2.0 * n * k->mr * k->nr;
+#if FNN_X86
+        if (v == FNN_VARIANT_AVX2) return fma_peak_d_avx2(n);
+        if (v == FNN_VARIANT_AVX512) return fma_peak_d_avx512(n);
+#endif
+        return fma_peak_d_generic(n);
+    }
+    const fnn_kern_s *k = &fnn_kerns_s[v];
+    *flops = 2.0 * n * k->mr * k->nr;
+#if FNN_X86
+    if (v == FNN_VARIANT_AVX2) return fma_peak_s_avx2(n);
+    if (v == FNN_VARIANT_AVX512) return fma_peak_s_avx512(n);
+#endif
+    return fma_peak_s_generic(n);
+}
 
 /* Which variants this CPU can run. */
 static int fnn_variant_supported(int v) {

@@ -15,6 +15,9 @@
 #define FNN_CAT(a, b) FNN_CAT2(a, b)
 #define N_(x) FNN_CAT(x, FNN_SFX)
 #define FNN_NV (FNN_NR / FNN_VL)
+#ifndef FNN_PF_A
+#define FNN_PF_A 8
+#endif
 
 #if FNN_IS_DOUBLE
 typedef int64_t N_(it);
@@ -344,6 +347,11 @@ N_(ukr_body)(const int mr_e, const int nv_e, const int arow, long kc, const FNN_
     } else {
         for (long k = 0; k < kc; k++) {
             N_(vt) bv[FNN_NV];
+#if FNN_PF_A
+            /* the A micro-panel streams from L2 (the B micro-panel stays in L1): fetch it
+             * FNN_PF_A k-steps ahead, one line per step (a packed panel row is 48-96 B) */
+            if (ars == 1) __builtin_prefetch(a + FNN_PF_A * acs, 0, 3);
+#endif
 #pragma GCC unroll 8
             for (int j = 0; j < nv_e; j++) bv[j] = N_(ld)(b + j * FNN_VL);
 #pragma GCC unroll 16
@@ -417,6 +425,38 @@ N_(ukr_body)(const int mr_e, const int nv_e, const int arow, long kc, const FNN_
 #undef FNN_EPI
     if (!full)
         for (int i = 0; i < m; i++) memcpy(c + i * rsc, tmp + i * FNN_NR, n * sizeof(FNN_T));
+}
+
+/* The FMA ceiling of this variant, for bench/gemm.py: n rounds of MR x NR/VL independent
+ * fused multiply-adds on registers (the microkernel's accumulator count, so enough chains
+ * to cover the FMA latency), no memory traffic.  2 * n * MR * NR flops.  The asm barrier
+ * keeps each round (gcc would otherwise fold the loop); the sum keeps the result live. */
+static FNN_NOINLINE FNN_T N_(fma_peak)(long n) {
+    N_(vt) acc[FNN_MR][FNN_NV];
+    const N_(vt) x = N_(splat)((FNN_T)0.999), y = N_(splat)((FNN_T)1e-3);
+#pragma GCC unroll 16
+    for (int i = 0; i < FNN_MR; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < FNN_NV; j++) acc[i][j] = N_(splat)((FNN_T)(i + j));
+    for (long r = 0; r < n; r++) {
+#pragma GCC unroll 16
+        for (int i = 0; i < FNN_MR; i++)
+#pragma GCC unroll 8
+            for (int j = 0; j < FNN_NV; j++) {
+                acc[i][j] = acc[i][j] * x + y;
+                FNN_KEEP(acc[i][j]);
+            }
+    }
+    /* constant indices only: a variable one would keep `acc` in memory (see ukr_body) */
+    N_(vt) sum = N_(splat)(0);
+#pragma GCC unroll 16
+    for (int i = 0; i < FNN_MR; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < FNN_NV; j++) sum = sum + acc[i][j];
+    FNN_T lanes[FNN_VL], t = 0;
+    N_(st)(lanes, sum);
+    for (int l = 0; l < FNN_VL; l++) t += lanes[l];
+    return t;
 }
 
 /* MR x NR microkernel; an edge tile that fits in half the rows and/or half the columns
