@@ -412,15 +412,13 @@ N_(ukr_body)(const int mr_e, const int nv_e, const int arow, long kc, const FNN_
      * arithmetic on the same values, so the same bits).  Unrolled over the 24 accumulators
      * here, the float64 sigmoid/tanh bodies grew past what gcc scalarizes: it kept `acc` in
      * memory for the whole function, k loop included -- the float64 AVX-512 GEMM ran at
-     * 22 GFLOP/s instead of 60 (tests/test_codegen.py now checks the k loops). */
-    case FNN_ACT_SIGMOID: case FNN_ACT_TANH:
-    case FNN_ACT_GELU: case FNN_ACT_GELU_TANH: case FNN_ACT_SILU: case FNN_ACT_SOFTPLUS:
-    case FNN_ACT_ELU:
-        FNN_EPI(FNN_ACT_IDENTITY, 0)
-        for (int i = 0; i < mr_e; i++) N_(act_vecs)(cp + i * ldc, nv_e, act, slope);
-        break;
+     * 22 GFLOP/s instead of 60 (tests/test_codegen.py now checks the k loops).
+     * The identity writeback is shared with them (one copy of each less to compile: the
+     * plain form skips alpha == 1 and beta == 0, which change no bit). */
     default:
         if (plain) { FNN_EPI(FNN_ACT_IDENTITY, 1) } else { FNN_EPI(FNN_ACT_IDENTITY, 0) }
+        if (act != FNN_ACT_IDENTITY)   /* sigmoid, tanh, gelu, gelu_tanh, silu, softplus, elu */
+            for (int i = 0; i < mr_e; i++) N_(act_vecs)(cp + i * ldc, nv_e, act, slope);
     }
 #undef FNN_EPI
     if (!full)
@@ -521,11 +519,15 @@ static FNN_NOINLINE void N_(ukr_cols)(long kc, const FNN_T *restrict a, long acs
     FNN_UKR_DISPATCH(0, 1, acs, bks)
 }
 
+/* A with neither stride 1: gemm.pyx never reads such an A in place (it packs it), so this
+ * is a fallback kept for completeness and compiled for the full tile only (each body costs
+ * compile time; the tile's arithmetic per element is the same as the smaller ones'). */
 static FNN_NOINLINE void N_(ukr_any)(long kc, const FNN_T *restrict a, long ars, long acs,
                                      const FNN_T *restrict b, long bks, FNN_T *restrict c,
                                      long rsc, int m, int n, FNN_T alpha, FNN_T beta,
                                      const FNN_T *restrict bias, int act, FNN_T slope) {
-    FNN_UKR_DISPATCH(0, ars, acs, bks)
+    N_(ukr_body)(FNN_MR, FNN_NV, 0, kc, a, ars, acs, b, bks, c, rsc, m, n, alpha, beta, bias,
+                 act, slope);
 }
 
 static void N_(ukr_strided)(long kc, const FNN_T *restrict a, long ars, long acs,
