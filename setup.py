@@ -107,7 +107,13 @@ class BuildExt(build_ext):
             san = SANITIZE_FLAGS
         if (DEBUG or SANITIZE) and os.environ.get("FASTNN_DEBUG_OPT", "").strip():
             opt = os.environ["FASTNN_DEBUG_OPT"].split()
+        # what kind of build this is, for fastnn.config()["build"] (tests/test_codegen.py
+        # inspects the machine code of release builds only)
+        kind = "sanitize" if SANITIZE else "debug" if DEBUG else "release"
+        build_macro = ("FNN_BUILD", '"%s %s"' % (kind, " ".join(opt)))
         for ext in self.extensions:
+            ext.define_macros = [m for m in ext.define_macros if m[0] != "FNN_BUILD"]
+            ext.define_macros.append(build_macro)
             # -ffp-contract=fast lets the microkernel use FMA; never -ffast-math (crtfastmath
             # would set flush-to-zero process-wide), never -march=native.
             # -fno-wrapv undoes the -fwrapv in Python's CFLAGS, which blocks vectorizing our

@@ -9,7 +9,9 @@ machine code is not: disassemble the built `_core` module and check that the k l
 every vector microkernel (the short loops full of FMAs) move no vector to or from a stack
 slot.
 
-Skipped where it cannot look: not x86-64, no `objdump`, or a stripped module.
+Release builds only (`fastnn.config()["build"]`): a debug or sanitizer build is not meant
+to keep anything in registers.  Skipped where it cannot look: not x86-64, no `objdump`, or
+a stripped module.
 """
 import platform
 import re
@@ -20,9 +22,13 @@ import pytest
 
 from fastnn._kernels import _core
 
-pytestmark = pytest.mark.skipif(
-    platform.machine() not in ("x86_64", "AMD64") or shutil.which("objdump") is None,
-    reason="needs x86-64 and objdump")
+pytestmark = [
+    pytest.mark.skipif(
+        platform.machine() not in ("x86_64", "AMD64") or shutil.which("objdump") is None,
+        reason="needs x86-64 and objdump"),
+    pytest.mark.skipif(not _core.build_info().startswith("release"),
+                       reason=f"not a release build ({_core.build_info()})"),
+]
 
 # the vector microkernels: packed, A row-major / column-major / any strides in place
 KERNELS = [f"ukr{kind}_{dt}_{isa}" for kind in ("", "_rows", "_cols")

@@ -83,8 +83,9 @@ def test_config_keys():
     info = fastnn.config()
     for key in ("fastnn", "python", "platform", "engine", "kernel_variant",
                 "supported_variants", "openmp", "num_threads", "cpu_count",
-                "blocking_float32", "blocking_float64", "blas", "numpy", "scipy"):
+                "blocking_float32", "blocking_float64", "build", "blas", "numpy", "scipy"):
         assert key in info, key
+    assert info["build"].split()[0] in ("release", "debug", "sanitize"), info["build"]
     assert info["fastnn"] == fastnn.__version__
     assert info["engine"] == fastnn.get_engine()
     assert info["kernel_variant"] == fastnn.get_kernel_variant()

@@ -172,8 +172,17 @@ def test_float32_input_kept(digits):
         _quiet()
         e64.fit(X, y)
     assert e64.coefs_[0].dtype == np.float32
-    with pytest.raises(ValueError, match="dtype"):
-        MLPClassifier(dtype="float16").fit(X, y)
+    # numpy's spellings name the same dtypes
+    for spelling, want in [(np.float32, np.float32), (np.dtype("f8"), np.float64),
+                           ("f4", np.float32)]:
+        with warnings.catch_warnings():
+            _quiet()
+            est = MLPClassifier(hidden_layer_sizes=(5,), max_iter=1, random_state=0,
+                                dtype=spelling).fit(X, y)
+        assert est.coefs_[0].dtype == want, spelling
+    for bad in ("float16", np.int32, "fp32", 3):
+        with pytest.raises(ValueError, match="dtype"):
+            MLPClassifier(dtype=bad).fit(X, y)
 
 
 def test_meta_estimators_and_pickle(digits):

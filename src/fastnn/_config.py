@@ -140,7 +140,8 @@ def config() -> dict[str, Any]:
     dict
         Keys "fastnn", "python", "platform", "engine", "kernel_variant",
         "supported_variants", "openmp", "num_threads", "cpu_count", "blocking_float32",
-        "blocking_float64", "blas", "numpy", "scipy".
+        "blocking_float64", "build" (how the extensions were compiled, e.g.
+        "release -O3 -g0"), "blas", "numpy", "scipy".
     """
     from . import __version__
     info = {
@@ -155,6 +156,7 @@ def config() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "blocking_float32": _core.kernel_blocking("float32"),
         "blocking_float64": _core.kernel_blocking("float64"),
+        "build": _core.build_info(),
         "blas": [],
     }
     try:
@@ -197,6 +199,7 @@ def show_config(file: TextIO | None = None) -> None:
     p(f"  float32 blocking: MR={mr} NR={nr} KC={kc} MC={mc} NC={nc}")
     mr, nr, kc, mc, nc = info["blocking_float64"]
     p(f"  float64 blocking: MR={mr} NR={nr} KC={kc} MC={mc} NC={nc}")
+    p(f"  build           : {info['build']}")
     p(f"  OpenMP          : {'on' if info['openmp'] else 'off (serial build)'}")
     p(f"  threads         : {info['num_threads']} (of {info['cpu_count']} CPUs)")
     for lib in info["blas"]:

@@ -117,10 +117,17 @@ class _FastMLPMixin:
 
     # ---- input ----------------------------------------------------------------------
     def _fnn_dtype(self):
-        if self.dtype not in _DTYPES:
+        # None, a name or anything numpy.dtype() understands (np.float32, np.dtype("f8"))
+        dt = self.dtype
+        if dt is not None:
+            try:
+                dt = np.dtype(dt).name
+            except TypeError:
+                pass
+        if not isinstance(dt, (str, type(None))) or dt not in _DTYPES:
             raise ValueError(f"{type(self).__name__}: dtype must be None, 'float32' or "
-                             f"'float64', got {self.dtype!r}")
-        return _DTYPES[self.dtype]
+                             f"'float64' (or np.float32 / np.float64), got {self.dtype!r}")
+        return _DTYPES[dt]
 
     def _fnn_threads(self):
         n = self.n_threads

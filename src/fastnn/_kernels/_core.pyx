@@ -7,6 +7,21 @@ from ._openmp cimport FNN_HAVE_OPENMP, omp_get_max_threads
 
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
+cdef extern from *:
+    """
+    #ifndef FNN_BUILD
+    #define FNN_BUILD "unknown"
+    #endif
+    """
+    const char *FNN_BUILD
+
+
+def build_info():
+    """How the extensions were compiled: "release -O3 -g0", "debug -O0 -g", "sanitize ..."
+    (setup.py; "unknown" when built otherwise)."""
+    return FNN_BUILD.decode()
+
+
 cdef extern from "fnn_simd.h" nogil:
     fnn_kern_s fnn_kerns_s[]
     fnn_kern_d fnn_kerns_d[]

@@ -15,9 +15,6 @@
 #define FNN_CAT(a, b) FNN_CAT2(a, b)
 #define N_(x) FNN_CAT(x, FNN_SFX)
 #define FNN_NV (FNN_NR / FNN_VL)
-#ifndef FNN_PF_A
-#define FNN_PF_A 8
-#endif
 
 #if FNN_IS_DOUBLE
 typedef int64_t N_(it);
@@ -347,11 +344,6 @@ N_(ukr_body)(const int mr_e, const int nv_e, const int arow, long kc, const FNN_
     } else {
         for (long k = 0; k < kc; k++) {
             N_(vt) bv[FNN_NV];
-#if FNN_PF_A
-            /* the A micro-panel streams from L2 (the B micro-panel stays in L1): fetch it
-             * FNN_PF_A k-steps ahead, one line per step (a packed panel row is 48-96 B) */
-            if (ars == 1) __builtin_prefetch(a + FNN_PF_A * acs, 0, 3);
-#endif
 #pragma GCC unroll 8
             for (int j = 0; j < nv_e; j++) bv[j] = N_(ld)(b + j * FNN_VL);
 #pragma GCC unroll 16
