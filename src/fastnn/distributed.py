@@ -63,6 +63,9 @@ def _mpi():
     return _State.MPI
 
 
+_ABORT_GRACE_S = 1.0
+
+
 def _abort_hook(etype, value, tb):
     """sys.excepthook while distributed: print the traceback, then abort every rank (the
     others would otherwise wait in a collective operation until their timeout)."""
@@ -73,6 +76,10 @@ def _abort_hook(etype, value, tb):
                          "the job\n")
         prev(etype, value, tb)
         sys.stderr.flush()
+        sys.stdout.flush()
+        # let mpiexec forward what was just written: Abort kills every process at once,
+        # and on a loaded machine the tail of the traceback (the message) was lost
+        time.sleep(_ABORT_GRACE_S)
     finally:
         _State.MPI.COMM_WORLD.Abort(1)
 
