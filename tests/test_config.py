@@ -226,3 +226,20 @@ def test_bad_env_override_warns_and_falls_back(var, value):
     default = run_python(["-c", "import fastnn; print(fastnn.get_kernel_variant(), "
                                 "fastnn.get_engine())"], env=clean)
     assert res.stdout.strip() == default.stdout.strip()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fma_peak_every_variant(dtype):
+    """bench.gemm's FMA-ceiling loop (_core._fma_peak) runs on every supported variant and
+    both dtypes and reports a finite, positive rate; other dtypes are refused."""
+    from fastnn._kernels import _core
+    saved = fastnn.get_kernel_variant()
+    try:
+        for v in VARIANTS:
+            fastnn.set_kernel_variant(v)
+            g = _core._fma_peak(dtype, 20000)
+            assert np.isfinite(g) and g > 0, (v, dtype, g)
+    finally:
+        fastnn.set_kernel_variant(saved)
+    with pytest.raises(ValueError, match="dtype"):
+        _core._fma_peak("float16", 10)
